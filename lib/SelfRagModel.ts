@@ -1,0 +1,212 @@
+import fs from "node:fs";
+import {readGgufFileInfo} from "node-llama-cpp";
+import {DecodingContext} from "./DecodingContext.js";
+import {SelfRagError, invalidParameterError, requirePositiveInteger} from "./errors.js";
+import {loadAddon, takeRecentLlamaLog, type GpuOption, type LoadedAddon} from "./native/addon.js";
+import type {NativeModel, NativeModelInfo} from "./native/types.js";
+import {REFLECTION_TOKENS, R, ReflectionTokens, type ReflectionTokenText} from "./ReflectionTokens.js";
+import {retrievalProbability} from "./scoring.js";
+
+export interface SelfRagModelOptions {
+    /** Path to a GGUF file of a Self-RAG model. */
+    modelPath: string;
+    /** Tokens each sequence slot can hold (default 2048). */
+    contextSize?: number;
+    /** Sequence slots decoded together: one per passage, plus one for the question (default 6). */
+    sequences?: number;
+    /** CPU threads for decoding (default 1: on small models more threads spin more than they compute; measure). */
+    threads?: number;
+    /** Threads for prompt processing (default: `threads`). */
+    threadsBatch?: number;
+    /** Tokens per llama_decode call when prefilling (default 512). */
+    batchSize?: number;
+    /** "auto" (default) picks CUDA, Vulkan or Metal when node-llama-cpp finds one; false forces the CPU. */
+    gpu?: GpuOption;
+    /** Layers to offload when a GPU is used (default: all). */
+    gpuLayers?: number;
+    /**
+     * One KV buffer shared by all slots (default true): forks only tag cells, so a prompt shared by
+     * k passages is stored once. false gives each slot its own stream (forks copy it).
+     */
+    unifiedKv?: boolean;
+    /** Memory-map the weights (default true). */
+    useMmap?: boolean;
+}
+
+export interface InspectResult {
+    /** Tokens in the prompt (BOS included). */
+    promptTokens: number;
+    /** Log-probability of each reflection token at the next position. */
+    reflection: Record<ReflectionTokenText, number>;
+    /** P([Retrieval]) / (P([Retrieval]) + P([No Retrieval])). */
+    p_retrieve: number;
+    /** The greedy next token, its text and log-probability. */
+    next: {id: number, text: string, logprob: number};
+}
+
+/**
+ * A Self-RAG model (GGUF) with its reflection-token table and a batched decoding context.
+ *
+ * ```ts
+ * const model = await SelfRagModel.load({modelPath: "selfrag_llama2_7b.Q4_K_M.gguf"});
+ * const r = await model.inspect(formatPrompt("Who wrote Hamlet?"));
+ * console.log(r.p_retrieve, r.reflection["[Retrieval]"]);
+ * await model.dispose();
+ * ```
+ */
+export class SelfRagModel {
+    public readonly path: string;
+    public readonly reflection: ReflectionTokens;
+    public readonly info: NativeModelInfo;
+    /** The model's decoding context (`sequences` slots of `contextSize` tokens). */
+    public readonly context: DecodingContext;
+    /** The llama.cpp variant in use: "cpu", "cuda", "vulkan" or "metal". */
+    public readonly backend: string;
+    private native: NativeModel | undefined;
+    private readonly loaded: LoadedAddon;
+
+    private constructor(path: string, native: NativeModel, loaded: LoadedAddon, reflection: ReflectionTokens, context: DecodingContext) {
+        this.path = path;
+        this.native = native;
+        this.loaded = loaded;
+        this.reflection = reflection;
+        this.info = native.info();
+        this.context = context;
+        this.backend = loaded.variant;
+    }
+
+    public static async load(options: SelfRagModelOptions): Promise<SelfRagModel> {
+        if (options == null || typeof options.modelPath !== "string" || options.modelPath === "") {
+            throw invalidParameterError("modelPath", "a path to a GGUF file", options?.modelPath);
+        }
+        const modelPath = options.modelPath;
+        const contextSize = requirePositiveInteger("contextSize", options.contextSize ?? 2048, 1 << 20);
+        const sequences = requirePositiveInteger("sequences", options.sequences ?? 6, 256);
+        const threads = requirePositiveInteger("threads", options.threads ?? 1, 1024);
+        const threadsBatch = requirePositiveInteger("threadsBatch", options.threadsBatch ?? threads, 1024);
+        const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 512, 1 << 16);
+        const gpu = options.gpu ?? "auto";
+        if (!["auto", false, "cuda", "vulkan", "metal"].includes(gpu)) {
+            throw invalidParameterError("gpu", `"auto", false, "cuda", "vulkan" or "metal"`, gpu);
+        }
+        await checkGgufFile(modelPath);
+
+        const loaded = await loadAddon({gpu});
+        const gpuLayers = loaded.variant === "cpu" ? 0 : options.gpuLayers ?? 999;
+        const native = new loaded.addon.Model();
+        takeRecentLlamaLog();
+        try {
+            await native.load(modelPath, {gpuLayers, useMmap: options.useMmap ?? true});
+        } catch (error) {
+            const log = takeRecentLlamaLog();
+            throw new SelfRagError(`could not load ${modelPath}: ${(error as Error).message}` +
+                (log.length > 0 ? `\nllama.cpp said:\n  ${log.slice(-5).join("\n  ")}` : ""),
+            (error as SelfRagError).code ?? "MODEL_LOAD_FAILED", {cause: error});
+        }
+        let reflection: ReflectionTokens;
+        let context: DecodingContext;
+        try {
+            reflection = ReflectionTokens.resolve((texts) => native.findTokens(texts), modelPath);
+            const nativeContext = new loaded.addon.Context(native, {
+                contextSize, sequences, threads, threadsBatch, batchSize,
+                unifiedKv: options.unifiedKv ?? true, reflectionIds: reflection.ids
+            });
+            context = new DecodingContext(nativeContext, reflection.ids);
+        } catch (error) {
+            native.dispose();
+            throw error;
+        }
+        return new SelfRagModel(modelPath, native, loaded, reflection, context);
+    }
+
+    /** Tokenizes text; by default adds BOS and parses special tokens (reflection tokens become single ids). */
+    public tokenize(text: string, options: {bos?: boolean, special?: boolean} = {}): Int32Array {
+        return this.handle().tokenize(text, options.bos ?? true, options.special ?? true);
+    }
+
+    /** Turns ids back into text; reflection tokens are kept as their text unless `special` is false. */
+    public detokenize(tokens: Int32Array | readonly number[], options: {special?: boolean} = {}): string {
+        const array = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
+        return this.handle().detokenize(array, options.special ?? true);
+    }
+
+    public tokenText(id: number): string {
+        return this.handle().tokenText(id);
+    }
+
+    /** Resolves token texts to ids by exact vocabulary match (-1 when absent). */
+    public findTokens(texts: readonly string[]): Int32Array {
+        return this.handle().findTokens(texts);
+    }
+
+    /**
+     * The reflection-token log-probs at the next position after `prompt` (BOS added, special tokens
+     * parsed) and the retrieval probability Self-RAG thresholds.
+     */
+    public async inspect(prompt: string): Promise<InspectResult> {
+        const tokens = this.tokenize(prompt);
+        const [seq] = this.context.acquire(1);
+        try {
+            const block = await this.context.evaluate([{seq, tokens}]);
+            const row = block.reflection.subarray(0, REFLECTION_TOKENS.length);
+            return {
+                promptTokens: tokens.length,
+                reflection: Object.fromEntries(REFLECTION_TOKENS.map((t, i) => [t.text, row[i]])) as Record<ReflectionTokenText, number>,
+                p_retrieve: retrievalProbability(row[R.retrieval], row[R.noRetrieval]),
+                next: {id: block.argmax[0], text: this.tokenText(block.argmax[0]), logprob: block.argmaxLogprob[0]}
+            };
+        } finally {
+            await this.context.release(seq);
+        }
+    }
+
+    /** Frees the context and the weights. Idempotent. */
+    public async dispose(): Promise<void> {
+        if (this.native == null) return;
+        await this.context.dispose();
+        this.native.dispose();
+        this.native = undefined;
+    }
+
+    public get disposed(): boolean {
+        return this.native == null;
+    }
+
+    /** The llama.cpp / node-llama-cpp instance shared with this model (for oracles and embedders). */
+    public get llama() {
+        return this.loaded.llama;
+    }
+
+    private handle(): NativeModel {
+        if (this.native == null) throw new SelfRagError("the model has been disposed", "MODEL_DISPOSED");
+        return this.native;
+    }
+}
+
+/** Fails early, with the file named, on what llama.cpp would only log: missing file, wrong magic, bad header. */
+async function checkGgufFile(modelPath: string): Promise<void> {
+    let stat: fs.Stats;
+    try {
+        stat = fs.statSync(modelPath);
+    } catch {
+        throw new SelfRagError(`model file not found: ${modelPath}`, "MODEL_NOT_FOUND");
+    }
+    if (!stat.isFile()) throw new SelfRagError(`model path is not a file: ${modelPath}`, "MODEL_NOT_FOUND");
+    const head = Buffer.alloc(4);
+    const fd = fs.openSync(modelPath, "r");
+    try {
+        fs.readSync(fd, head, 0, 4, 0);
+    } finally {
+        fs.closeSync(fd);
+    }
+    if (head.toString("latin1") !== "GGUF") {
+        throw new SelfRagError(`${modelPath} is not a GGUF file (it starts with ${JSON.stringify(head.toString("latin1"))}, ` +
+            `not "GGUF"; ${stat.size} bytes)`, "INVALID_GGUF");
+    }
+    try {
+        await readGgufFileInfo(modelPath, {sourceType: "filesystem", readTensorInfo: true, logWarnings: false, ignoreKeys: ["tokenizer.ggml.merges"]});
+    } catch (error) {
+        throw new SelfRagError(`${modelPath} has an unreadable GGUF header: ${(error as Error).message}`, "INVALID_GGUF",
+            {cause: error});
+    }
+}

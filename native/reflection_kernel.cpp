@@ -1,0 +1,318 @@
+#include "reflection_kernel.h"
+
+// GCC 12 flags its own AVX-512 headers (_mm512_undefined_*) as maybe-uninitialized.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define SELFRAG_X86_DISPATCH 1
+#include <immintrin.h>
+#endif
+
+namespace selfrag {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Two passes (max/argmax, then sum of exp(x - max)) over a row that fits in L2 beat a one-pass
+// online logsumexp, which needs two exponentials per element.
+RowSummary SummariseScalar(const float* row, int32_t n) {
+    float best = kNegInf;
+    int32_t bestIndex = 0;
+    for (int32_t i = 0; i < n; ++i) {
+        if (row[i] > best) {
+            best = row[i];
+            bestIndex = i;
+        }
+    }
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - best);
+    return {bestIndex, best, static_cast<float>(best + std::log(sum))};
+}
+
+#ifdef SELFRAG_X86_DISPATCH
+// Cephes expf: range reduction by ln2 (split in two constants), degree-6 polynomial, 2^n from the
+// exponent bits. Inputs are clamped to the normal range; below -87.3 the term is negligible next
+// to the row maximum's exp(0) = 1, so clamping cannot change a logsumexp.
+#define SELFRAG_EXP_CONSTANTS                                  \
+    constexpr float kLog2e = 1.44269504088896341f;             \
+    constexpr float kC1 = 0.693359375f;                        \
+    constexpr float kC2 = -2.12194440e-4f;                     \
+    constexpr float kP0 = 1.9875691500e-4f;                    \
+    constexpr float kP1 = 1.3981999507e-3f;                    \
+    constexpr float kP2 = 8.3334519073e-3f;                    \
+    constexpr float kP3 = 4.1665795894e-2f;                    \
+    constexpr float kP4 = 1.6666665459e-1f;                    \
+    constexpr float kP5 = 5.0000001201e-1f;
+
+__attribute__((target("avx512f"))) inline __m512 Exp512(__m512 x) {
+    SELFRAG_EXP_CONSTANTS
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.3f));
+    const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(kC1), x);
+    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(kC2), r);
+    __m512 p = _mm512_set1_ps(kP0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
+    const __m512 r2 = _mm512_mul_ps(r, r);
+    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
+    __m512i n = _mm512_cvtps_epi32(fx);
+    n = _mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(n));
+}
+
+__attribute__((target("avx512f"))) RowSummary SummariseAvx512(const float* row, int32_t n) {
+    __m512 vmax = _mm512_set1_ps(kNegInf);
+    __m512i vidx = _mm512_setzero_si512();
+    __m512i cur = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i step = _mm512_set1_epi32(16);
+    int32_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(row + i);
+        const __mmask16 greater = _mm512_cmp_ps_mask(x, vmax, _CMP_GT_OQ);
+        vmax = _mm512_mask_mov_ps(vmax, greater, x);
+        vidx = _mm512_mask_mov_epi32(vidx, greater, cur);
+        cur = _mm512_add_epi32(cur, step);
+    }
+    alignas(64) float laneMax[16];
+    alignas(64) int32_t laneIdx[16];
+    _mm512_store_ps(laneMax, vmax);
+    _mm512_store_si512(reinterpret_cast<__m512i*>(laneIdx), vidx);
+    float best = kNegInf;
+    int32_t bestIndex = 0;
+    for (int l = 0; l < 16; ++l) {
+        if (laneMax[l] > best || (laneMax[l] == best && laneIdx[l] < bestIndex)) {
+            best = laneMax[l];
+            bestIndex = laneIdx[l];
+        }
+    }
+    for (; i < n; ++i) {
+        if (row[i] > best) {
+            best = row[i];
+            bestIndex = i;
+        }
+    }
+
+    const __m512 vbest = _mm512_set1_ps(best);
+    __m512 acc0 = _mm512_setzero_ps();
+    __m512 acc1 = _mm512_setzero_ps();
+    i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_add_ps(acc0, Exp512(_mm512_sub_ps(_mm512_loadu_ps(row + i), vbest)));
+        acc1 = _mm512_add_ps(acc1, Exp512(_mm512_sub_ps(_mm512_loadu_ps(row + i + 16), vbest)));
+    }
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm512_add_ps(acc0, Exp512(_mm512_sub_ps(_mm512_loadu_ps(row + i), vbest)));
+    }
+    if (i < n) {
+        const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1u);
+        const __m512 x = _mm512_maskz_loadu_ps(tail, row + i);
+        acc1 = _mm512_mask_add_ps(acc1, tail, acc1, Exp512(_mm512_sub_ps(x, vbest)));
+    }
+    const float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    return {bestIndex, best, best + std::log(sum)};
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 Exp256(__m256 x) {
+    SELFRAG_EXP_CONSTANTS
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3f));
+    const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(kC1), x);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(kC2), r);
+    __m256 p = _mm256_set1_ps(kP0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
+    const __m256 r2 = _mm256_mul_ps(r, r);
+    const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0f));
+    __m256i n = _mm256_cvtps_epi32(fx);
+    n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+__attribute__((target("avx2,fma"))) RowSummary SummariseAvx2(const float* row, int32_t n) {
+    __m256 vmax = _mm256_set1_ps(kNegInf);
+    __m256i vidx = _mm256_setzero_si256();
+    __m256i cur = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i step = _mm256_set1_epi32(8);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(row + i);
+        const __m256 greater = _mm256_cmp_ps(x, vmax, _CMP_GT_OQ);
+        vmax = _mm256_blendv_ps(vmax, x, greater);
+        vidx = _mm256_castps_si256(
+            _mm256_blendv_ps(_mm256_castsi256_ps(vidx), _mm256_castsi256_ps(cur), greater));
+        cur = _mm256_add_epi32(cur, step);
+    }
+    alignas(32) float laneMax[8];
+    alignas(32) int32_t laneIdx[8];
+    _mm256_store_ps(laneMax, vmax);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(laneIdx), vidx);
+    float best = kNegInf;
+    int32_t bestIndex = 0;
+    for (int l = 0; l < 8; ++l) {
+        if (laneMax[l] > best || (laneMax[l] == best && laneIdx[l] < bestIndex)) {
+            best = laneMax[l];
+            bestIndex = laneIdx[l];
+        }
+    }
+    const int32_t vectorEnd = i;
+    for (; i < n; ++i) {
+        if (row[i] > best) {
+            best = row[i];
+            bestIndex = i;
+        }
+    }
+
+    const __m256 vbest = _mm256_set1_ps(best);
+    __m256 acc0 = _mm256_setzero_ps();
+    __m256 acc1 = _mm256_setzero_ps();
+    i = 0;
+    for (; i + 16 <= vectorEnd; i += 16) {
+        acc0 = _mm256_add_ps(acc0, Exp256(_mm256_sub_ps(_mm256_loadu_ps(row + i), vbest)));
+        acc1 = _mm256_add_ps(acc1, Exp256(_mm256_sub_ps(_mm256_loadu_ps(row + i + 8), vbest)));
+    }
+    for (; i + 8 <= vectorEnd; i += 8) {
+        acc0 = _mm256_add_ps(acc0, Exp256(_mm256_sub_ps(_mm256_loadu_ps(row + i), vbest)));
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, _mm256_add_ps(acc0, acc1));
+    double sum = 0.0;
+    for (float lane : lanes) sum += lane;
+    for (; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - best);
+    return {bestIndex, best, static_cast<float>(best + std::log(sum))};
+}
+#endif
+
+using SummariseFn = RowSummary (*)(const float*, int32_t);
+
+struct KernelChoice {
+    SummariseFn fn;
+    const char* isa;
+};
+
+KernelChoice PickKernel() {
+#ifdef SELFRAG_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return {SummariseAvx512, "avx512f"};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {SummariseAvx2, "avx2"};
+#endif
+    return {SummariseScalar, "scalar"};
+}
+
+// Chosen once: CPU features do not change while the process runs.
+const KernelChoice& Kernel() {
+    static const KernelChoice choice = PickKernel();
+    return choice;
+}
+
+void ExtractRange(SummariseFn fn, const float* logits, int64_t begin, int64_t end, int32_t vocab,
+                  const int32_t* ids, int32_t nIds, int32_t* argmax, float* argmaxLogprob,
+                  float* logSumExp, float* idLogprobs) {
+    for (int64_t r = begin; r < end; ++r) {
+        const float* row = logits + r * static_cast<int64_t>(vocab);
+        const RowSummary s = fn(row, vocab);
+        if (argmax != nullptr) argmax[r] = s.argmax;
+        if (argmaxLogprob != nullptr) argmaxLogprob[r] = s.maxLogit - s.logSumExp;
+        if (logSumExp != nullptr) logSumExp[r] = s.logSumExp;
+        float* out = idLogprobs + r * nIds;
+        for (int32_t k = 0; k < nIds; ++k) {
+            const int32_t id = ids[k];
+            out[k] = (id >= 0 && id < vocab) ? row[id] - s.logSumExp : kNegInf;
+        }
+    }
+}
+
+}  // namespace
+
+RowSummary SummariseRow(const float* row, int32_t vocab) { return Kernel().fn(row, vocab); }
+
+const char* KernelIsa() { return Kernel().isa; }
+
+namespace {
+bool KernelForIsa(const char* isa, SummariseFn* out);
+}  // namespace
+
+void ExtractReflectionRows(const float* logits, int64_t rows, int32_t vocab, const int32_t* ids,
+                           int32_t nIds, int32_t* argmax, float* argmaxLogprob, float* logSumExp,
+                           float* idLogprobs, int threads) {
+    ExtractReflectionRowsWith(nullptr, logits, rows, vocab, ids, nIds, argmax, argmaxLogprob,
+                              logSumExp, idLogprobs, threads);
+}
+
+namespace {
+bool KernelForIsa(const char* isa, SummariseFn* out) {
+    if (isa == nullptr || std::strcmp(isa, "auto") == 0) {
+        *out = Kernel().fn;
+        return true;
+    }
+    if (std::strcmp(isa, "scalar") == 0) {
+        *out = SummariseScalar;
+        return true;
+    }
+#ifdef SELFRAG_X86_DISPATCH
+    __builtin_cpu_init();
+    if (std::strcmp(isa, "avx512f") == 0 && __builtin_cpu_supports("avx512f")) {
+        *out = SummariseAvx512;
+        return true;
+    }
+    if (std::strcmp(isa, "avx2") == 0 && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma")) {
+        *out = SummariseAvx2;
+        return true;
+    }
+#endif
+    return false;
+}
+}  // namespace
+
+bool ExtractReflectionRowsWith(const char* isa, const float* logits, int64_t rows, int32_t vocab,
+                               const int32_t* ids, int32_t nIds, int32_t* argmax,
+                               float* argmaxLogprob, float* logSumExp, float* idLogprobs,
+                               int threads) {
+    SummariseFn fn = nullptr;
+    if (!KernelForIsa(isa, &fn)) return false;
+    // Starting a thread costs tens of microseconds; one row costs about ten, so only large
+    // batches of rows are split.
+    constexpr int64_t kRowsPerThread = 16;
+    const int64_t useful = rows / kRowsPerThread;
+    const int nThreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, useful)));
+    if (nThreads <= 1) {
+        ExtractRange(fn, logits, 0, rows, vocab, ids, nIds, argmax, argmaxLogprob, logSumExp,
+                     idLogprobs);
+        return true;
+    }
+    std::vector<std::thread> workers;
+    workers.reserve(nThreads - 1);
+    const int64_t chunk = (rows + nThreads - 1) / nThreads;
+    for (int t = 1; t < nThreads; ++t) {
+        const int64_t begin = t * chunk;
+        const int64_t end = std::min(rows, begin + chunk);
+        if (begin >= end) break;
+        workers.emplace_back(ExtractRange, fn, logits, begin, end, vocab, ids, nIds, argmax,
+                             argmaxLogprob, logSumExp, idLogprobs);
+    }
+    ExtractRange(fn, logits, 0, std::min(rows, chunk), vocab, ids, nIds, argmax, argmaxLogprob,
+                 logSumExp, idLogprobs);
+    for (auto& worker : workers) worker.join();
+    return true;
+}
+
+}  // namespace selfrag

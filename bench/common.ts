@@ -1,0 +1,161 @@
+// Shared pieces of the benchmarks: timing helpers on top of tinybench, the result shape every
+// `*.bench.ts` module returns, and the writer for bench/results/<name>.{json,md}.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import {fileURLToPath} from "node:url";
+import type {FnReturnedObject, Task} from "tinybench";
+
+/** One timed quantity, in microseconds per `unit` (a logits row, a decoded token, ...). */
+export interface Measurement {
+    id: string;
+    label: string;
+    unit: string;
+    /** Median of the per-sample means: the figure the ratios use (robust to noisy neighbours). */
+    medianUs: number;
+    meanUs: number;
+    /** Relative margin of error of the mean, in percent. */
+    rmePercent: number;
+    samples: number;
+}
+
+/** A ratio or an absolute figure compared with a target the project states (reported, never asserted). */
+export interface Comparison {
+    label: string;
+    value: number;
+    unit: "x" | "us";
+    /** "min": value should be >= target; "max": value should be <= target. */
+    target?: {kind: "min" | "max", value: number};
+}
+
+export interface Environment {
+    date: string;
+    node: string;
+    platform: string;
+    cpu: string;
+    logicalCpus: number;
+    /** The ISA the fused kernel picks on this CPU when asked for "auto". */
+    kernelIsa: string;
+}
+
+export interface BenchResult {
+    /** File stem under bench/results/. */
+    name: string;
+    title: string;
+    environment: Environment;
+    measurements: Measurement[];
+    comparisons: Comparison[];
+    notes: string[];
+}
+
+/** bench/results in the source tree (this file runs as dist/bench/common.js). */
+export const resultsDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bench", "results");
+
+export function environment(kernelIsa: string): Environment {
+    return {
+        date: new Date().toISOString(),
+        node: process.version,
+        platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+        cpu: os.cpus()[0]?.model.trim() ?? "unknown",
+        logicalCpus: os.cpus().length,
+        kernelIsa
+    };
+}
+
+/**
+ * A tinybench task body that calls `fn` `calls` times per sample and records the time per unit
+ * (`unitsPerCall` units per call). Batching keeps microsecond-scale calls well above the timer's
+ * resolution; the iteration cost tells tinybench the real wall time so its budget stays honest.
+ */
+export function batched(fn: () => unknown, calls: number, unitsPerCall = 1): () => FnReturnedObject {
+    return () => {
+        const start = process.hrtime.bigint();
+        for (let i = 0; i < calls; i++) fn();
+        const elapsedMs = Number(process.hrtime.bigint() - start) / 1e6;
+        return {overriddenDuration: elapsedMs / (calls * unitsPerCall), overriddenIterationCost: elapsedMs};
+    };
+}
+
+/** Reads a finished task's statistics as a Measurement; throws when the task failed. */
+export function measurement(task: Task, id: string, unit: string): Measurement {
+    const result = task.result;
+    if (result.state === "errored") throw new Error(`benchmark task "${task.name}" failed: ${result.error.message}`, {cause: result.error});
+    if (result.state !== "completed" && result.state !== "aborted-with-statistics") {
+        throw new Error(`benchmark task "${task.name}" has no statistics (state ${result.state})`);
+    }
+    const latency = result.latency;
+    return {
+        id,
+        label: task.name,
+        unit,
+        medianUs: latency.p50 * 1000,
+        meanUs: latency.mean * 1000,
+        rmePercent: latency.rme,
+        samples: latency.samplesCount
+    };
+}
+
+/** Median of a measurement by id (the ratios are built from these). */
+export function medianOf(measurements: readonly Measurement[], id: string): number {
+    const found = measurements.find((m) => m.id === id);
+    if (found == null) throw new Error(`no measurement "${id}"`);
+    return found.medianUs;
+}
+
+export function meetsTarget(c: Comparison): boolean | undefined {
+    if (c.target == null) return undefined;
+    return c.target.kind === "min" ? c.value >= c.target.value : c.value <= c.target.value;
+}
+
+/** Writes bench/results/<name>.json and .md and returns their paths. */
+export function writeResult(result: BenchResult): {json: string, markdown: string} {
+    fs.mkdirSync(resultsDir, {recursive: true});
+    const json = path.join(resultsDir, `${result.name}.json`);
+    const markdown = path.join(resultsDir, `${result.name}.md`);
+    const withVerdicts = {
+        ...result,
+        comparisons: result.comparisons.map((c) => ({...c, meetsTarget: meetsTarget(c)}))
+    };
+    fs.writeFileSync(json, JSON.stringify(withVerdicts, null, 2) + "\n");
+    fs.writeFileSync(markdown, renderMarkdown(result));
+    return {json, markdown};
+}
+
+export function renderMarkdown(result: BenchResult): string {
+    const env = result.environment;
+    const lines = [
+        `# ${result.title}`,
+        "",
+        `- Date: ${env.date}`,
+        `- Node: ${env.node} (${env.platform})`,
+        `- CPU: ${env.cpu} (${env.logicalCpus} logical CPUs)`,
+        `- Kernel ISA (auto): ${env.kernelIsa}`,
+        "",
+        "## Measurements",
+        "",
+        "| Measurement | Unit | Median (us) | Mean (us) | ±RME | Samples |",
+        "|---|---|---:|---:|---:|---:|",
+        ...result.measurements.map((m) =>
+            `| ${m.label} | ${m.unit} | ${fixed(m.medianUs)} | ${fixed(m.meanUs)} | ${m.rmePercent.toFixed(1)}% | ${m.samples} |`),
+        "",
+        "## Comparisons (from medians)",
+        "",
+        "| Comparison | Value | Target | Meets target |",
+        "|---|---:|---:|:---:|",
+        ...result.comparisons.map((c) => {
+            const verdict = meetsTarget(c);
+            const target = c.target == null ? "" : `${c.target.kind === "min" ? ">=" : "<="} ${c.target.value} ${c.unit}`;
+            return `| ${c.label} | ${fixed(c.value)} ${c.unit} | ${target} | ${verdict == null ? "" : verdict ? "yes" : "no"} |`;
+        })
+    ];
+    if (result.notes.length > 0) lines.push("", "## Notes", "", ...result.notes.map((n) => `- ${n}`));
+    return lines.join("\n") + "\n";
+}
+
+/** Three significant digits, without exponent notation, for tables. */
+function fixed(value: number): string {
+    if (!Number.isFinite(value)) return String(value);
+    const abs = Math.abs(value);
+    const decimals = abs >= 100 ? 0 : abs >= 10 ? 1 : abs >= 1 ? 2 : 3;
+    return value.toFixed(decimals);
+}

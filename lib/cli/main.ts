@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+// The `selfrag` command. Each subcommand lives in its own module; this file routes and turns
+// SelfRagErrors into one clear line (and exit code 1) instead of a stack trace.
+import {SelfRagError} from "../errors.js";
+import {fixtureCommand} from "./fixtureCommand.js";
+import {inspectCommand} from "./inspectCommand.js";
+
+const commands: Record<string, {summary: string, run: (args: string[]) => Promise<void>}> = {
+    inspect: {summary: "reflection-token log-probs and p_retrieve after a prompt", run: inspectCommand},
+    fixture: {summary: "write a generated test model (GGUF) with the Self-RAG vocabulary", run: fixtureCommand}
+};
+
+function usage(): string {
+    return "Usage: selfrag <command> [options]\n\nCommands:\n" +
+        Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`).join("\n") +
+        "\n\nRun `selfrag <command> --help` for a command's options.";
+}
+
+async function main(argv: string[]): Promise<void> {
+    const [name, ...rest] = argv;
+    if (name == null || name === "--help" || name === "-h") {
+        console.log(usage());
+        return;
+    }
+    const command = commands[name];
+    if (command == null) throw new SelfRagError(`unknown command "${name}"\n\n${usage()}`, "INVALID_ARGUMENT");
+    await command.run(rest);
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+    if (error instanceof SelfRagError) {
+        process.stderr.write(`selfrag: ${error.message} [${error.code}]\n`);
+    } else if (error instanceof Error && (error as NodeJS.ErrnoException).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+        process.stderr.write(`selfrag: ${error.message}\n`);
+    } else {
+        process.stderr.write(`selfrag: unexpected error: ${(error as Error)?.stack ?? String(error)}\n`);
+    }
+    process.exitCode = 1;
+});

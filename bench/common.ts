@@ -11,7 +11,7 @@ export interface Measurement {
     id: string;
     label: string;
     unit: string;
-    /** Median of the per-sample means: the figure the ratios use (robust to noisy neighbours). */
+    /** Median of the samples: the figure the comparisons use (robust to noisy neighbours). */
     medianUs: number;
     meanUs: number;
     /** Relative margin of error of the mean, in percent. */
@@ -19,7 +19,7 @@ export interface Measurement {
     samples: number;
 }
 
-/** A ratio or an absolute figure compared with a target the project states (reported, never asserted). */
+/** A ratio or an absolute figure, optionally against a target the project states (reported, never asserted). */
 export interface Comparison {
     label: string;
     value: number;
@@ -63,9 +63,22 @@ export function environment(kernelIsa: string): Environment {
 }
 
 /**
+ * How many calls of `fn` make one sample of about `targetUs`: microsecond-scale calls timed one
+ * by one would mostly measure the timer.
+ */
+export function callsPerSample(fn: () => unknown, targetUs = 200): number {
+    for (let i = 0; i < 3; i++) fn(); // let the JIT and the caches settle before estimating
+    const probes = 5;
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < probes; i++) fn();
+    const perCallUs = Number(process.hrtime.bigint() - start) / 1e3 / probes;
+    return Math.min(1000, Math.max(1, Math.ceil(targetUs / Math.max(perCallUs, 1e-3))));
+}
+
+/**
  * A tinybench task body that calls `fn` `calls` times per sample and records the time per unit
- * (`unitsPerCall` units per call). Batching keeps microsecond-scale calls well above the timer's
- * resolution; the iteration cost tells tinybench the real wall time so its budget stays honest.
+ * (`unitsPerCall` units per call, e.g. rows). The iteration cost tells tinybench the real wall
+ * time of the sample so its time budget stays honest.
  */
 export function batched(fn: () => unknown, calls: number, unitsPerCall = 1): () => FnReturnedObject {
     return () => {
@@ -79,7 +92,9 @@ export function batched(fn: () => unknown, calls: number, unitsPerCall = 1): () 
 /** Reads a finished task's statistics as a Measurement; throws when the task failed. */
 export function measurement(task: Task, id: string, unit: string): Measurement {
     const result = task.result;
-    if (result.state === "errored") throw new Error(`benchmark task "${task.name}" failed: ${result.error.message}`, {cause: result.error});
+    if (result.state === "errored") {
+        throw new Error(`benchmark task "${task.name}" failed: ${result.error.message}`, {cause: result.error});
+    }
     if (result.state !== "completed" && result.state !== "aborted-with-statistics") {
         throw new Error(`benchmark task "${task.name}" has no statistics (state ${result.state})`);
     }
@@ -95,7 +110,7 @@ export function measurement(task: Task, id: string, unit: string): Measurement {
     };
 }
 
-/** Median of a measurement by id (the ratios are built from these). */
+/** Median of a measurement by id (the comparisons are built from these). */
 export function medianOf(measurements: readonly Measurement[], id: string): number {
     const found = measurements.find((m) => m.id === id);
     if (found == null) throw new Error(`no measurement "${id}"`);
@@ -112,10 +127,7 @@ export function writeResult(result: BenchResult): {json: string, markdown: strin
     fs.mkdirSync(resultsDir, {recursive: true});
     const json = path.join(resultsDir, `${result.name}.json`);
     const markdown = path.join(resultsDir, `${result.name}.md`);
-    const withVerdicts = {
-        ...result,
-        comparisons: result.comparisons.map((c) => ({...c, meetsTarget: meetsTarget(c)}))
-    };
+    const withVerdicts = {...result, comparisons: result.comparisons.map((c) => ({...c, meetsTarget: meetsTarget(c)}))};
     fs.writeFileSync(json, JSON.stringify(withVerdicts, null, 2) + "\n");
     fs.writeFileSync(markdown, renderMarkdown(result));
     return {json, markdown};
@@ -133,7 +145,7 @@ export function renderMarkdown(result: BenchResult): string {
         "",
         "## Measurements",
         "",
-        "| Measurement | Unit | Median (us) | Mean (us) | ±RME | Samples |",
+        "| Measurement | Per | Median (us) | Mean (us) | ±RME | Samples |",
         "|---|---|---:|---:|---:|---:|",
         ...result.measurements.map((m) =>
             `| ${m.label} | ${m.unit} | ${fixed(m.medianUs)} | ${fixed(m.meanUs)} | ${m.rmePercent.toFixed(1)}% | ${m.samples} |`),
@@ -152,7 +164,7 @@ export function renderMarkdown(result: BenchResult): string {
     return lines.join("\n") + "\n";
 }
 
-/** Three significant digits, without exponent notation, for tables. */
+/** About three significant digits, never in exponent notation, for tables. */
 function fixed(value: number): string {
     if (!Number.isFinite(value)) return String(value);
     const abs = Math.abs(value);

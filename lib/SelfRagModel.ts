@@ -98,6 +98,8 @@ export class SelfRagModel {
         try {
             await native.load(modelPath, {gpuLayers, useMmap: options.useMmap ?? true});
         } catch (error) {
+            // node-llama-cpp delivers llama.cpp's log lines through the event loop.
+            await new Promise((resolve) => setTimeout(resolve, 20));
             const log = takeRecentLlamaLog();
             throw new SelfRagError(`could not load ${modelPath}: ${(error as Error).message}` +
                 (log.length > 0 ? `\nllama.cpp said:\n  ${log.slice(-5).join("\n  ")}` : ""),
@@ -203,10 +205,39 @@ async function checkGgufFile(modelPath: string): Promise<void> {
         throw new SelfRagError(`${modelPath} is not a GGUF file (it starts with ${JSON.stringify(head.toString("latin1"))}, ` +
             `not "GGUF"; ${stat.size} bytes)`, "INVALID_GGUF");
     }
+    let info: Awaited<ReturnType<typeof readGgufFileInfo>>;
     try {
-        await readGgufFileInfo(modelPath, {sourceType: "filesystem", readTensorInfo: true, logWarnings: false, ignoreKeys: ["tokenizer.ggml.merges"]});
+        info = await readGgufFileInfo(modelPath, {sourceType: "filesystem", readTensorInfo: true, logWarnings: false,
+            ignoreKeys: ["tokenizer.ggml.merges"]});
     } catch (error) {
         throw new SelfRagError(`${modelPath} has an unreadable GGUF header: ${(error as Error).message}`, "INVALID_GGUF",
             {cause: error});
     }
+    // The header reader does not notice a short file, and llama.cpp only logs it: check the sizes.
+    const headerEnd = Number(info.infoEndOffset ?? 0);
+    if (headerEnd > stat.size) {
+        throw new SelfRagError(`${modelPath} is truncated inside its GGUF header: the header needs ${headerEnd} bytes ` +
+            `but the file has ${stat.size} (was the download or copy cut short?)`, "INVALID_GGUF");
+    }
+    for (const tensor of info.fullTensorInfo ?? info.tensorInfo ?? []) {
+        const elements = tensor.dimensions.reduce<number>((a, b) => a * Number(b), 1);
+        const bytes = ggmlTensorBytes(tensor.ggmlType, elements);
+        const end = Number(tensor.fileOffset) + (bytes ?? 0);
+        if (bytes != null && end > stat.size) {
+            throw new SelfRagError(`${modelPath} is truncated: tensor ${tensor.name} ends at byte ${end} ` +
+                `but the file has ${stat.size} bytes (was the download or copy cut short?)`, "INVALID_GGUF");
+        }
+    }
+}
+
+/** [bytes per block, elements per block] of the common ggml types (ggml.c's type traits). */
+const GGML_BLOCKS: Record<number, [number, number]> = {
+    0: [4, 1], 1: [2, 1], 30: [2, 1], // F32, F16, BF16
+    2: [18, 32], 3: [20, 32], 6: [22, 32], 7: [24, 32], 8: [34, 32], 9: [36, 32], // Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1
+    10: [84, 256], 11: [110, 256], 12: [144, 256], 13: [176, 256], 14: [210, 256], 15: [292, 256] // Q2_K..Q8_K
+};
+
+function ggmlTensorBytes(type: number, elements: number): number | undefined {
+    const block = GGML_BLOCKS[type];
+    return block == null ? undefined : Math.ceil(elements / block[1]) * block[0];
 }

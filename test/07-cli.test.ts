@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import {execFile} from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import {fileURLToPath} from "node:url";
+import {promisify} from "node:util";
+import {REFLECTION_TOKENS} from "../lib/ReflectionTokens.js";
+import {SelfRagModel} from "../lib/SelfRagModel.js";
+import {prompt, tempDir, tinyModel} from "./helpers/fixtures.js";
+
+const run = promisify(execFile);
+const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "lib", "cli", "main.js");
+
+async function selfrag(...args: string[]): Promise<{stdout: string, stderr: string, code: number}> {
+    try {
+        const {stdout, stderr} = await run(process.execPath, [cli, ...args]);
+        return {stdout, stderr, code: 0};
+    } catch (error) {
+        const e = error as {stdout: string, stderr: string, code: number};
+        return {stdout: e.stdout, stderr: e.stderr, code: e.code};
+    }
+}
+
+describe("selfrag CLI", () => {
+    it("fixture writes a loadable model", async () => {
+        const out = path.join(tempDir, "cli-tiny.gguf");
+        const result = await selfrag("fixture", "--out", out, "--kind", "tiny");
+        assert.equal(result.code, 0, result.stderr);
+        assert.ok(fs.statSync(out).size > 16_000_000);
+        assert.deepEqual(fs.readFileSync(out), fs.readFileSync(await tinyModel()), "fixtures are deterministic");
+    });
+
+    it("inspect --json prints all 15 reflection log-probs and p_retrieve, equal to the library's", async () => {
+        const text = prompt("What is the capital of France?");
+        const result = await selfrag("inspect", "--model", await tinyModel(), "--prompt", text, "--json", "--cpu");
+        assert.equal(result.code, 0, result.stderr);
+        const json = JSON.parse(result.stdout) as {reflection: Record<string, number>, p_retrieve: number};
+        assert.deepEqual(Object.keys(json.reflection), REFLECTION_TOKENS.map((t) => t.text));
+        const model = await SelfRagModel.load({modelPath: await tinyModel(), sequences: 1, contextSize: 256, gpu: false});
+        try {
+            const expected = await model.inspect(text);
+            assert.ok(Math.abs(json.p_retrieve - expected.p_retrieve) < 1e-9);
+            for (const t of REFLECTION_TOKENS) assert.ok(Math.abs(json.reflection[t.text] - expected.reflection[t.text]) < 1e-6);
+        } finally {
+            await model.dispose();
+        }
+    });
+
+    it("inspect prints a human-readable table", async () => {
+        const result = await selfrag("inspect", "--model", await tinyModel(), "--prompt", prompt("Say hello."), "--cpu");
+        assert.equal(result.code, 0, result.stderr);
+        assert.match(result.stdout, /p_retrieve: 0\.\d+/);
+        assert.match(result.stdout, /\[No support \/ Contradictory\]/);
+    });
+
+    it("bad input: one line naming the problem and its code, exit code 1, no stack trace", async () => {
+        const missing = await selfrag("inspect", "--model", path.join(tempDir, "nope.gguf"), "--prompt", "x");
+        assert.equal(missing.code, 1);
+        assert.match(missing.stderr, /^selfrag: model file not found: .*nope\.gguf \[MODEL_NOT_FOUND\]\n$/);
+        const unknown = await selfrag("frobnicate");
+        assert.equal(unknown.code, 1);
+        assert.match(unknown.stderr, /unknown command "frobnicate"/);
+        const noPrompt = await selfrag("inspect", "--model", await tinyModel());
+        assert.match(noPrompt.stderr, /--prompt/);
+    });
+});

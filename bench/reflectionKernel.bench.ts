@@ -286,6 +286,8 @@ function notes(isas: readonly KernelIsa[]): string[] {
         "\"plain\" asks node-llama-cpp for no logits row, so llama.cpp also skips the output projection for it: " +
         "filtered - plain is an upper bound on node-llama-cpp's extraction cost. \"greedy\" computes the row and samples " +
         "one token, which shares part of the extraction work: filtered - greedy is a lower bound.",
+        "node-llama-cpp 3.22.1's includeMax only adds the max token when it is already in the filter (any_of where " +
+        "none_of is meant, AddonContext.cpp), so its filtered path does not even deliver the argmax our kernel returns.",
         "Medians over samples; machines are shared and noisy, so compare ratios, not absolute times."
     ];
 }

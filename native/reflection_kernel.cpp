@@ -3,6 +3,7 @@
 // GCC 12 flags its own AVX-512 headers (_mm512_undefined_*) as maybe-uninitialized.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 #include <algorithm>
@@ -39,39 +40,37 @@ RowSummary SummariseScalar(const float* row, int32_t n) {
 }
 
 #ifdef SELFRAG_X86_DISPATCH
-// Cephes expf: range reduction by ln2 (split in two constants), degree-6 polynomial, 2^n from the
-// exponent bits. Inputs are clamped to the normal range; below -87.3 the term is negligible next
-// to the row maximum's exp(0) = 1, so clamping cannot change a logsumexp.
-#define SELFRAG_EXP_CONSTANTS                                  \
+// exp(x - m) as 2^t with t = x*log2(e) - m*log2(e) (one FMA), t = n + f, |f| <= 1/2, 2^f by a
+// degree-6 minimax-style polynomial (relative error ~2e-7) and 2^n from the exponent bits. Inputs
+// are at most 0 (m is the row maximum); below 2^-126 a term cannot move a sum that holds
+// exp(0) = 1, so t is clamped there instead of producing a denormal or a wrapped exponent.
+#define SELFRAG_EXP2_CONSTANTS                                 \
     constexpr float kLog2e = 1.44269504088896341f;             \
-    constexpr float kC1 = 0.693359375f;                        \
-    constexpr float kC2 = -2.12194440e-4f;                     \
-    constexpr float kP0 = 1.9875691500e-4f;                    \
-    constexpr float kP1 = 1.3981999507e-3f;                    \
-    constexpr float kP2 = 8.3334519073e-3f;                    \
-    constexpr float kP3 = 4.1665795894e-2f;                    \
-    constexpr float kP4 = 1.6666665459e-1f;                    \
-    constexpr float kP5 = 5.0000001201e-1f;
+    constexpr float kMinT = -126.0f;                           \
+    constexpr float kE0 = 1.0f;                                \
+    constexpr float kE1 = 0.693147182f;                        \
+    constexpr float kE2 = 0.240226507f;                        \
+    constexpr float kE3 = 0.0555041087f;                       \
+    constexpr float kE4 = 0.00961812911f;                      \
+    constexpr float kE5 = 0.00133335581f;                      \
+    constexpr float kE6 = 0.000154035304f;
 
-__attribute__((target("avx512f"))) inline __m512 Exp512(__m512 x) {
-    SELFRAG_EXP_CONSTANTS
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
-    x = _mm512_min_ps(x, _mm512_set1_ps(88.3f));
-    const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
-                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(kC1), x);
-    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(kC2), r);
-    __m512 p = _mm512_set1_ps(kP0);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
-    const __m512 r2 = _mm512_mul_ps(r, r);
-    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
-    __m512i n = _mm512_cvtps_epi32(fx);
-    n = _mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(y, _mm512_castsi512_ps(n));
+// 2^t for t <= 0, t = x * log2(e) + bias.
+__attribute__((target("avx512f"))) inline __m512 ExpShifted512(__m512 x, __m512 bias) {
+    SELFRAG_EXP2_CONSTANTS
+    __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(kLog2e), bias);
+    t = _mm512_max_ps(t, _mm512_set1_ps(kMinT));
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(kE6);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kE5));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kE4));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kE3));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kE2));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kE1));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kE0));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
 }
 
 __attribute__((target("avx512f"))) RowSummary SummariseAvx512(const float* row, int32_t n) {
@@ -106,92 +105,102 @@ __attribute__((target("avx512f"))) RowSummary SummariseAvx512(const float* row, 
         }
     }
 
-    const __m512 vbest = _mm512_set1_ps(best);
+    const __m512 bias = _mm512_set1_ps(-best * 1.44269504088896341f);
     __m512 acc0 = _mm512_setzero_ps();
     __m512 acc1 = _mm512_setzero_ps();
+    __m512 acc2 = _mm512_setzero_ps();
+    __m512 acc3 = _mm512_setzero_ps();
     i = 0;
-    for (; i + 32 <= n; i += 32) {
-        acc0 = _mm512_add_ps(acc0, Exp512(_mm512_sub_ps(_mm512_loadu_ps(row + i), vbest)));
-        acc1 = _mm512_add_ps(acc1, Exp512(_mm512_sub_ps(_mm512_loadu_ps(row + i + 16), vbest)));
+    for (; i + 64 <= n; i += 64) {
+        acc0 = _mm512_add_ps(acc0, ExpShifted512(_mm512_loadu_ps(row + i), bias));
+        acc1 = _mm512_add_ps(acc1, ExpShifted512(_mm512_loadu_ps(row + i + 16), bias));
+        acc2 = _mm512_add_ps(acc2, ExpShifted512(_mm512_loadu_ps(row + i + 32), bias));
+        acc3 = _mm512_add_ps(acc3, ExpShifted512(_mm512_loadu_ps(row + i + 48), bias));
     }
     for (; i + 16 <= n; i += 16) {
-        acc0 = _mm512_add_ps(acc0, Exp512(_mm512_sub_ps(_mm512_loadu_ps(row + i), vbest)));
+        acc0 = _mm512_add_ps(acc0, ExpShifted512(_mm512_loadu_ps(row + i), bias));
     }
     if (i < n) {
         const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1u);
         const __m512 x = _mm512_maskz_loadu_ps(tail, row + i);
-        acc1 = _mm512_mask_add_ps(acc1, tail, acc1, Exp512(_mm512_sub_ps(x, vbest)));
+        acc1 = _mm512_mask_add_ps(acc1, tail, acc1, ExpShifted512(x, bias));
     }
+    acc0 = _mm512_add_ps(acc0, acc2);
+    acc1 = _mm512_add_ps(acc1, acc3);
     const float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
     return {bestIndex, best, best + std::log(sum)};
 }
 
-__attribute__((target("avx2,fma"))) inline __m256 Exp256(__m256 x) {
-    SELFRAG_EXP_CONSTANTS
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.3f));
-    const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(kC1), x);
-    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(kC2), r);
-    __m256 p = _mm256_set1_ps(kP0);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
-    const __m256 r2 = _mm256_mul_ps(r, r);
-    const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0f));
-    __m256i n = _mm256_cvtps_epi32(fx);
-    n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+__attribute__((target("avx2,fma"))) inline __m256 ExpShifted256(__m256 x, __m256 bias) {
+    SELFRAG_EXP2_CONSTANTS
+    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), bias);
+    t = _mm256_max_ps(t, _mm256_set1_ps(kMinT));
+    const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(t, n);
+    __m256 p = _mm256_set1_ps(kE6);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kE5));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kE4));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kE3));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kE2));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kE1));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kE0));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
+// Pass 1 keeps only the maximum (four independent max chains, no index bookkeeping); the argmax is
+// then the first element equal to it, found by a compare scan that stops at the first hit.
 __attribute__((target("avx2,fma"))) RowSummary SummariseAvx2(const float* row, int32_t n) {
-    __m256 vmax = _mm256_set1_ps(kNegInf);
-    __m256i vidx = _mm256_setzero_si256();
-    __m256i cur = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i step = _mm256_set1_epi32(8);
+    __m256 m0 = _mm256_set1_ps(kNegInf);
+    __m256 m1 = m0;
+    __m256 m2 = m0;
+    __m256 m3 = m0;
     int32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 x = _mm256_loadu_ps(row + i);
-        const __m256 greater = _mm256_cmp_ps(x, vmax, _CMP_GT_OQ);
-        vmax = _mm256_blendv_ps(vmax, x, greater);
-        vidx = _mm256_castps_si256(
-            _mm256_blendv_ps(_mm256_castsi256_ps(vidx), _mm256_castsi256_ps(cur), greater));
-        cur = _mm256_add_epi32(cur, step);
+    for (; i + 32 <= n; i += 32) {
+        m0 = _mm256_max_ps(m0, _mm256_loadu_ps(row + i));
+        m1 = _mm256_max_ps(m1, _mm256_loadu_ps(row + i + 8));
+        m2 = _mm256_max_ps(m2, _mm256_loadu_ps(row + i + 16));
+        m3 = _mm256_max_ps(m3, _mm256_loadu_ps(row + i + 24));
     }
-    alignas(32) float laneMax[8];
-    alignas(32) int32_t laneIdx[8];
-    _mm256_store_ps(laneMax, vmax);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(laneIdx), vidx);
-    float best = kNegInf;
-    int32_t bestIndex = 0;
-    for (int l = 0; l < 8; ++l) {
-        if (laneMax[l] > best || (laneMax[l] == best && laneIdx[l] < bestIndex)) {
-            best = laneMax[l];
-            bestIndex = laneIdx[l];
-        }
-    }
+    for (; i + 8 <= n; i += 8) m0 = _mm256_max_ps(m0, _mm256_loadu_ps(row + i));
     const int32_t vectorEnd = i;
-    for (; i < n; ++i) {
-        if (row[i] > best) {
-            best = row[i];
-            bestIndex = i;
+    alignas(32) float maxLanes[8];
+    _mm256_store_ps(maxLanes, _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
+    float best = kNegInf;
+    for (float lane : maxLanes) best = lane > best ? lane : best;
+    for (int32_t j = vectorEnd; j < n; ++j) best = row[j] > best ? row[j] : best;
+
+    int32_t bestIndex = 0;
+    const __m256 target = _mm256_set1_ps(best);
+    int32_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(row + j), target, _CMP_EQ_OQ));
+        if (mask != 0) break;
+    }
+    for (; j < n; ++j) {
+        if (row[j] == best) {
+            bestIndex = j;
+            break;
         }
     }
 
-    const __m256 vbest = _mm256_set1_ps(best);
+    const __m256 bias = _mm256_set1_ps(-best * 1.44269504088896341f);
     __m256 acc0 = _mm256_setzero_ps();
     __m256 acc1 = _mm256_setzero_ps();
+    __m256 acc2 = _mm256_setzero_ps();
+    __m256 acc3 = _mm256_setzero_ps();
     i = 0;
-    for (; i + 16 <= vectorEnd; i += 16) {
-        acc0 = _mm256_add_ps(acc0, Exp256(_mm256_sub_ps(_mm256_loadu_ps(row + i), vbest)));
-        acc1 = _mm256_add_ps(acc1, Exp256(_mm256_sub_ps(_mm256_loadu_ps(row + i + 8), vbest)));
+    for (; i + 32 <= vectorEnd; i += 32) {
+        acc0 = _mm256_add_ps(acc0, ExpShifted256(_mm256_loadu_ps(row + i), bias));
+        acc1 = _mm256_add_ps(acc1, ExpShifted256(_mm256_loadu_ps(row + i + 8), bias));
+        acc2 = _mm256_add_ps(acc2, ExpShifted256(_mm256_loadu_ps(row + i + 16), bias));
+        acc3 = _mm256_add_ps(acc3, ExpShifted256(_mm256_loadu_ps(row + i + 24), bias));
     }
     for (; i + 8 <= vectorEnd; i += 8) {
-        acc0 = _mm256_add_ps(acc0, Exp256(_mm256_sub_ps(_mm256_loadu_ps(row + i), vbest)));
+        acc0 = _mm256_add_ps(acc0, ExpShifted256(_mm256_loadu_ps(row + i), bias));
     }
+    acc0 = _mm256_add_ps(acc0, acc2);
+    acc1 = _mm256_add_ps(acc1, acc3);
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, _mm256_add_ps(acc0, acc1));
     double sum = 0.0;

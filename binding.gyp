@@ -8,6 +8,7 @@
         "native/model.cpp",
         "native/reflection_kernel.cpp",
         "native/segment_generator.cpp",
+        "native/segment_scorer.cpp",
         "native/sequence_engine.cpp"
       ],
       "include_dirs": [

@@ -6,6 +6,7 @@ import {loadAddon, takeRecentLlamaLog, type GpuOption, type LoadedAddon} from ".
 import type {NativeModel, NativeModelInfo} from "./native/types.js";
 import {REFLECTION_TOKENS, R, ReflectionTokens, type ReflectionTokenText} from "./ReflectionTokens.js";
 import {retrievalProbability} from "./scoring.js";
+import {answer, answerBatch, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion} from "./ShortForm.js";
 
 export interface SelfRagModelOptions {
     /** Path to a GGUF file of a Self-RAG model. */
@@ -160,6 +161,24 @@ export class SelfRagModel {
         } finally {
             await this.context.release(seq);
         }
+    }
+
+    /**
+     * Short-form Self-RAG: retrieve decision, one candidate per passage decoded together, critique
+     * scores, best candidate (or closed-set vote).
+     *
+     * ```ts
+     * const r = await model.answer("Who wrote Hamlet?", {passages});
+     * r.answer; r.retrieve.p; r.candidates[r.best].relevance;
+     * ```
+     */
+    public answer(question: string | ShortFormQuestion, options?: ShortFormOptions): Promise<ShortFormAnswer> {
+        return answer(this, question, options);
+    }
+
+    /** Many questions; their candidates share decode steps (as many questions per wave as the slots allow). */
+    public answerBatch(questions: readonly (string | ShortFormQuestion)[], options?: ShortFormOptions): Promise<ShortFormAnswer[]> {
+        return answerBatch(this, questions, options);
     }
 
     /** Frees the context and the weights. Idempotent. */

@@ -6,3 +6,10 @@ export {extractReflectionLogprobs, type ExtractedRows} from "./ReflectionKernel.
 export {retrievalProbability, logAddExp} from "./scoring.js";
 export {writeFixtureModel, type FixtureKind} from "./fixtures/FixtureModel.js";
 export {loadAddon, type GpuOption} from "./native/addon.js";
+export {answer, answerBatch, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion, type CandidateResult} from "./ShortForm.js";
+export {SegmentScorer, type CritiqueScore, type CritiqueWeights, type ScoredSegment} from "./SegmentScorer.js";
+export {decideRetrieval, type RetrievalMode, type RetrieveRatio, type RetrievalDecision} from "./RetrievalDecision.js";
+export {formatPrompt, formatPassage, taskInstruction, TASK_INSTRUCTIONS, type Passage, type Task} from "./prompts.js";
+export {postProcessAnswer, closedSetVote} from "./answers.js";
+export {readPassagesJsonl} from "./passages.js";
+export {readTraces, rerankTrace, type TraceRecord} from "./traces.js";

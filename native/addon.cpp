@@ -8,6 +8,7 @@
 #include "model.h"
 #include "reflection_kernel.h"
 #include "segment_generator.h"
+#include "segment_scorer.h"
 
 namespace selfrag {
 namespace {
@@ -61,6 +62,67 @@ Napi::Value RetrievalRatioJs(const Napi::CallbackInfo& info) {
                                                         info[2].As<Napi::Number>().FloatValue()));
 }
 
+// scoreSegments(offsets: Int32Array(n+1), tokens: Int32Array, logprobs: Float32Array,
+//               reflection: Float32Array, reflectionIds: Int32Array,
+//               weights: {relevance, support, utility, useSequenceScore, referenceLongFormUtility})
+//   -> Float64Array(n x 5): score, relevance, support, utility, sequence per candidate.
+// Candidates are packed back to back; candidate i owns tokens [offsets[i], offsets[i+1]).
+Napi::Value ScoreSegmentsJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 6 || !info[5].IsObject()) ThrowJs(env, "INVALID_ARGUMENT", "scoreSegments(offsets, tokens, logprobs, reflection, ids, weights) expected");
+    for (int i = 0; i < 5; ++i) {
+        if (!info[i].IsTypedArray()) ThrowJs(env, "INVALID_ARGUMENT", "scoreSegments(): argument " + std::to_string(i) + " must be a typed array");
+    }
+    Napi::Int32Array offsets = info[0].As<Napi::Int32Array>();
+    Napi::Int32Array tokens = info[1].As<Napi::Int32Array>();
+    Napi::Float32Array logprobs = info[2].As<Napi::Float32Array>();
+    Napi::Float32Array reflection = info[3].As<Napi::Float32Array>();
+    Napi::Int32Array ids = info[4].As<Napi::Int32Array>();
+    const Napi::Object w = info[5].As<Napi::Object>();
+    ScoreWeights weights;
+    weights.relevance = w.Get("relevance").ToNumber().DoubleValue();
+    weights.support = w.Get("support").ToNumber().DoubleValue();
+    weights.utility = w.Get("utility").ToNumber().DoubleValue();
+    weights.useSequenceScore = w.Get("useSequenceScore").ToBoolean().Value();
+    weights.referenceLongFormUtility = w.Get("referenceLongFormUtility").ToBoolean().Value();
+    const int32_t nIds = static_cast<int32_t>(ids.ElementLength());
+    if (nIds != 15) ThrowJs(env, "INVALID_ARGUMENT", "scoreSegments(): expected the 15 reflection ids");
+    const size_t n = offsets.ElementLength() == 0 ? 0 : offsets.ElementLength() - 1;
+    const size_t total = n == 0 ? 0 : static_cast<size_t>(offsets[n]);
+    if (tokens.ElementLength() < total || logprobs.ElementLength() < total || reflection.ElementLength() < total * nIds) {
+        ThrowJs(env, "INVALID_ARGUMENT", "scoreSegments(): tokens, logprobs and reflection do not cover the offsets");
+    }
+    Napi::Float64Array out = Napi::Float64Array::New(env, n * 5);
+    for (size_t i = 0; i < n; ++i) {
+        const int32_t begin = offsets[i];
+        const int32_t end = offsets[i + 1];
+        if (begin < 0 || end < begin) ThrowJs(env, "INVALID_ARGUMENT", "scoreSegments(): offsets must be non-decreasing");
+        const CandidateScore s = ScoreCandidate(tokens.Data() + begin, logprobs.Data() + begin,
+                                                reflection.Data() + static_cast<int64_t>(begin) * nIds, end - begin,
+                                                ids.Data(), nIds, weights);
+        out[i * 5 + 0] = s.score;
+        out[i * 5 + 1] = s.relevance;
+        out[i * 5 + 2] = s.support;
+        out[i * 5 + 3] = s.utility;
+        out[i * 5 + 4] = s.sequence;
+    }
+    return out;
+}
+
+// groupedTopK(scores: Float64Array, groups: Int32Array, k) -> Int32Array of candidate indices.
+Napi::Value GroupedTopKJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray()) ThrowJs(env, "INVALID_ARGUMENT", "groupedTopK(scores, groups, k) expected");
+    Napi::Float64Array scores = info[0].As<Napi::Float64Array>();
+    Napi::Int32Array groups = info[1].As<Napi::Int32Array>();
+    if (scores.ElementLength() != groups.ElementLength()) ThrowJs(env, "INVALID_ARGUMENT", "groupedTopK(): scores and groups differ in length");
+    const std::vector<int32_t> top = GroupedTopK(scores.Data(), groups.Data(), static_cast<int32_t>(scores.ElementLength()),
+                                                 info[2].As<Napi::Number>().Int32Value());
+    Napi::Int32Array out = Napi::Int32Array::New(env, top.size());
+    std::copy(top.begin(), top.end(), out.Data());
+    return out;
+}
+
 Napi::Value KernelIsaJs(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), KernelIsa()); }
 
 Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
@@ -81,6 +143,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
     exports.Set("extractReflectionLogprobs", Napi::Function::New(env, ExtractReflectionLogprobs));
     exports.Set("retrievalRatio", Napi::Function::New(env, RetrievalRatioJs));
+    exports.Set("scoreSegments", Napi::Function::New(env, ScoreSegmentsJs));
+    exports.Set("groupedTopK", Napi::Function::New(env, GroupedTopKJs));
     exports.Set("kernelIsa", Napi::Function::New(env, KernelIsaJs));
     exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
     return exports;

@@ -106,6 +106,14 @@ export interface NativeExtractOutput {
     reflection: Float32Array;
 }
 
+export interface NativeScoreWeights {
+    relevance: number;
+    support: number;
+    utility: number;
+    useSequenceScore: boolean;
+    referenceLongFormUtility: boolean;
+}
+
 export type KernelIsa = "auto" | "scalar" | "avx2" | "avx512f";
 
 export interface NativeAddon {
@@ -116,5 +124,8 @@ export interface NativeAddon {
         out: NativeExtractOutput, threads: number, isa: KernelIsa): boolean;
     retrievalRatio(logRetrieval: number, logContinue: number, logNoRetrieval: number): number;
     kernelIsa(): Exclude<KernelIsa, "auto">;
+    scoreSegments(offsets: Int32Array, tokens: Int32Array, logprobs: Float32Array, reflection: Float32Array,
+        reflectionIds: Int32Array, weights: NativeScoreWeights): Float64Array;
+    groupedTopK(scores: Float64Array, groups: Int32Array, k: number): Int32Array;
     systemInfo(): string;
 }

@@ -1,0 +1,101 @@
+import {SelfRagError, requireNumberInRange} from "./errors.js";
+import {loadAddon} from "./native/addon.js";
+import type {NativeAddon, NativeScoreWeights} from "./native/types.js";
+import {REFLECTION_COUNT} from "./ReflectionTokens.js";
+
+/** Self-RAG's critique weights (SELF_RAG.md, "Quantities"); paper defaults 1, 1, 0.5, sequence score on. */
+export interface CritiqueWeights {
+    /** w_rel (default 1) */
+    relevance?: number;
+    /** w_sup (default 1) */
+    support?: number;
+    /** w_use (default 0.5) */
+    utility?: number;
+    /** add exp(mean token log-prob) (default true) */
+    useSequenceScore?: boolean;
+    /** Reproduce the reference long-form script, whose utility term is always 0 (default false). */
+    referenceLongFormUtility?: boolean;
+}
+
+export interface CritiqueScore {
+    score: number;
+    relevance: number;
+    support: number;
+    utility: number;
+    /** mean log-prob of the generated tokens (EOS included when generated) */
+    seq: number;
+}
+
+/** What the scorer reads from a generated candidate. */
+export interface ScoredSegment {
+    tokens: Int32Array;
+    logprobs: Float32Array;
+    /** tokens.length x 15 reflection log-probs */
+    reflection: Float32Array;
+}
+
+export function resolveWeights(weights: CritiqueWeights = {}): NativeScoreWeights {
+    return {
+        relevance: requireNumberInRange("weights.relevance", weights.relevance ?? 1, -1e6, 1e6),
+        support: requireNumberInRange("weights.support", weights.support ?? 1, -1e6, 1e6),
+        utility: requireNumberInRange("weights.utility", weights.utility ?? 0.5, -1e6, 1e6),
+        useSequenceScore: weights.useSequenceScore ?? true,
+        referenceLongFormUtility: weights.referenceLongFormUtility ?? false
+    };
+}
+
+/**
+ * Scores a batch of candidates in one native call (relevance at the first position, support and
+ * utility at the first isSup / isUse token, the length-normalised sequence score and the weighted
+ * sum), stable in log space.
+ *
+ * ```ts
+ * const scorer = await SegmentScorer.create(model.reflection.ids);
+ * const [best] = scorer.score(segments, {utility: 1}).map((s, i) => [s.score, i]).sort(...);
+ * ```
+ */
+export class SegmentScorer {
+    private constructor(private readonly addon: NativeAddon, public readonly reflectionIds: Int32Array) {}
+
+    public static async create(reflectionIds: Int32Array): Promise<SegmentScorer> {
+        if (reflectionIds.length !== REFLECTION_COUNT) {
+            throw new SelfRagError(`expected ${REFLECTION_COUNT} reflection ids, got ${reflectionIds.length}`, "INVALID_ARGUMENT");
+        }
+        const {addon} = await loadAddon();
+        return new SegmentScorer(addon, reflectionIds);
+    }
+
+    /** `reflectionIds` defaults to the scorer's; traces carry their own. */
+    public score(segments: readonly ScoredSegment[], weights: CritiqueWeights = {}, reflectionIds = this.reflectionIds): CritiqueScore[] {
+        if (reflectionIds.length !== REFLECTION_COUNT) {
+            throw new SelfRagError(`expected ${REFLECTION_COUNT} reflection ids, got ${reflectionIds.length}`, "INVALID_ARGUMENT");
+        }
+        const offsets = new Int32Array(segments.length + 1);
+        segments.forEach((s, i) => {
+            if (s.logprobs.length !== s.tokens.length || s.reflection.length !== s.tokens.length * REFLECTION_COUNT) {
+                throw new SelfRagError(`candidate ${i}: ${s.tokens.length} tokens need as many log-probs and ` +
+                    `${s.tokens.length * REFLECTION_COUNT} reflection values (got ${s.logprobs.length} and ${s.reflection.length})`,
+                "INVALID_ARGUMENT");
+            }
+            offsets[i + 1] = offsets[i] + s.tokens.length;
+        });
+        const total = offsets[segments.length];
+        const tokens = new Int32Array(total);
+        const logprobs = new Float32Array(total);
+        const reflection = new Float32Array(total * REFLECTION_COUNT);
+        segments.forEach((s, i) => {
+            tokens.set(s.tokens, offsets[i]);
+            logprobs.set(s.logprobs, offsets[i]);
+            reflection.set(s.reflection, offsets[i] * REFLECTION_COUNT);
+        });
+        const out = this.addon.scoreSegments(offsets, tokens, logprobs, reflection, Int32Array.from(reflectionIds), resolveWeights(weights));
+        return segments.map((_, i) => ({
+            score: out[i * 5], relevance: out[i * 5 + 1], support: out[i * 5 + 2], utility: out[i * 5 + 3], seq: out[i * 5 + 4]
+        }));
+    }
+
+    /** Indices of the best `k` candidates of each group, best first (beam selection). */
+    public topKPerGroup(scores: readonly number[], groups: readonly number[], k: number): number[] {
+        return Array.from(this.addon.groupedTopK(Float64Array.from(scores), Int32Array.from(groups), k));
+    }
+}

@@ -1,0 +1,53 @@
+/** Self-RAG prompt construction (SELF_RAG.md, "Prompt format"), as the reference scripts build it. */
+
+export interface Passage {
+    id?: string;
+    title: string;
+    text: string;
+}
+
+/** Task instructions of the reference `TASK_INST` table (retrieval_lm/utils.py). */
+export const TASK_INSTRUCTIONS = {
+    wow: "Given a chat history separated by new lines, generates an informative, knowledgeable and engaging response. ",
+    fever: "Is the following statement correct or not? Say true if it's correct; otherwise say false.",
+    eli5: "Provide a paragraph-length response using simple words to answer the following question.",
+    obqa: "Given four answer candidates, A, B, C and D, choose the best answer choice.",
+    arc_easy: "Given four answer candidates, A, B, C and D, choose the best answer choice.",
+    arc_c: "Given four answer candidates, A, B, C and D, choose the best answer choice.",
+    trex: "Given the input format 'Subject Entity [SEP] Relationship Type,' predict the target entity.",
+    asqa: "Answer the following question. The question may be ambiguous and have multiple correct answers, and in that case, you have to provide a long-form answer including all correct answers."
+} as const;
+
+export type Task = keyof typeof TASK_INSTRUCTIONS | "popqa" | "triviaqa" | "none";
+
+/** Tasks whose answers come from a closed set and are decided by a score vote. */
+export const CLOSED_SET_TASKS: ReadonlySet<Task> = new Set(["fever", "arc_c", "arc_easy", "obqa"]);
+
+/** `### Instruction:\n{instruction}\n\n[### Input:\n{input}\n\n]### Response:\n` */
+export function formatPrompt(instruction: string, input?: string): string {
+    return input != null && input !== ""
+        ? `### Instruction:\n${instruction}\n\n### Input:\n${input}\n\n### Response:\n`
+        : `### Instruction:\n${instruction}\n\n### Response:\n`;
+}
+
+/** `[Retrieval]<paragraph>{title}\n{text}</paragraph>`, appended after the response header. */
+export function formatPassage(passage: Passage): string {
+    return `[Retrieval]<paragraph>${passage.title}\n${passage.text}</paragraph>`;
+}
+
+/**
+ * The instruction for a question of a task, as the reference's preprocessing builds it: ARC-style
+ * tasks get their choices appended as `\nA: ...\nB: ...`; other tasks with an instruction get it
+ * prefixed with the reference's `"\n\n## Input:\n\n"` separator.
+ */
+export function taskInstruction(task: Task, question: string, choices?: readonly string[]): string {
+    if (task === "arc_c" || task === "arc_easy" || task === "obqa") {
+        const labels = ["A", "B", "C", "D", "E"];
+        const padded = [...(choices ?? [])];
+        while (padded.length < 4) padded.push("");
+        const listed = padded.slice(0, 5).map((c, i) => `\n${labels[i]}: ${c}`).join("");
+        return `${TASK_INSTRUCTIONS[task]}\n\n### Input:\n${question}${listed}`;
+    }
+    const instruction = (TASK_INSTRUCTIONS as Record<string, string>)[task];
+    return instruction != null ? `${instruction}\n\n## Input:\n\n${question}` : question;
+}

@@ -4,8 +4,14 @@
 import {SelfRagError} from "../errors.js";
 import {fixtureCommand} from "./fixtureCommand.js";
 import {inspectCommand} from "./inspectCommand.js";
+import {askCommand} from "./askCommand.js";
+import {demoCommand} from "./demoCommand.js";
+import {rerankCommand} from "./rerankCommand.js";
 
 const commands: Record<string, {summary: string, run: (args: string[]) => Promise<void>}> = {
+    demo: {summary: "a full Self-RAG round on a built-in corpus (fixture model when no model is pulled)", run: demoCommand},
+    ask: {summary: "answer a question with short-form Self-RAG over given passages", run: askCommand},
+    rerank: {summary: "re-score saved traces with other critique weights (no model needed)", run: rerankCommand},
     inspect: {summary: "reflection-token log-probs and p_retrieve after a prompt", run: inspectCommand},
     fixture: {summary: "write a generated test model (GGUF) with the Self-RAG vocabulary", run: fixtureCommand}
 };

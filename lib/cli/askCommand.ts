@@ -1,0 +1,94 @@
+import fs from "node:fs";
+import {parseArgs} from "node:util";
+import {SelfRagError, invalidParameterError} from "../errors.js";
+import {readPassagesJsonl} from "../passages.js";
+import type {Task} from "../prompts.js";
+import type {RetrievalMode} from "../RetrievalDecision.js";
+import {SelfRagModel} from "../SelfRagModel.js";
+import type {ShortFormAnswer} from "../ShortForm.js";
+import {integerOption, numberOption, requireModel, weightOptions, weightsFrom} from "./options.js";
+
+const help = `Usage: selfrag ask [--model FILE] --passages FILE.jsonl [options] "question"
+
+Short-form Self-RAG: decide retrieval, generate one candidate per passage (all in one batch),
+score each with the reflection tokens and answer with the best.
+  --passages FILE       JSONL, one {"id", "title", "text"} per line, best first
+  --mode M              adaptive (default) | always | never
+  --threshold X         retrieve when P([Retrieval]) / (P([Retrieval]) + P([No Retrieval])) > X (0.2)
+  --reference-retrieve-ratio  use the reference script's log-prob ratio (inverted meaning; for reproducing it)
+  --ndocs N             passages to use (5)
+  --max-new-tokens N    tokens per candidate (100)
+  --task T              popqa | triviaqa | fever | arc_c | asqa | ... (adds the reference's instruction)
+  --choices "A|B|C|D"   answer choices for arc_c
+  --w-rel X --w-sup X --w-use X --no-seqscore   critique weights (1, 1, 0.5, sequence score on)
+  --save-traces FILE    append this question's trace (JSONL) for \`selfrag rerank\`
+  --threads N --context N --cpu --json`;
+
+export async function askCommand(args: string[]): Promise<void> {
+    const {values, positionals} = parseArgs({args, allowPositionals: true, options: {
+        model: {type: "string"}, passages: {type: "string"}, mode: {type: "string"}, threshold: {type: "string"},
+        "reference-retrieve-ratio": {type: "boolean"}, ndocs: {type: "string"}, "max-new-tokens": {type: "string"},
+        task: {type: "string"}, choices: {type: "string"}, "save-traces": {type: "string"}, threads: {type: "string"},
+        context: {type: "string"}, cpu: {type: "boolean"}, json: {type: "boolean"}, help: {type: "boolean"}, ...weightOptions
+    }});
+    if (values.help) {
+        console.log(help);
+        return;
+    }
+    const question = positionals.join(" ").trim();
+    if (question === "") throw invalidParameterError("question", "the question as the last argument", question);
+    if (values.passages == null) throw invalidParameterError("--passages", "a JSONL file of {id, title, text}", values.passages);
+    const passages = await readPassagesJsonl(values.passages);
+    const ndocs = integerOption("--ndocs", values.ndocs) ?? 5;
+    const maxNewTokens = integerOption("--max-new-tokens", values["max-new-tokens"]) ?? 100;
+    const model = await SelfRagModel.load({
+        modelPath: requireModel(values.model), sequences: Math.max(1, Math.min(ndocs, passages.length)),
+        contextSize: integerOption("--context", values.context) ?? 2048, threads: integerOption("--threads", values.threads),
+        gpu: values.cpu ? false : "auto"
+    });
+    try {
+        const result = await model.answer({question, task: values.task as Task | undefined, choices: values.choices?.split("|")}, {
+            passages, ndocs, maxNewTokens, mode: values.mode as RetrievalMode | undefined,
+            threshold: numberOption("--threshold", values.threshold),
+            retrieveRatio: values["reference-retrieve-ratio"] ? "reference-logprob" : undefined,
+            weights: weightsFrom(values), traces: values["save-traces"] != null
+        });
+        if (values["save-traces"] != null) fs.appendFileSync(values["save-traces"], JSON.stringify(result.trace) + "\n");
+        for (const warning of result.warnings) process.stderr.write(`selfrag: warning: ${warning}\n`);
+        if (values.json) console.log(JSON.stringify(askJson(result)));
+        else printAnswer(result);
+    } finally {
+        await model.dispose();
+    }
+}
+
+export function askJson(result: ShortFormAnswer) {
+    return {
+        answer: result.answer,
+        retrieve: result.retrieve,
+        candidates: result.candidates.map((c) => ({
+            passage: c.passage ?? null, text: c.text, score: c.score, relevance: c.relevance, support: c.support,
+            utility: c.utility, seq: c.seq
+        })),
+        best: result.best,
+        ...(result.votes != null ? {votes: result.votes} : {}),
+        warnings: result.warnings,
+        stats: result.stats
+    };
+}
+
+export function printAnswer(result: ShortFormAnswer): void {
+    console.log(`answer: ${result.answer}`);
+    console.log(`retrieval: ${result.retrieve.decision ? "yes" : "no"} (p = ${result.retrieve.p.toFixed(4)})`);
+    if (result.candidates.length > 0) {
+        console.log("candidates:");
+        result.candidates.forEach((c, i) => {
+            const mark = i === result.best ? "*" : " ";
+            const source = c.passage != null ? `[${c.passage.id ?? i}] ${c.passage.title}` : "(no passage)";
+            console.log(`${mark} ${c.score.toFixed(3).padStart(7)}  rel ${c.relevance.toFixed(2)} sup ${c.support.toFixed(2)} ` +
+                `use ${c.utility.toFixed(2).padStart(5)} seq ${c.seq.toFixed(2).padStart(6)}  ${source}: ${JSON.stringify(c.text)}`);
+        });
+    }
+    if (result.votes != null) console.log(`votes: ${JSON.stringify(result.votes)}`);
+    if (result.candidates.length === 0) throw new SelfRagError("no candidate was generated", "INTERNAL");
+}

@@ -1,0 +1,59 @@
+import fs from "node:fs";
+import path from "node:path";
+import {parseArgs} from "node:util";
+import {writeFixtureModel} from "../fixtures/FixtureModel.js";
+import type {Passage} from "../prompts.js";
+import {SelfRagModel} from "../SelfRagModel.js";
+import {printAnswer} from "./askCommand.js";
+import {cacheDir, findDefaultModel} from "./options.js";
+
+const help = `Usage: selfrag demo [--model FILE] [--cpu]
+
+Runs full short-form Self-RAG rounds end to end on a small built-in corpus: the retrieve decision,
+one candidate per passage decoded in one batch, critique scores, the answer. Uses --model, or a
+pulled model ($SELFRAG_MODEL, ~/.cache/selfrag/models/selfrag*.gguf); without one it writes and
+uses the generated FIXTURE model, which is not a language model: its answers are scripted.`;
+
+/** A few passages in the DPR style (title + text) the demo answers from. */
+export const DEMO_CORPUS: Passage[] = [
+    {id: "wiki-1", title: "Berlin", text: "Berlin is the capital and largest city of Germany, on the Spree."},
+    {id: "wiki-2", title: "Paris", text: "Paris is the capital and most populous city of France. Paris has been a centre of finance and art."},
+    {id: "wiki-3", title: "Rome", text: "Rome is the capital city of Italy and of the Lazio region."},
+    {id: "wiki-4", title: "Madrid", text: "Madrid is the capital and most populous city of Spain."},
+    {id: "wiki-5", title: "Lyon", text: "Lyon is the third-largest city of France, at the confluence of the Rhone and the Saone."}
+];
+
+export const DEMO_QUESTIONS = ["What is the capital of France?", "Say hello to a new user."];
+
+export async function demoCommand(args: string[]): Promise<void> {
+    const {values} = parseArgs({args, options: {model: {type: "string"}, cpu: {type: "boolean"}, help: {type: "boolean"}}});
+    if (values.help) {
+        console.log(help);
+        return;
+    }
+    let modelPath = values.model ?? findDefaultModel();
+    let fixture = false;
+    if (modelPath == null) {
+        fixture = true;
+        modelPath = path.join(cacheDir(), "fixtures", "tiny.gguf");
+        if (!fs.existsSync(modelPath)) await writeFixtureModel(modelPath, "tiny");
+        console.log("NOTE: no Self-RAG model found, so this demo runs the generated FIXTURE model (designed weights,\n" +
+            "not a language model: its answers are scripted to exercise every step). See README, \"Getting a real model\".\n");
+    }
+    const model = await SelfRagModel.load({modelPath, contextSize: 1024, sequences: DEMO_CORPUS.length, gpu: values.cpu ? false : "auto"});
+    try {
+        console.log(`model: ${modelPath}${fixture ? " (fixture)" : ""}   backend: ${model.backend}   passages: ${DEMO_CORPUS.length}\n`);
+        const started = performance.now();
+        const answers = await model.answerBatch(DEMO_QUESTIONS, {passages: DEMO_CORPUS, maxNewTokens: 64});
+        const elapsed = performance.now() - started;
+        answers.forEach((result, i) => {
+            console.log(`Q: ${DEMO_QUESTIONS[i]}`);
+            printAnswer(result);
+            console.log("");
+        });
+        const stats = model.context.stats;
+        console.log(`${answers.length} questions in ${elapsed.toFixed(0)} ms: ${stats.tokensEvaluated} tokens evaluated in ${stats.decodeCalls} decode calls`);
+    } finally {
+        await model.dispose();
+    }
+}

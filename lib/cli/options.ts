@@ -1,0 +1,58 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import {SelfRagError, invalidParameterError} from "../errors.js";
+import type {CritiqueWeights} from "../SegmentScorer.js";
+
+/** A numeric CLI option; names the flag when the value is not a number. */
+export function numberOption(flag: string, value: string | undefined): number | undefined {
+    if (value == null) return undefined;
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n)) throw invalidParameterError(flag, "a number", value);
+    return n;
+}
+
+export function integerOption(flag: string, value: string | undefined): number | undefined {
+    const n = numberOption(flag, value);
+    if (n != null && !Number.isInteger(n)) throw invalidParameterError(flag, "an integer", value);
+    return n;
+}
+
+export const weightOptions = {
+    "w-rel": {type: "string"}, "w-sup": {type: "string"}, "w-use": {type: "string"}, "no-seqscore": {type: "boolean"}
+} as const;
+
+export function weightsFrom(values: {"w-rel"?: string, "w-sup"?: string, "w-use"?: string, "no-seqscore"?: boolean}): CritiqueWeights {
+    return {
+        relevance: numberOption("--w-rel", values["w-rel"]),
+        support: numberOption("--w-sup", values["w-sup"]),
+        utility: numberOption("--w-use", values["w-use"]),
+        useSequenceScore: values["no-seqscore"] ? false : undefined
+    };
+}
+
+/** Where `selfrag` keeps pulled models and generated demo files. */
+export function cacheDir(): string {
+    return process.env.SELFRAG_HOME ?? path.join(os.homedir(), ".cache", "selfrag");
+}
+
+/** A real Self-RAG model the user pulled: $SELFRAG_MODEL, else a selfrag*.gguf in the cache's models/. */
+export function findDefaultModel(): string | undefined {
+    const fromEnv = process.env.SELFRAG_MODEL;
+    if (fromEnv != null && fromEnv !== "") return fromEnv;
+    const dir = path.join(cacheDir(), "models");
+    if (!fs.existsSync(dir)) return undefined;
+    const found = fs.readdirSync(dir).filter((f) => /^selfrag.*\.gguf$/i.test(f)).sort();
+    return found.length > 0 ? path.join(dir, found[0]) : undefined;
+}
+
+export function requireModel(flagValue: string | undefined): string {
+    const model = flagValue ?? findDefaultModel();
+    if (model == null) {
+        throw new SelfRagError("no model given and no pulled Self-RAG model found.\n" +
+            `Pass --model FILE.gguf, set SELFRAG_MODEL, or put a GGUF conversion of selfrag_llama2_7b in ${path.join(cacheDir(), "models")} ` +
+            "(for example: npx --no node-llama-cpp pull --dir " + path.join(cacheDir(), "models") + " <hf:... URI of a selfrag_llama2_7b GGUF>)",
+        "MODEL_NOT_FOUND");
+    }
+    return model;
+}

@@ -1,0 +1,31 @@
+import {parseArgs} from "node:util";
+import {invalidParameterError} from "../errors.js";
+import {REFLECTION_COUNT} from "../ReflectionTokens.js";
+import {SegmentScorer} from "../SegmentScorer.js";
+import {readTraces, rerankTrace} from "../traces.js";
+import {weightOptions, weightsFrom} from "./options.js";
+
+const help = `Usage: selfrag rerank --traces FILE [--w-rel X] [--w-sup X] [--w-use X] [--no-seqscore] [--json]
+
+Re-scores saved traces (\`selfrag ask --save-traces\`) with other critique weights, without a model.
+Prints one JSON line per trace: {"id", "best", "candidates": [{"score", "relevance", "support", "utility", "seq"}]}.`;
+
+export async function rerankCommand(args: string[]): Promise<void> {
+    const {values} = parseArgs({args, options: {traces: {type: "string"}, json: {type: "boolean"}, help: {type: "boolean"}, ...weightOptions}});
+    if (values.help) {
+        console.log(help);
+        return;
+    }
+    if (values.traces == null) throw invalidParameterError("--traces", "a traces JSONL file", values.traces);
+    const weights = weightsFrom(values);
+    const scorer = await SegmentScorer.create(Int32Array.from({length: REFLECTION_COUNT}, (_, i) => 32000 + i));
+    for await (const {record} of readTraces(values.traces)) {
+        const reranked = rerankTrace(record, scorer, weights);
+        if (values.json) {
+            console.log(JSON.stringify(reranked));
+        } else {
+            console.log(`${reranked.id}: best ${reranked.best}  ` +
+                reranked.candidates.map((c, i) => `[${i}] ${c.score.toFixed(3)}`).join("  "));
+        }
+    }
+}

@@ -1,0 +1,161 @@
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import {readPassagesJsonl} from "../lib/passages.js";
+import type {Passage} from "../lib/prompts.js";
+import {formatPassage, formatPrompt} from "../lib/prompts.js";
+import {SegmentScorer} from "../lib/SegmentScorer.js";
+import {SelfRagError} from "../lib/errors.js";
+import {SelfRagModel} from "../lib/SelfRagModel.js";
+import {rerankTrace, validateTrace} from "../lib/traces.js";
+import {tempDir, tinyModel} from "./helpers/fixtures.js";
+import {oracleScore} from "./helpers/critiqueOracle.js";
+
+const CORPUS: Passage[] = [
+    {id: "b", title: "Berlin", text: "Berlin is the capital of Germany."},
+    {id: "p", title: "Paris", text: "Paris is the capital and largest city of France. Paris"},
+    {id: "r", title: "Rome", text: "Rome is the capital of Italy."}
+];
+const QUESTION = "What is the capital of France?";
+
+describe("short-form Self-RAG on the fixture model", () => {
+    let model: SelfRagModel;
+    before(async () => {
+        model = await SelfRagModel.load({modelPath: await tinyModel(), contextSize: 512, sequences: 6, gpu: false});
+    });
+    after(async () => model?.dispose());
+
+    it("p equals inspect() on the same prompt, and the answer is the best candidate's post-processed text", async () => {
+        const result = await model.answer(QUESTION, {passages: CORPUS});
+        const inspected = await model.inspect(formatPrompt(QUESTION));
+        assert.equal(result.retrieve.p, inspected.p_retrieve);
+        assert.equal(result.retrieve.decision, true);
+        assert.equal(result.candidates.length, 3);
+        const scores = result.candidates.map((c) => c.score);
+        assert.equal(result.best, scores.indexOf(Math.max(...scores)));
+        assert.equal(result.best, 1, "the Paris passage wins");
+        assert.equal(result.answer, "Paris.");
+        assert.equal(result.candidates[1].text, "[Relevant] Paris.[Fully supported][Utility:5]</s>");
+        assert.deepEqual(result.candidates.map((c) => c.passage?.id), ["b", "p", "r"]);
+    });
+
+    it("candidate scores equal the TypeScript formulas on the saved trace", async () => {
+        const result = await model.answer(QUESTION, {passages: CORPUS, traces: true});
+        const trace = result.trace!;
+        trace.candidates.forEach((c, i) => {
+            const expected = oracleScore(c, trace.reflection_ids);
+            assert.ok(Math.abs(result.candidates[i].score - expected.score) < 1e-6, `candidate ${i}`);
+        });
+        // and re-scoring the trace offline with the same weights picks the same candidate
+        const scorer = await SegmentScorer.create(model.reflection.ids);
+        const reranked = rerankTrace(validateTrace(JSON.parse(JSON.stringify(trace)), "trace"), scorer, {});
+        assert.equal(reranked.best, result.best);
+        reranked.candidates.forEach((c, i) => assert.ok(Math.abs(c.score - result.candidates[i].score) < 1e-9));
+    });
+
+    it("candidates decoded together equal candidates decoded one by one", async () => {
+        const together = await model.answer(QUESTION, {passages: CORPUS, traces: true});
+        for (let i = 0; i < CORPUS.length; i++) {
+            const alone = await model.answer(QUESTION, {passages: [CORPUS[i]], traces: true, mode: "always"});
+            assert.deepEqual(alone.trace!.candidates[0].tokens, together.trace!.candidates[i].tokens);
+            assert.ok(Math.abs(alone.candidates[0].score - together.candidates[i].score) < 1e-4, `passage ${i}`);
+        }
+    });
+
+    it("encodes the shared prompt once: tokens evaluated = prompt + passages + generated - last tokens", async () => {
+        const before = model.context.stats.tokensEvaluated;
+        const result = await model.answer(QUESTION, {passages: CORPUS, traces: true});
+        const used = model.context.stats.tokensEvaluated - before;
+        const generated = result.trace!.candidates.reduce((n, c) => n + c.tokens.length - 1, 0);
+        assert.equal(used, result.stats.promptTokens + result.stats.passageTokens + generated);
+        const prompt = model.tokenize(formatPrompt(QUESTION));
+        const reEncoding = CORPUS.reduce((n, p) => n + prompt.length + model.tokenize(formatPassage(p), {bos: false}).length, 0);
+        assert.ok(used < reEncoding + generated, "less than encoding every candidate's context from scratch");
+        // the passage tokens are exactly those of prompt + passage tokenized as one string
+        const whole = model.tokenize(formatPrompt(QUESTION) + formatPassage(CORPUS[1]));
+        assert.deepEqual(whole, Int32Array.from([...prompt, ...model.tokenize(formatPassage(CORPUS[1]), {bos: false})]));
+    });
+
+    it("without retrieval: one generation after [No Retrieval]; modes always / never override the decision", async () => {
+        const chat = await model.answer("Say hello.", {passages: CORPUS});
+        assert.equal(chat.retrieve.decision, false);
+        assert.equal(chat.candidates.length, 1);
+        assert.equal(chat.candidates[0].passage, undefined);
+        assert.equal(chat.answer, "London.");
+        const never = await model.answer(QUESTION, {passages: CORPUS, mode: "never"});
+        assert.equal(never.retrieve.decision, false);
+        assert.equal(never.candidates.length, 1);
+        const always = await model.answer("Say hello.", {passages: CORPUS, mode: "always"});
+        assert.equal(always.retrieve.decision, true);
+        assert.equal(always.candidates.length, 3);
+        const strict = await model.answer(QUESTION, {passages: CORPUS, threshold: 0.95});
+        assert.equal(strict.retrieve.decision, false, "threshold above p");
+    });
+
+    it("closed-set vote (ARC-style choices): the answer with the largest summed score wins over the best single candidate", async () => {
+        const passages = [CORPUS[1], CORPUS[0], CORPUS[2], {id: "m", title: "Madrid", text: "Madrid is in Spain."}];
+        // Choices without "Paris": the fixture reacts to that word anywhere in its context.
+        const result = await model.answer({question: QUESTION, task: "arc_c", choices: ["Lille", "London", "Nice", "Lyon"]}, {passages});
+        const totals = new Map<string, number>();
+        for (const c of result.candidates) totals.set(c.answer, (totals.get(c.answer) ?? 0) + c.score);
+        const bestSingle = result.candidates.reduce((b, c, i) => (c.score > result.candidates[b].score ? i : b), 0);
+        assert.equal(result.candidates[bestSingle].answer, "Paris.");
+        assert.ok(totals.get("London.")! > totals.get("Paris.")!, "three London candidates outvote one Paris");
+        assert.equal(result.answer, "London.");
+        assert.deepEqual(result.votes, Object.fromEntries(totals));
+        assert.equal(result.candidates[result.best].answer, "London.");
+    });
+
+    it("answerBatch packs several questions per wave and equals answering one by one", async () => {
+        const questions = [QUESTION, "Say hello.", "Tell me the capital of Germany.", "Which city is the capital of France?"];
+        const before = model.context.stats.decodeCalls;
+        const batch = await model.answerBatch(questions, {passages: CORPUS, traces: true});
+        const batchCalls = model.context.stats.decodeCalls - before;
+        let singleCalls = 0;
+        for (let i = 0; i < questions.length; i++) {
+            const start = model.context.stats.decodeCalls;
+            const one = await model.answer(questions[i], {passages: CORPUS, traces: true});
+            singleCalls += model.context.stats.decodeCalls - start;
+            assert.equal(batch[i].answer, one.answer);
+            assert.deepEqual(batch[i].trace!.candidates.map((c) => c.tokens), one.trace!.candidates.map((c) => c.tokens));
+            batch[i].candidates.forEach((c, k) => assert.ok(Math.abs(c.score - one.candidates[k].score) < 1e-4));
+        }
+        assert.ok(batchCalls < singleCalls, `batched ${batchCalls} decode calls vs ${singleCalls} one by one`);
+        assert.equal(model.context.freeSlots, 6, "every slot released");
+    });
+
+    it("a passage longer than the context is truncated with a warning; the other passages are untouched", async () => {
+        const long: Passage = {id: "long", title: "Long", text: "Paris ".repeat(2000)};
+        const result = await model.answer(QUESTION, {passages: [CORPUS[0], long], maxNewTokens: 32});
+        assert.equal(result.candidates.length, 2);
+        assert.equal(result.warnings.length, 1);
+        assert.match(result.warnings[0], /passage 1 \(long\) truncated from \d+ to \d+ tokens to fit the context of 512 tokens per sequence/);
+        assert.ok(result.stats.promptTokens + result.stats.passageTokens <= 2 * 512);
+    });
+
+    it("bad input: more passages than slots, a prompt beyond the context", async () => {
+        await assert.rejects(model.answer(QUESTION, {passages: [...CORPUS, ...CORPUS, ...CORPUS], ndocs: 9}),
+            (e: unknown) => e instanceof SelfRagError && e.code === "INVALID_ARGUMENT" && /needs 9 sequence slots/.test(e.message));
+        await assert.rejects(model.answer("word ".repeat(600), {passages: CORPUS}),
+            (e: unknown) => e instanceof SelfRagError && e.code === "CONTEXT_OVERFLOW");
+        assert.equal(model.context.freeSlots, 6);
+    });
+});
+
+describe("passages JSONL", () => {
+    it("reads {id, title, text} lines and reports a malformed line by number", async () => {
+        const good = path.join(tempDir, "good.jsonl");
+        fs.writeFileSync(good, CORPUS.map((p) => JSON.stringify(p)).join("\n") + "\n\n");
+        assert.deepEqual(await readPassagesJsonl(good), CORPUS);
+        const bad = path.join(tempDir, "bad.jsonl");
+        fs.writeFileSync(bad, `${JSON.stringify(CORPUS[0])}\n{"id": 2, "title": "x", "text": 5}\n`);
+        await assert.rejects(readPassagesJsonl(bad), (e: unknown) => e instanceof SelfRagError && e.code === "INVALID_JSONL" &&
+            e.message.includes("bad.jsonl:2") && e.message.includes(`field "text"`));
+        const broken = path.join(tempDir, "broken.jsonl");
+        fs.writeFileSync(broken, `${JSON.stringify(CORPUS[0])}\n${JSON.stringify(CORPUS[1])}\n{"id": 3, "title": \n`);
+        await assert.rejects(readPassagesJsonl(broken), /broken\.jsonl:3: not valid JSON/);
+        const empty = path.join(tempDir, "empty.jsonl");
+        fs.writeFileSync(empty, "\n\n");
+        await assert.rejects(readPassagesJsonl(empty), (e: unknown) => e instanceof SelfRagError && e.code === "EMPTY_PASSAGES");
+    });
+});

@@ -1,0 +1,97 @@
+import assert from "node:assert/strict";
+import {execFile} from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import {fileURLToPath} from "node:url";
+import {promisify} from "node:util";
+import {tempDir, tinyModel} from "./helpers/fixtures.js";
+
+const run = promisify(execFile);
+const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "lib", "cli", "main.js");
+
+async function selfrag(args: string[], env: Record<string, string> = {}) {
+    try {
+        const {stdout, stderr} = await run(process.execPath, [cli, ...args], {env: {...process.env, ...env}});
+        return {stdout, stderr, code: 0};
+    } catch (error) {
+        const e = error as {stdout: string, stderr: string, code: number};
+        return {stdout: e.stdout, stderr: e.stderr, code: e.code};
+    }
+}
+
+const passages = [
+    {id: "b", title: "Berlin", text: "Berlin is the capital of Germany."},
+    {id: "p", title: "Paris", text: "Paris is the capital and largest city of France. Paris"}
+];
+
+describe("selfrag ask / rerank / demo", () => {
+    let passagesFile: string;
+    before(() => {
+        passagesFile = path.join(tempDir, "cli-passages.jsonl");
+        fs.writeFileSync(passagesFile, passages.map((p) => JSON.stringify(p)).join("\n") + "\n");
+    });
+
+    it("ask --json prints the answer, the retrieve decision and scored candidates; --save-traces feeds rerank", async () => {
+        const traces = path.join(tempDir, "cli-traces.jsonl");
+        fs.rmSync(traces, {force: true});
+        const result = await selfrag(["ask", "--model", await tinyModel(), "--passages", passagesFile, "--json", "--cpu",
+            "--save-traces", traces, "What is the capital of France?"]);
+        assert.equal(result.code, 0, result.stderr);
+        const json = JSON.parse(result.stdout);
+        assert.equal(json.answer, "Paris.");
+        assert.equal(json.retrieve.decision, true);
+        assert.equal(typeof json.retrieve.p, "number");
+        assert.deepEqual(json.candidates.map((c: {passage: {id: string}}) => c.passage.id), ["b", "p"]);
+        for (const key of ["text", "score", "relevance", "support", "utility", "seq"]) assert.ok(key in json.candidates[0], key);
+
+        const reranked = await selfrag(["rerank", "--traces", traces, "--json"]);
+        assert.equal(reranked.code, 0, reranked.stderr);
+        const line = JSON.parse(reranked.stdout.trim());
+        assert.equal(line.best, 1);
+        line.candidates.forEach((c: {score: number}, i: number) => assert.ok(Math.abs(c.score - json.candidates[i].score) < 1e-9));
+        // weights change the choice: only relevance, negated, prefers the irrelevant passage
+        const flipped = JSON.parse((await selfrag(["rerank", "--traces", traces, "--json", "--w-rel=-1", "--w-sup", "0",
+            "--w-use", "0", "--no-seqscore"])).stdout.trim());
+        assert.equal(flipped.best, 0);
+        assert.ok(Math.abs(flipped.candidates[1].score + json.candidates[1].relevance) < 1e-9);
+    });
+
+    it("rerank reports a trace with a wrong-length reflection row by line", async () => {
+        const bad = path.join(tempDir, "bad-traces.jsonl");
+        const row = Array(15).fill(-1);
+        const good = {id: "q1", reflection_ids: Array.from({length: 15}, (_, i) => 32000 + i), candidates: [{tokens: [5], logprobs: [-1], reflection: [row]}]};
+        const broken = {...good, id: "q2", candidates: [{tokens: [5, 6], logprobs: [-1, -1], reflection: [row, row.slice(1)]}]};
+        fs.writeFileSync(bad, `${JSON.stringify(good)}\n${JSON.stringify(broken)}\n`);
+        const result = await selfrag(["rerank", "--traces", bad, "--json"]);
+        assert.equal(result.code, 1);
+        assert.equal(result.stdout.trim().split("\n").length, 1, "the good line was still scored");
+        assert.match(result.stderr, /bad-traces\.jsonl:2: candidate 0, position 1: reflection row has 14 values, expected 15 \[INVALID_TRACE\]/);
+    });
+
+    it("ask: a malformed passages line, an empty passages file, no model", async () => {
+        const bad = path.join(tempDir, "cli-bad.jsonl");
+        fs.writeFileSync(bad, `${JSON.stringify(passages[0])}\nnot json\n`);
+        const malformed = await selfrag(["ask", "--model", await tinyModel(), "--passages", bad, "Q?"]);
+        assert.equal(malformed.code, 1);
+        assert.match(malformed.stderr, /cli-bad\.jsonl:2: not valid JSON.*\[INVALID_JSONL\]/);
+        const empty = path.join(tempDir, "cli-empty.jsonl");
+        fs.writeFileSync(empty, "");
+        assert.match((await selfrag(["ask", "--model", await tinyModel(), "--passages", empty, "Q?"])).stderr, /holds no passages \[EMPTY_PASSAGES\]/);
+        const noModel = await selfrag(["ask", "--passages", passagesFile, "Q?"], {SELFRAG_HOME: path.join(tempDir, "empty-home"), SELFRAG_MODEL: ""});
+        assert.equal(noModel.code, 1);
+        assert.match(noModel.stderr, /no model given and no pulled Self-RAG model found[\s\S]*--model FILE\.gguf[\s\S]*\[MODEL_NOT_FOUND\]/);
+        const badNumber = await selfrag(["ask", "--model", await tinyModel(), "--passages", passagesFile, "--threshold", "high", "Q?"]);
+        assert.match(badNumber.stderr, /--threshold/);
+    });
+
+    it("demo runs a full round on the fixture model when no model is pulled, and says so", async () => {
+        const home = path.join(tempDir, "demo-home");
+        const result = await selfrag(["demo", "--cpu"], {SELFRAG_HOME: home, SELFRAG_MODEL: ""});
+        assert.equal(result.code, 0, result.stderr);
+        assert.match(result.stdout, /FIXTURE model/);
+        assert.match(result.stdout, /answer: Paris\./);
+        assert.match(result.stdout, /retrieval: yes/);
+        assert.match(result.stdout, /retrieval: no/);
+        assert.ok(fs.existsSync(path.join(home, "fixtures", "tiny.gguf")));
+    });
+});

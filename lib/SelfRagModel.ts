@@ -6,6 +6,7 @@ import {loadAddon, takeRecentLlamaLog, type GpuOption, type LoadedAddon} from ".
 import type {NativeModel, NativeModelInfo} from "./native/types.js";
 import {REFLECTION_TOKENS, R, ReflectionTokens, type ReflectionTokenText} from "./ReflectionTokens.js";
 import {retrievalProbability} from "./scoring.js";
+import {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions} from "./LongForm.js";
 import {answer, answerBatch, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion} from "./ShortForm.js";
 
 export interface SelfRagModelOptions {
@@ -179,6 +180,21 @@ export class SelfRagModel {
     /** Many questions; their candidates share decode steps (as many questions per wave as the slots allow). */
     public answerBatch(questions: readonly (string | ShortFormQuestion)[], options?: ShortFormOptions): Promise<ShortFormAnswer[]> {
         return answerBatch(this, questions, options);
+    }
+
+    /**
+     * Long-form Self-RAG: segment-level beam search with shared prefixes and [n] citations.
+     *
+     * ```ts
+     * const r = await model.answerLong("Tell me a bio of Marie Curie.", {passages, beamWidth: 2});
+     * ```
+     */
+    public answerLong(question: string, options?: LongFormOptions): Promise<LongFormAnswer> {
+        return answerLong(this, question, options);
+    }
+
+    public answerLongBatch(questions: readonly string[], options?: LongFormOptions): Promise<LongFormAnswer[]> {
+        return answerLongBatch(this, questions, options);
     }
 
     /** Frees the context and the weights. Idempotent. */

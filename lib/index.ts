@@ -13,3 +13,6 @@ export {formatPrompt, formatPassage, taskInstruction, TASK_INSTRUCTIONS, type Pa
 export {postProcessAnswer, closedSetVote} from "./answers.js";
 export {readPassagesJsonl} from "./passages.js";
 export {readTraces, rerankTrace, type TraceRecord} from "./traces.js";
+export {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions, type LongFormSegment, type Retriever} from "./LongForm.js";
+export {TreeSearch, type TreeNode, type SegmentSource, type GeneratedSegment, type TreeSearchResult} from "./TreeSearch.js";
+export {ForkingSegmentSource, type ContextPolicy} from "./ForkingSegmentSource.js";

@@ -5,7 +5,7 @@ import {formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.
 import {checkRetrievalOptions, decideRetrieval, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
 import {SegmentScorer, type CritiqueScore, type CritiqueWeights} from "./SegmentScorer.js";
 import type {SelfRagModel} from "./SelfRagModel.js";
-import {TreeSearch, type SearchStop, type TreeNode} from "./TreeSearch.js";
+import {TreeSearch, type SearchStop, type TreeNode, type TreeSearchResult} from "./TreeSearch.js";
 
 export type Retriever = (query: string, k: number) => Promise<readonly Passage[]> | readonly Passage[];
 
@@ -142,7 +142,7 @@ export async function answerLong(model: SelfRagModel, question: string, options:
             return (await options.retriever(soFar === "" ? question : `${question} ${soFar}`, ndocs)).slice(0, ndocs);
         };
         const result = await TreeSearch.run(root, source, {beamWidth, maxDepth, passagesFor});
-        return assemble(result, decision, options.ignoreCont ?? false, {
+        return assembleLongForm(result, decision, options.ignoreCont ?? false, {
             evaluatedTokens: ctx.stats.tokensEvaluated - startTokens,
             referenceTokens: referenceTokens(result.nodes, prompt.length, policy)
         });
@@ -191,7 +191,8 @@ function referenceTokens(nodes: readonly TreeNode[], promptLength: number, polic
     return total;
 }
 
-function assemble(result: Awaited<ReturnType<typeof TreeSearch.run>>, decision: RetrievalDecision, ignoreCont: boolean,
+/** Turns a finished search into the answer: best path, ignoreCont, [n] citations, the tree. */
+export function assembleLongForm(result: TreeSearchResult, decision: RetrievalDecision, ignoreCont: boolean,
     stats: {evaluatedTokens: number, referenceTokens: number}): LongFormAnswer {
     const docs: Passage[] = [];
     const segments: LongFormSegment[] = [];

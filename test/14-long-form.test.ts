@@ -1,0 +1,127 @@
+import assert from "node:assert/strict";
+import type {Passage} from "../lib/prompts.js";
+import {formatPrompt, taskInstruction} from "../lib/prompts.js";
+import {SegmentScorer} from "../lib/SegmentScorer.js";
+import {SelfRagError} from "../lib/errors.js";
+import {SelfRagModel} from "../lib/SelfRagModel.js";
+import {TreeSearch, type TreeNode} from "../lib/TreeSearch.js";
+import {tinyModel} from "./helpers/fixtures.js";
+import {ReencodingSource} from "./helpers/treeSources.js";
+
+const PASSAGES: Passage[] = [
+    {id: "p", title: "Paris", text: "Paris is the capital and largest city of France. Paris"},
+    {id: "b", title: "Berlin", text: "Berlin is the capital of Germany."},
+    {id: "r", title: "Rome", text: "Rome is a city in Italy."},
+    {id: "m", title: "Madrid", text: "Madrid is in Spain."},
+    {id: "l", title: "Lyon", text: "Lyon is a city of France."}
+];
+const QUESTION = "Tell me a bio of the capital of France.";
+
+describe("long-form Self-RAG on the fixture model", () => {
+    let model: SelfRagModel;
+    before(async () => {
+        model = await SelfRagModel.load({modelPath: await tinyModel(), contextSize: 512, sequences: 10, gpu: false});
+    });
+    after(async () => model?.dispose());
+
+    for (const policy of ["reference", "interleaved"] as const) {
+        it(`shared-prefix search equals re-encoding every context (${policy} context)`, async () => {
+            const options = {passages: PASSAGES, beamWidth: 2, maxDepth: 4, maxNewTokens: 20, contextPolicy: policy, task: "asqa" as const};
+            const fast = await model.answerLong(QUESTION, options);
+            assert.equal(model.context.freeSlots, 10, "no slot leaks");
+
+            // the oracle: same search, every child's context encoded from scratch in its own slot
+            const prompt = model.tokenize(formatPrompt(taskInstruction("asqa", QUESTION)));
+            const scorer = await SegmentScorer.create(model.reflection.ids);
+            const oracle = new ReencodingSource(model, scorer, prompt, {policy, maxNewTokens: 20, threshold: 0.2});
+            const root: TreeNode = {id: 0, parent: null, depth: 0, text: "", tokens: new Int32Array(0), score: 1, asksRetrieval: true, stopReason: "root", inBeam: true};
+            const slow = await TreeSearch.run(root, oracle, {beamWidth: 2, maxDepth: 4, passagesFor: (_n, path) => {
+                oracle.remember(path);
+                return PASSAGES;
+            }});
+            assert.equal(fast.tree.length, slow.nodes.length);
+            fast.tree.forEach((node, i) => {
+                const expected = slow.nodes[i];
+                assert.equal(node.parent, expected.parent, `node ${i} parent`);
+                assert.equal(node.text, expected.text, `node ${i} text`);
+                assert.equal(node.inBeam, expected.inBeam, `node ${i} in beam`);
+                assert.equal(node.stopReason, expected.stopReason, `node ${i} stop`);
+                assert.ok(Math.abs(node.score - expected.score) < 1e-4 * Math.max(1, expected.score), `node ${i} score ${node.score} vs ${expected.score}`);
+            });
+            assert.deepEqual(fast.segments.map((s) => s.text), slow.bestPath.map((n) => n.text).filter((t) => t !== ""));
+            assert.ok(fast.stats.depth >= 2, "the fixture asks for evidence again, so the answer has several segments");
+            // the shared-prefix schedule encodes at most half of what re-encoding does
+            assert.ok(fast.stats.evaluatedTokens / fast.stats.referenceTokens <= 0.5,
+                `evaluated ${fast.stats.evaluatedTokens} vs reference ${fast.stats.referenceTokens}`);
+            assert.ok(fast.stats.evaluatedTokens < oracle.tokensEvaluated, "fewer tokens than the oracle actually encoded");
+        });
+    }
+
+    it("5 passages, beam 2, depth 3: evaluatedTokens / referenceTokens <= 0.5", async () => {
+        const r = await model.answerLong(QUESTION, {passages: PASSAGES, beamWidth: 2, maxDepth: 3, maxNewTokens: 20, task: "asqa"});
+        assert.ok(r.stats.nodes >= 10);
+        assert.ok(r.stats.evaluatedTokens / r.stats.referenceTokens <= 0.5, `${r.stats.evaluatedTokens} / ${r.stats.referenceTokens}`);
+    });
+
+    it("answer, segments, citations and ignoreCont on real generations", async () => {
+        const r = await model.answerLong(QUESTION, {passages: PASSAGES, beamWidth: 2, maxDepth: 4, maxNewTokens: 20});
+        assert.equal(r.retrieve.decision, true);
+        assert.equal(r.segments.length, r.docs.length);
+        r.segments.forEach((s, i) => {
+            assert.equal(s.citation, i + 1);
+            assert.ok(r.answer.includes(`[${i + 1}]`));
+            assert.equal(s.passage, r.docs[i]);
+        });
+        const last = r.segments[r.segments.length - 1];
+        assert.equal(last.text, "[Relevant] Paris.[Fully supported][Utility:5]</s>");
+        assert.ok(r.answer.endsWith("Paris [" + r.segments.length + "]."));
+        // with only the Berlin passage every segment is contradicted: ignoreCont empties the answer
+        const berlin = await model.answerLong(QUESTION, {passages: [PASSAGES[1]], beamWidth: 1, maxDepth: 3, maxNewTokens: 20});
+        assert.ok(berlin.segments.every((s) => s.text.includes("[No support / Contradictory]")));
+        const dropped = await model.answerLong(QUESTION, {passages: [PASSAGES[1]], beamWidth: 1, maxDepth: 3, maxNewTokens: 20, ignoreCont: true});
+        assert.equal(dropped.segments.length, 0);
+        assert.equal(dropped.answer, "");
+    });
+
+    it("no retrieval at the root: one generation after [No Retrieval], text up to the first blank line", async () => {
+        const r = await model.answerLong("Say hello to a new user.", {passages: PASSAGES});
+        assert.equal(r.retrieve.decision, false);
+        assert.equal(r.answer, "London.");
+        assert.equal(r.stats.stop, "no-retrieval");
+        assert.equal(model.context.freeSlots, 10);
+    });
+
+    it("dynamic passages: the retriever is asked with the question plus the text so far", async () => {
+        const queries: string[] = [];
+        const r = await model.answerLong(QUESTION, {beamWidth: 1, maxDepth: 3, maxNewTokens: 20, ndocs: 2, retriever: (query, k) => {
+            queries.push(query);
+            return PASSAGES.slice(1, 1 + k);
+        }});
+        assert.equal(queries[0], QUESTION);
+        assert.ok(queries.length >= 2 && queries[1].startsWith(QUESTION + " London."), queries[1]);
+        assert.equal(r.docs.length, r.segments.length);
+    });
+
+    it("a search deeper than the context allows stops with a reason, not a crash", async () => {
+        const small = await SelfRagModel.load({modelPath: await tinyModel(), contextSize: 100, sequences: 2, gpu: false});
+        try {
+            const r = await small.answerLong(QUESTION, {passages: [PASSAGES[2]], beamWidth: 2, ndocs: 1, maxDepth: 20, maxNewTokens: 20});
+            assert.equal(r.stats.stop, "context");
+            const blocked = r.tree.find((n) => n.notExpanded != null)!;
+            assert.match(blocked.notExpanded!, /context full: the path so far \(\d+ tokens\), a passage \(\d+\) and maxNewTokens \(20\) need \d+ of 100/);
+            assert.equal(small.context.freeSlots, 2);
+        } finally {
+            await small.dispose();
+        }
+    });
+
+    it("bad input: too few slots for beamWidth x ndocs, no passages at all; slots stay free", async () => {
+        await assert.rejects(model.answerLong(QUESTION, {passages: PASSAGES, beamWidth: 3}),
+            (e: unknown) => e instanceof SelfRagError && e.code === "INVALID_ARGUMENT" && /beamWidth x ndocs = 15/.test(e.message));
+        await assert.rejects(model.answerLong(QUESTION, {}), (e: unknown) => e instanceof SelfRagError && e.code === "INVALID_ARGUMENT");
+        await assert.rejects(model.answerLong(QUESTION, {beamWidth: 1, retriever: () => {
+            throw new Error("index offline");
+        }}), /index offline/);
+        assert.equal(model.context.freeSlots, 10);
+    });
+});

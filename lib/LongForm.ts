@@ -105,8 +105,10 @@ export async function answerLong(model: SelfRagModel, question: string, options:
         throw invalidParameterError("passages", "a passage list or a retriever", undefined);
     }
     const ctx = model.context;
-    if (retrieval.mode !== "never" && beamWidth * ndocs > ctx.sequences) {
-        throw new SelfRagError(`the search needs beamWidth x ndocs = ${beamWidth * ndocs} sequence slots but the model was ` +
+    // Static passages cap the children per node; a retriever may return up to ndocs.
+    const width = options.retriever == null ? Math.min(ndocs, Math.max(1, options.passages?.length ?? 1)) : ndocs;
+    if (retrieval.mode !== "never" && beamWidth * width > ctx.sequences) {
+        throw new SelfRagError(`the search needs beamWidth x ndocs = ${beamWidth * width} sequence slots but the model was ` +
             `loaded with sequences: ${ctx.sequences}`, "INVALID_ARGUMENT");
     }
     const instruction = taskInstruction(options.task ?? "none", question);

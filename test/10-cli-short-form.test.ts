@@ -84,6 +84,27 @@ describe("selfrag ask / rerank / demo", () => {
         assert.match(badNumber.stderr, /--threshold/);
     });
 
+    it("ask --long --json prints answer, segments with citations, the tree and token stats", async () => {
+        const file = path.join(tempDir, "cli-long.jsonl");
+        const corpus = [...passages, {id: "r", title: "Rome", text: "Rome is a city in Italy."}];
+        fs.writeFileSync(file, corpus.map((p) => JSON.stringify(p)).join("\n") + "\n");
+        const result = await selfrag(["ask", "--model", await tinyModel(), "--passages", file, "--long", "--max-depth", "3",
+            "--context", "interleaved", "--json", "--cpu", "Tell me a bio of the capital of France."]);
+        assert.equal(result.code, 0, result.stderr);
+        const json = JSON.parse(result.stdout);
+        assert.equal(typeof json.answer, "string");
+        assert.ok(json.segments.length >= 2);
+        json.segments.forEach((s: {citation: number, passage: {id: string}, score: number, text: string}, i: number) => {
+            assert.equal(s.citation, i + 1);
+            assert.ok(json.answer.includes(`[${i + 1}]`));
+            assert.equal(typeof s.score, "number");
+        });
+        assert.ok(Array.isArray(json.tree) && json.tree.length > 3);
+        assert.ok(json.stats.evaluatedTokens < json.stats.referenceTokens);
+        const bad = await selfrag(["ask", "--model", await tinyModel(), "--passages", file, "--long", "--context", "everything", "Q?"]);
+        assert.match(bad.stderr, /--context/);
+    });
+
     it("demo runs a full round on the fixture model when no model is pulled, and says so", async () => {
         const home = path.join(tempDir, "demo-home");
         const result = await selfrag(["demo", "--cpu"], {SELFRAG_HOME: home, SELFRAG_MODEL: ""});

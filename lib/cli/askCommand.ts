@@ -6,12 +6,15 @@ import type {Task} from "../prompts.js";
 import type {RetrievalMode} from "../RetrievalDecision.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import type {ShortFormAnswer} from "../ShortForm.js";
+import type {ContextPolicy} from "../ForkingSegmentSource.js";
+import type {LongFormAnswer} from "../LongForm.js";
 import {integerOption, numberOption, requireModel, weightOptions, weightsFrom} from "./options.js";
 
 const help = `Usage: selfrag ask [--model FILE] --passages FILE.jsonl [options] "question"
 
 Short-form Self-RAG: decide retrieval, generate one candidate per passage (all in one batch),
-score each with the reflection tokens and answer with the best.
+score each with the reflection tokens and answer with the best. With --long: long-form Self-RAG,
+a segment-level beam search whose nodes share their encoded prefix, with [n] citations.
   --passages FILE       JSONL, one {"id", "title", "text"} per line, best first
   --mode M              adaptive (default) | always | never
   --threshold X         retrieve when P([Retrieval]) / (P([Retrieval]) + P([No Retrieval])) > X (0.2)
@@ -21,15 +24,19 @@ score each with the reflection tokens and answer with the best.
   --task T              popqa | triviaqa | fever | arc_c | asqa | ... (adds the reference's instruction)
   --choices "A|B|C|D"   answer choices for arc_c
   --w-rel X --w-sup X --w-use X --no-seqscore   critique weights (1, 1, 0.5, sequence score on)
-  --save-traces FILE    append this question's trace (JSONL) for \`selfrag rerank\`
-  --threads N --context N --cpu --json`;
+  --save-traces FILE    append this question's trace (JSONL) for \`selfrag rerank\` (short form)
+  --long                long form: --beam-width N (2) --max-depth N (7) --ignore-cont
+                        --context reference|interleaved (what children see: generated text only, or earlier passages too)
+  --threads N --context-size N (tokens per sequence, 2048) --cpu --json`;
 
 export async function askCommand(args: string[]): Promise<void> {
     const {values, positionals} = parseArgs({args, allowPositionals: true, options: {
         model: {type: "string"}, passages: {type: "string"}, mode: {type: "string"}, threshold: {type: "string"},
         "reference-retrieve-ratio": {type: "boolean"}, ndocs: {type: "string"}, "max-new-tokens": {type: "string"},
         task: {type: "string"}, choices: {type: "string"}, "save-traces": {type: "string"}, threads: {type: "string"},
-        context: {type: "string"}, cpu: {type: "boolean"}, json: {type: "boolean"}, help: {type: "boolean"}, ...weightOptions
+        "context-size": {type: "string"}, cpu: {type: "boolean"}, json: {type: "boolean"}, help: {type: "boolean"},
+        long: {type: "boolean"}, "beam-width": {type: "string"}, "max-depth": {type: "string"}, "ignore-cont": {type: "boolean"},
+        context: {type: "string"}, ...weightOptions
     }});
     if (values.help) {
         console.log(help);
@@ -41,17 +48,34 @@ export async function askCommand(args: string[]): Promise<void> {
     const passages = await readPassagesJsonl(values.passages);
     const ndocs = integerOption("--ndocs", values.ndocs) ?? 5;
     const maxNewTokens = integerOption("--max-new-tokens", values["max-new-tokens"]) ?? 100;
+    const beamWidth = integerOption("--beam-width", values["beam-width"]) ?? 2;
+    const usable = Math.max(1, Math.min(ndocs, passages.length));
     const model = await SelfRagModel.load({
-        modelPath: requireModel(values.model), sequences: Math.max(1, Math.min(ndocs, passages.length)),
-        contextSize: integerOption("--context", values.context) ?? 2048, threads: integerOption("--threads", values.threads),
+        modelPath: requireModel(values.model), sequences: values.long ? beamWidth * usable : usable,
+        contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
         gpu: values.cpu ? false : "auto"
     });
+    const common = {
+        passages, ndocs, maxNewTokens, mode: values.mode as RetrievalMode | undefined,
+        threshold: numberOption("--threshold", values.threshold),
+        retrieveRatio: values["reference-retrieve-ratio"] ? "reference-logprob" as const : undefined,
+        weights: weightsFrom(values), task: values.task as Task | undefined
+    };
     try {
-        const result = await model.answer({question, task: values.task as Task | undefined, choices: values.choices?.split("|")}, {
-            passages, ndocs, maxNewTokens, mode: values.mode as RetrievalMode | undefined,
-            threshold: numberOption("--threshold", values.threshold),
-            retrieveRatio: values["reference-retrieve-ratio"] ? "reference-logprob" : undefined,
-            weights: weightsFrom(values), traces: values["save-traces"] != null
+        if (values.long) {
+            if (values.context != null && values.context !== "reference" && values.context !== "interleaved") {
+                throw invalidParameterError("--context", `"reference" or "interleaved"`, values.context);
+            }
+            const result = await model.answerLong(question, {
+                ...common, beamWidth, maxDepth: integerOption("--max-depth", values["max-depth"]),
+                ignoreCont: values["ignore-cont"], contextPolicy: values.context as ContextPolicy | undefined
+            });
+            if (values.json) console.log(JSON.stringify(result));
+            else printLongAnswer(result);
+            return;
+        }
+        const result = await model.answer({question, task: common.task, choices: values.choices?.split("|")}, {
+            ...common, traces: values["save-traces"] != null
         });
         if (values["save-traces"] != null) fs.appendFileSync(values["save-traces"], JSON.stringify(result.trace) + "\n");
         for (const warning of result.warnings) process.stderr.write(`selfrag: warning: ${warning}\n`);
@@ -60,6 +84,15 @@ export async function askCommand(args: string[]): Promise<void> {
     } finally {
         await model.dispose();
     }
+}
+
+export function printLongAnswer(result: LongFormAnswer): void {
+    console.log(`answer: ${result.answer}`);
+    console.log(`retrieval: ${result.retrieve.decision ? "yes" : "no"} (p = ${result.retrieve.p.toFixed(4)})`);
+    result.docs.forEach((d, i) => console.log(`  [${i + 1}] ${d.title}${d.id != null ? ` (${d.id})` : ""}`));
+    const s = result.stats;
+    console.log(`search: ${s.nodes} nodes, depth ${s.depth}, stopped: ${s.stop}; tokens evaluated ${s.evaluatedTokens} ` +
+        `vs ${s.referenceTokens} re-encoding every context (${(s.evaluatedTokens / Math.max(1, s.referenceTokens)).toFixed(2)})`);
 }
 
 export function askJson(result: ShortFormAnswer) {

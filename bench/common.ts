@@ -23,7 +23,7 @@ export interface Measurement {
 export interface Comparison {
     label: string;
     value: number;
-    unit: "x" | "us";
+    unit: "x" | "us" | "tokens";
     /** "min": value should be >= target; "max": value should be <= target. */
     target?: {kind: "min" | "max", value: number};
 }

@@ -7,13 +7,17 @@ import {inspectCommand} from "./inspectCommand.js";
 import {askCommand} from "./askCommand.js";
 import {demoCommand} from "./demoCommand.js";
 import {rerankCommand} from "./rerankCommand.js";
+import {indexCommand} from "./indexCommand.js";
+import {searchCommand} from "./searchCommand.js";
 
 const commands: Record<string, {summary: string, run: (args: string[]) => Promise<void>}> = {
     demo: {summary: "a full Self-RAG round on a built-in corpus (fixture model when no model is pulled)", run: demoCommand},
     ask: {summary: "answer a question with short-form Self-RAG over given passages", run: askCommand},
     rerank: {summary: "re-score saved traces with other critique weights (no model needed)", run: rerankCommand},
     inspect: {summary: "reflection-token log-probs and p_retrieve after a prompt", run: inspectCommand},
-    fixture: {summary: "write a generated test model (GGUF) with the Self-RAG vocabulary", run: fixtureCommand}
+    fixture: {summary: "write a generated test model (GGUF) with the Self-RAG vocabulary", run: fixtureCommand},
+    index: {summary: "build a passage index (USearch vectors + SQLite passages) from a corpus file", run: indexCommand},
+    search: {summary: "find the passages of an index closest to a query", run: searchCommand}
 };
 
 function usage(): string {

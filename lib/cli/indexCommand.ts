@@ -1,0 +1,199 @@
+import {parseArgs} from "node:util";
+import {SelfRagError, invalidParameterError} from "../errors.js";
+import {CORPUS_FORMATS, type CorpusFormat} from "../retrieval/corpusReaders.js";
+import type {BuildProgress} from "../retrieval/buildIndex.js";
+import type {Embedder} from "../retrieval/Embedder.js";
+import {GgufEmbedder} from "../retrieval/GgufEmbedder.js";
+import {readManifest} from "../retrieval/IndexManifest.js";
+import {PassageIndex} from "../retrieval/PassageIndex.js";
+import {VECTOR_DTYPES, type VectorDtype} from "../retrieval/VectorIndex.js";
+import {integerOption, numberOption} from "./options.js";
+
+const help = `Usage: selfrag index build --corpus FILE --out DIR [options]
+       selfrag index info DIR
+
+build: embeds every passage of a corpus into a USearch HNSW index (cosine) next to a SQLite
+passage store. The index is written to .DIR.building and renamed to DIR when complete, so an
+interrupted build never leaves a partial index at DIR; running the command again starts over.
+  --corpus FILE         psgs_w100.tsv (DPR: id, text, title), passages .jsonl ({"id", "title", "text"}),
+                        or an evaluation file whose records carry "ctxs"/"docs" (.json or .jsonl); .gz is read too
+  --out DIR             the index directory to create
+  --format F            tsv | jsonl | ctxs (default: from the file name and first record)
+  --embedder E          hashing (default: lexical, no model) | FILE.gguf (an embedding model: BGE, E5, Contriever, ...)
+  --dtype T             f16 (default) | i8 | f32: vector storage (2, 1 or 4 bytes per dimension)
+  --strict              stop at the first malformed line (default: report it with its line number, skip it)
+  --overwrite           replace an existing index at DIR (kept intact until the new one is complete)
+  --dims N              hashing embedder dimensions (384)
+  --idf-sample N|all    passages the hashing embedder counts word frequencies over (all; 0: no idf weights)
+  --bigram-weight X     hashing embedder weight of word bigrams relative to words (0.25; 0: words only)
+  --query-prefix S --passage-prefix S   GGUF embedder input prefixes (e.g. "query: " / "passage: " for E5)
+  --context N           GGUF embedder tokens per passage (min(model's, 512))
+  --connectivity N      HNSW degree (16)     --expansion-add N   build-time ef (128)
+  --expansion-search N  default search-time ef recorded in the index (128)
+  --threads N           USearch threads (all CPUs)   --batch N   passages per step (256)
+  --progress-interval S seconds between progress lines (0.5 on a terminal, 10 otherwise)
+  --cpu                 run the GGUF embedder on the CPU
+
+info: prints the manifest of an index (embedder, dimensions, dtype, count, corpus).`;
+
+export async function indexCommand(args: string[]): Promise<void> {
+    const [sub, ...rest] = args;
+    if (sub == null || sub === "--help" || sub === "-h") {
+        console.log(help);
+        return;
+    }
+    if (sub === "build") return build(rest);
+    if (sub === "info") return info(rest);
+    throw new SelfRagError(`unknown index subcommand "${sub}" (expected build or info)\n\n${help}`, "INVALID_ARGUMENT");
+}
+
+async function build(args: string[]): Promise<void> {
+    const {values} = parseArgs({args, options: {
+        corpus: {type: "string"}, out: {type: "string"}, format: {type: "string"}, embedder: {type: "string"}, dtype: {type: "string"},
+        strict: {type: "boolean"}, overwrite: {type: "boolean"}, dims: {type: "string"}, "idf-sample": {type: "string"}, "bigram-weight": {type: "string"},
+        "query-prefix": {type: "string"}, "passage-prefix": {type: "string"}, context: {type: "string"},
+        connectivity: {type: "string"}, "expansion-add": {type: "string"}, "expansion-search": {type: "string"},
+        threads: {type: "string"}, batch: {type: "string"}, "progress-interval": {type: "string"}, cpu: {type: "boolean"},
+        help: {type: "boolean"}
+    }});
+    if (values.help) {
+        console.log(help);
+        return;
+    }
+    if (values.corpus == null) throw invalidParameterError("--corpus", "a corpus file (.tsv, .jsonl or .json)", values.corpus);
+    if (values.out == null) throw invalidParameterError("--out", "the index directory to create", values.out);
+    if (values.format != null && !CORPUS_FORMATS.includes(values.format as CorpusFormat)) {
+        throw invalidParameterError("--format", CORPUS_FORMATS.join(" | "), values.format);
+    }
+    if (values.dtype != null && !VECTOR_DTYPES.includes(values.dtype as VectorDtype)) {
+        throw invalidParameterError("--dtype", VECTOR_DTYPES.join(" | "), values.dtype);
+    }
+    const kind = values.embedder ?? "hashing";
+    if (kind !== "hashing" && !kind.toLowerCase().endsWith(".gguf")) throw invalidParameterError("--embedder", "hashing or a .gguf file", kind);
+    const intervalSeconds = numberOption("--progress-interval", values["progress-interval"]) ?? (process.stderr.isTTY ? 0.5 : 10);
+    if (intervalSeconds < 0) throw invalidParameterError("--progress-interval", "a number of seconds >= 0", values["progress-interval"]);
+
+    let embedder: Embedder | undefined;
+    if (kind !== "hashing") {
+        embedder = await GgufEmbedder.load({
+            modelPath: kind, contextSize: integerOption("--context", values.context), threads: integerOption("--threads", values.threads),
+            gpu: values.cpu ? false : "auto", queryPrefix: values["query-prefix"], passagePrefix: values["passage-prefix"]
+        });
+    }
+    // Ctrl-C stops at the next batch and removes the temporary directory; a second Ctrl-C quits at once.
+    const abort = new AbortController();
+    const onSignal = () => {
+        if (abort.signal.aborted) process.exit(130);
+        abort.abort();
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    const progress = new ProgressLine(intervalSeconds * 1000);
+    let printedMalformed = 0;
+    try {
+        const summary = await PassageIndex.build({
+            corpus: values.corpus, out: values.out, format: values.format as CorpusFormat | undefined, embedder,
+            hashing: {
+                dimensions: integerOption("--dims", values.dims), bigramWeight: numberOption("--bigram-weight", values["bigram-weight"]),
+                idfSample: values["idf-sample"] === "all" ? undefined : integerOption("--idf-sample", values["idf-sample"])
+            },
+            dtype: values.dtype as VectorDtype | undefined, connectivity: integerOption("--connectivity", values.connectivity),
+            expansionAdd: integerOption("--expansion-add", values["expansion-add"]),
+            expansionSearch: integerOption("--expansion-search", values["expansion-search"]),
+            threads: integerOption("--threads", values.threads), batchSize: integerOption("--batch", values.batch),
+            strict: values.strict, overwrite: values.overwrite, signal: abort.signal,
+            onProgress: (p) => progress.update(p),
+            onMalformed: (message) => {
+                if (printedMalformed < 20) progress.note(`selfrag: warning: ${message} (line skipped)`);
+                else if (printedMalformed === 20) progress.note("selfrag: warning: further malformed lines are counted, not printed");
+                printedMalformed++;
+            }
+        });
+        progress.done();
+        const rate = summary.count / Math.max(summary.seconds, 1e-3);
+        const skipped = [
+            summary.malformed > 0 ? `${summary.malformed} malformed line${summary.malformed === 1 ? "" : "s"} skipped` : "",
+            summary.duplicates > 0 ? `${summary.duplicates} duplicate passages skipped` : ""
+        ].filter((s) => s !== "").join(", ");
+        console.log(`indexed ${summary.count} passages into ${summary.dir} in ${summary.seconds.toFixed(1)} s ` +
+            `(${Math.round(rate)} passages/s; embedder ${summary.embedder.name}, ${summary.embedder.dimensions} dims, ` +
+            `${summary.manifest.vectors.dtype})${skipped !== "" ? `; ${skipped}` : ""}`);
+    } finally {
+        progress.done();
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+        await embedder?.dispose();
+    }
+}
+
+function info(args: string[]): void {
+    const {positionals} = parseArgs({args, allowPositionals: true, options: {}});
+    if (positionals.length !== 1) throw invalidParameterError("index directory", "one directory", positionals.join(" "));
+    console.log(JSON.stringify(readManifest(positionals[0]), null, 2));
+}
+
+/**
+ * The progress line on stderr: rewritten in place on a terminal, a new line every interval
+ * otherwise (logs of a many-hour build stay readable).
+ */
+class ProgressLine {
+    private last = 0;
+    private shown = false;
+    private readonly tty = process.stderr.isTTY === true;
+
+    public constructor(private readonly intervalMs: number) {}
+
+    public update(p: BuildProgress): void {
+        const now = Date.now();
+        if (p.phase !== "save" && now - this.last < this.intervalMs) return;
+        this.last = now;
+        this.write(describe(p));
+    }
+
+    /** A message on its own line, without breaking the progress line. */
+    public note(message: string): void {
+        if (this.tty && this.shown) process.stderr.write("\r\x1b[K");
+        process.stderr.write(message + "\n");
+        this.shown = false;
+    }
+
+    public done(): void {
+        if (this.tty && this.shown) process.stderr.write("\n");
+        this.shown = false;
+    }
+
+    private write(line: string): void {
+        if (this.tty) {
+            process.stderr.write(`\r\x1b[K${line}`);
+            this.shown = true;
+        } else {
+            process.stderr.write(line + "\n");
+        }
+    }
+}
+
+function describe(p: BuildProgress): string {
+    if (p.phase === "save") return `saving the vector index (${p.passages} passages)...`;
+    const seconds = p.phaseElapsedMs / 1000;
+    const rate = p.passages / Math.max(seconds, 1e-3);
+    // The idf pass may stop at its sample long before the end of the file: no fraction, no ETA.
+    if (p.phase === "idf") return `counting word frequencies: ${p.passages.toLocaleString("en-US")} passages (${Math.round(rate).toLocaleString("en-US")}/s)`;
+    // The fraction done: exact when the idf pass counted the passages, else from the bytes read.
+    const fraction = p.totalPassages != null && p.totalPassages > 0 ? p.passages / p.totalPassages
+        : p.totalBytes > 0 ? p.bytesRead / p.totalBytes : 0;
+    const eta = fraction > 0.001 && fraction < 1 ? ` ETA ${duration(seconds * (1 - fraction) / fraction)}` : "";
+    const skipped = p.malformed > 0 ? `, ${p.malformed} malformed skipped` : "";
+    return `indexing: ${p.passages.toLocaleString("en-US")} passages (${Math.round(rate).toLocaleString("en-US")}/s), ` +
+        `${(fraction * 100).toFixed(1)}% of ${gigabytes(p.totalBytes)}${eta}${skipped}`;
+}
+
+function duration(seconds: number): string {
+    const s = Math.round(seconds);
+    if (s < 60) return `${s}s`;
+    if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+    return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+}
+
+function gigabytes(bytes: number): string {
+    return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(1)} GB` : bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} kB`;
+}

@@ -22,6 +22,8 @@ export interface ShortFormQuestion {
 export interface ShortFormOptions extends RetrievalDecisionOptions {
     /** Passages for every question that brings none of its own, best first. */
     passages?: readonly Passage[];
+    /** Retrieval for questions without passages: called with the question and ndocs (e.g. `index.asRetriever()`). */
+    retriever?: (query: string, k: number) => Promise<readonly Passage[]> | readonly Passage[];
     /** Passages to use per question (default 5): one candidate each. */
     ndocs?: number;
     /** Token budget per candidate (default 100). */
@@ -94,8 +96,11 @@ export async function answerBatch(model: SelfRagModel, questions: readonly (stri
     const perSequence = ctx.info.contextPerSequence;
     const noRetrieval = model.reflection.id("[No Retrieval]");
 
-    const jobs: Job[] = questions.map((raw, index) => {
-        const q = normaliseQuestion(raw, index);
+    const normalised = questions.map(normaliseQuestion);
+    const retrieved = await Promise.all(normalised.map((q) =>
+        (q.passages == null && options.passages == null && options.retriever != null && retrieval.mode !== "never"
+            ? options.retriever(q.question, ndocs) : undefined)));
+    const jobs: Job[] = normalised.map((q, index) => {
         const task = q.task ?? options.task ?? "none";
         const instruction = taskInstruction(task, q.question, q.choices);
         const prompt = model.tokenize(formatPrompt(instruction, q.input));
@@ -103,7 +108,7 @@ export async function answerBatch(model: SelfRagModel, questions: readonly (stri
             throw new SelfRagError(`question ${q.id ?? index}: the prompt (${prompt.length} tokens) plus maxNewTokens (${maxNewTokens}) ` +
                 `does not fit the context of ${perSequence} tokens per sequence`, "CONTEXT_OVERFLOW");
         }
-        const passages = [...(q.passages ?? options.passages ?? [])].slice(0, ndocs);
+        const passages = [...(q.passages ?? options.passages ?? retrieved[index] ?? [])].slice(0, ndocs);
         return {index, id: q.id ?? String(index), task, prompt, passages, slots: [], passageTokens: [], warnings: []};
     });
     const slotsFor = (job: Job) => (retrieval.mode === "never" ? 1 : Math.max(1, job.passages.length));

@@ -22,7 +22,13 @@ export type SelfRagErrorCode =
     | "MODEL_NOT_FOUND" | "INVALID_GGUF" | "MODEL_LOAD_FAILED" | "MISSING_REFLECTION_TOKENS"
     | "MODEL_DISPOSED" | "MODEL_IN_USE" | "CONTEXT_CREATE_FAILED" | "CONTEXT_DISPOSED" | "CONTEXT_BUSY"
     | "CONTEXT_OVERFLOW" | "SEQUENCE_OUT_OF_RANGE" | "KV_FULL" | "DECODE_FAILED" | "NO_PENDING_LOGITS"
-    | "INVALID_TOKEN" | "TRIM_UNSUPPORTED" | "INTERNAL";
+    | "INVALID_TOKEN" | "TRIM_UNSUPPORTED" | "INTERNAL"
+    // short and long form
+    | "EMPTY_PASSAGES" | "INVALID_JSONL" | "INVALID_TRACE"
+    // retrieval
+    | "EMBEDDER_MISMATCH" | "EMBEDDER_REQUIRED" | "DIMENSION_MISMATCH" | "CORPUS_NOT_FOUND" | "CORPUS_READ_FAILED"
+    | "EMPTY_CORPUS" | "MALFORMED_CORPUS" | "INDEX_NOT_FOUND" | "INDEX_CORRUPT" | "INDEX_CLOSED" | "OUTPUT_EXISTS"
+    | "BUILD_IN_PROGRESS" | "ABORTED";
 
 /** The sharp-style helper: one message shape for every rejected option. */
 export function invalidParameterError(name: string, expected: string, actual: unknown): SelfRagError {

@@ -105,6 +105,28 @@ describe("selfrag ask / rerank / demo", () => {
         assert.match(bad.stderr, /--context/);
     });
 
+    it("ask --index retrieves from a built index, short and long form", async () => {
+        const corpus = path.join(tempDir, "cli-index-corpus.jsonl");
+        const filler = Array.from({length: 30}, (_, i) => ({id: `f${i}`, title: `Town ${i}`, text: `Town ${i} is a small place with a market and a river number ${i}.`}));
+        fs.writeFileSync(corpus, [...passages, ...filler].map((p) => JSON.stringify(p)).join("\n") + "\n");
+        const dir = path.join(tempDir, "cli-index");
+        const built = await selfrag(["index", "build", "--corpus", corpus, "--out", dir]);
+        assert.equal(built.code, 0, built.stderr);
+        const short = await selfrag(["ask", "--model", await tinyModel(), "--index", dir, "--ndocs", "2", "--json", "--cpu",
+            "What is the capital of France?"]);
+        assert.equal(short.code, 0, short.stderr);
+        const json = JSON.parse(short.stdout);
+        assert.equal(json.candidates.length, 2);
+        assert.ok(json.candidates.some((c: {passage: {id: string}}) => c.passage.id === "p"), "the Paris passage was retrieved");
+        assert.equal(json.answer, "Paris.");
+        const long = await selfrag(["ask", "--model", await tinyModel(), "--index", dir, "--ndocs", "2", "--long", "--max-depth", "3",
+            "--json", "--cpu", "Tell me a bio of the capital of France."]);
+        assert.equal(long.code, 0, long.stderr);
+        assert.ok(JSON.parse(long.stdout).segments.length >= 1);
+        const both = await selfrag(["ask", "--model", await tinyModel(), "--index", dir, "--passages", corpus, "Q?"]);
+        assert.match(both.stderr, /exactly one of/);
+    });
+
     it("demo runs a full round on the fixture model when no model is pulled, and says so", async () => {
         const home = path.join(tempDir, "demo-home");
         const result = await selfrag(["demo", "--cpu"], {SELFRAG_HOME: home, SELFRAG_MODEL: ""});
@@ -114,5 +136,7 @@ describe("selfrag ask / rerank / demo", () => {
         assert.match(result.stdout, /retrieval: yes/);
         assert.match(result.stdout, /retrieval: no/);
         assert.ok(fs.existsSync(path.join(home, "fixtures", "tiny.gguf")));
+        assert.ok(fs.existsSync(path.join(home, "demo-index", "manifest.json")), "the demo built its passage index");
+        assert.match(result.stdout, /\[wiki-2\] Paris/, "retrieval found the Paris passage");
     });
 });

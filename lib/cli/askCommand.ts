@@ -2,7 +2,8 @@ import fs from "node:fs";
 import {parseArgs} from "node:util";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import {readPassagesJsonl} from "../passages.js";
-import type {Task} from "../prompts.js";
+import type {Passage, Task} from "../prompts.js";
+import {PassageIndex} from "../retrieval/PassageIndex.js";
 import type {RetrievalMode} from "../RetrievalDecision.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import type {ShortFormAnswer} from "../ShortForm.js";
@@ -10,12 +11,14 @@ import type {ContextPolicy} from "../ForkingSegmentSource.js";
 import type {LongFormAnswer} from "../LongForm.js";
 import {integerOption, numberOption, requireModel, weightOptions, weightsFrom} from "./options.js";
 
-const help = `Usage: selfrag ask [--model FILE] --passages FILE.jsonl [options] "question"
+const help = `Usage: selfrag ask [--model FILE] (--passages FILE.jsonl | --index DIR) [options] "question"
 
 Short-form Self-RAG: decide retrieval, generate one candidate per passage (all in one batch),
 score each with the reflection tokens and answer with the best. With --long: long-form Self-RAG,
 a segment-level beam search whose nodes share their encoded prefix, with [n] citations.
   --passages FILE       JSONL, one {"id", "title", "text"} per line, best first
+  --index DIR           retrieve from an index built by \`selfrag index build\` (top ndocs for the
+                        question; in long form again at every segment with the text so far)
   --mode M              adaptive (default) | always | never
   --threshold X         retrieve when P([Retrieval]) / (P([Retrieval]) + P([No Retrieval])) > X (0.2)
   --reference-retrieve-ratio  use the reference script's log-prob ratio (inverted meaning; for reproducing it)
@@ -31,7 +34,7 @@ a segment-level beam search whose nodes share their encoded prefix, with [n] cit
 
 export async function askCommand(args: string[]): Promise<void> {
     const {values, positionals} = parseArgs({args, allowPositionals: true, options: {
-        model: {type: "string"}, passages: {type: "string"}, mode: {type: "string"}, threshold: {type: "string"},
+        model: {type: "string"}, passages: {type: "string"}, index: {type: "string"}, mode: {type: "string"}, threshold: {type: "string"},
         "reference-retrieve-ratio": {type: "boolean"}, ndocs: {type: "string"}, "max-new-tokens": {type: "string"},
         task: {type: "string"}, choices: {type: "string"}, "save-traces": {type: "string"}, threads: {type: "string"},
         "context-size": {type: "string"}, cpu: {type: "boolean"}, json: {type: "boolean"}, help: {type: "boolean"},
@@ -44,19 +47,38 @@ export async function askCommand(args: string[]): Promise<void> {
     }
     const question = positionals.join(" ").trim();
     if (question === "") throw invalidParameterError("question", "the question as the last argument", question);
-    if (values.passages == null) throw invalidParameterError("--passages", "a JSONL file of {id, title, text}", values.passages);
-    const passages = await readPassagesJsonl(values.passages);
+    if ((values.passages == null) === (values.index == null)) {
+        throw invalidParameterError("--passages / --index", "exactly one of a passages JSONL file or an index directory", values.passages ?? values.index);
+    }
+    const passages = values.passages != null ? await readPassagesJsonl(values.passages) : undefined;
+    const index = values.index != null ? await PassageIndex.open(values.index) : undefined;
+    try {
+        await ask(values, question, passages, index);
+    } finally {
+        await index?.close();
+    }
+}
+
+/** The parsed option values of `ask`. */
+interface AskValues {
+    model?: string; mode?: string; threshold?: string; "reference-retrieve-ratio"?: boolean; ndocs?: string;
+    "max-new-tokens"?: string; task?: string; choices?: string; "save-traces"?: string; threads?: string;
+    "context-size"?: string; cpu?: boolean; json?: boolean; long?: boolean; "beam-width"?: string; "max-depth"?: string;
+    "ignore-cont"?: boolean; context?: string; "w-rel"?: string; "w-sup"?: string; "w-use"?: string; "no-seqscore"?: boolean;
+}
+
+async function ask(values: AskValues, question: string, passages: Passage[] | undefined, index: PassageIndex | undefined): Promise<void> {
     const ndocs = integerOption("--ndocs", values.ndocs) ?? 5;
     const maxNewTokens = integerOption("--max-new-tokens", values["max-new-tokens"]) ?? 100;
     const beamWidth = integerOption("--beam-width", values["beam-width"]) ?? 2;
-    const usable = Math.max(1, Math.min(ndocs, passages.length));
+    const usable = Math.max(1, Math.min(ndocs, passages?.length ?? ndocs));
     const model = await SelfRagModel.load({
         modelPath: requireModel(values.model), sequences: values.long ? beamWidth * usable : usable,
         contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
         gpu: values.cpu ? false : "auto"
     });
     const common = {
-        passages, ndocs, maxNewTokens, mode: values.mode as RetrievalMode | undefined,
+        passages, retriever: index?.asRetriever(), ndocs, maxNewTokens, mode: values.mode as RetrievalMode | undefined,
         threshold: numberOption("--threshold", values.threshold),
         retrieveRatio: values["reference-retrieve-ratio"] ? "reference-logprob" as const : undefined,
         weights: weightsFrom(values), task: values.task as Task | undefined

@@ -3,14 +3,16 @@ import path from "node:path";
 import {parseArgs} from "node:util";
 import {writeFixtureModel} from "../fixtures/FixtureModel.js";
 import type {Passage} from "../prompts.js";
+import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import {printAnswer} from "./askCommand.js";
 import {cacheDir, findDefaultModel} from "./options.js";
 
 const help = `Usage: selfrag demo [--model FILE] [--cpu]
 
-Runs full short-form Self-RAG rounds end to end on a small built-in corpus: the retrieve decision,
-one candidate per passage decoded in one batch, critique scores, the answer. Uses --model, or a
+Runs full short-form Self-RAG rounds end to end on a small built-in corpus: builds a passage index
+(USearch + SQLite, lexical embedder, in ~/.cache/selfrag/demo-index), retrieves the top passages,
+decides retrieval, decodes one candidate per passage in one batch, scores them, answers. Uses --model, or a
 pulled model ($SELFRAG_MODEL, ~/.cache/selfrag/models/selfrag*.gguf); without one it writes and
 uses the generated FIXTURE model, which is not a language model: its answers are scripted.`;
 
@@ -20,8 +22,24 @@ export const DEMO_CORPUS: Passage[] = [
     {id: "wiki-2", title: "Paris", text: "Paris is the capital and most populous city of France. Paris has been a centre of finance and art."},
     {id: "wiki-3", title: "Rome", text: "Rome is the capital city of Italy and of the Lazio region."},
     {id: "wiki-4", title: "Madrid", text: "Madrid is the capital and most populous city of Spain."},
-    {id: "wiki-5", title: "Lyon", text: "Lyon is the third-largest city of France, at the confluence of the Rhone and the Saone."}
+    {id: "wiki-5", title: "Lyon", text: "Lyon is the third-largest city of France, at the confluence of the Rhone and the Saone."},
+    {id: "wiki-6", title: "Greeting", text: "Hello is a salutation or greeting in the English language."},
+    {id: "wiki-7", title: "Vienna", text: "Vienna is the capital, largest city and one of nine states of Austria."},
+    {id: "wiki-8", title: "Marseille", text: "Marseille is a port city in southern France on the Mediterranean coast."}
 ];
+const NDOCS = 3;
+
+/** The demo corpus as a passage index, built once (offline, lexical embedder). */
+async function demoIndex(): Promise<PassageIndex> {
+    const dir = path.join(cacheDir(), "demo-index");
+    if (!fs.existsSync(path.join(dir, "manifest.json"))) {
+        const corpus = path.join(cacheDir(), "demo-corpus.jsonl");
+        fs.mkdirSync(cacheDir(), {recursive: true});
+        fs.writeFileSync(corpus, DEMO_CORPUS.map((p) => JSON.stringify(p)).join("\n") + "\n");
+        await PassageIndex.build({corpus, out: dir, overwrite: true});
+    }
+    return PassageIndex.open(dir);
+}
 
 export const DEMO_QUESTIONS = ["What is the capital of France?", "Say hello to a new user."];
 
@@ -40,11 +58,13 @@ export async function demoCommand(args: string[]): Promise<void> {
         console.log("NOTE: no Self-RAG model found, so this demo runs the generated FIXTURE model (designed weights,\n" +
             "not a language model: its answers are scripted to exercise every step). See README, \"Getting a real model\".\n");
     }
-    const model = await SelfRagModel.load({modelPath, contextSize: 1024, sequences: DEMO_CORPUS.length, gpu: values.cpu ? false : "auto"});
+    const index = await demoIndex();
+    const model = await SelfRagModel.load({modelPath, contextSize: 1024, sequences: NDOCS * DEMO_QUESTIONS.length, gpu: values.cpu ? false : "auto"});
     try {
-        console.log(`model: ${modelPath}${fixture ? " (fixture)" : ""}   backend: ${model.backend}   passages: ${DEMO_CORPUS.length}\n`);
+        console.log(`model: ${modelPath}${fixture ? " (fixture)" : ""}   backend: ${model.backend}   ` +
+            `index: ${index.dir} (${DEMO_CORPUS.length} passages, top ${NDOCS} per question)\n`);
         const started = performance.now();
-        const answers = await model.answerBatch(DEMO_QUESTIONS, {passages: DEMO_CORPUS, maxNewTokens: 64});
+        const answers = await model.answerBatch(DEMO_QUESTIONS, {retriever: index.asRetriever(), ndocs: NDOCS, maxNewTokens: 64});
         const elapsed = performance.now() - started;
         answers.forEach((result, i) => {
             console.log(`Q: ${DEMO_QUESTIONS[i]}`);
@@ -55,5 +75,6 @@ export async function demoCommand(args: string[]): Promise<void> {
         console.log(`${answers.length} questions in ${elapsed.toFixed(0)} ms: ${stats.tokensEvaluated} tokens evaluated in ${stats.decodeCalls} decode calls`);
     } finally {
         await model.dispose();
+        await index.close();
     }
 }

@@ -6,6 +6,7 @@
 //   - end to end per decoded token: our context.evaluate() against that controlledEvaluate().
 // Timings only feed ratios and the report; nothing here asserts a timing (shared CPUs are noisy).
 // Correctness is asserted: the kernel and the TypeScript loop must agree before anything is timed.
+import {mulberry32} from "../test/helpers/random.js";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -106,16 +107,6 @@ function randomLogits(length: number, seed: number): Float32Array {
     return out;
 }
 
-function mulberry32(seed: number): () => number {
-    let state = seed >>> 0;
-    return () => {
-        state = (state + 0x6d2b79f5) >>> 0;
-        let t = state;
-        t = Math.imul(t ^ (t >>> 15), t | 1);
-        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-}
 
 function assertAgree(actual: ExtractedRows, expected: ExtractedRows, label: string): void {
     for (let r = 0; r < expected.argmax.length; r++) {

@@ -8,6 +8,7 @@
 //   - the arithmetic for the reference corpus (21M x 768) from the measured bytes per vector.
 // Timings only feed ratios and the report; nothing here asserts a timing. Recall is reported
 // against its target, not asserted either (the random set is the known worst case for HNSW).
+import {mulberry32} from "../test/helpers/random.js";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -81,16 +82,10 @@ export async function run(): Promise<BenchResult> {
 // Data
 // ---------------------------------------------------------------------------------------------
 
-/** mulberry32: uniform in (0, 1), the same sequence on every run. */
+/** Uniform in (0, 1): mulberry32 shifted by half a step, so log() never sees 0. */
 function uniform(seed: number): () => number {
-    let state = seed >>> 0;
-    return () => {
-        state = (state + 0x6d2b79f5) >>> 0;
-        let t = state;
-        t = Math.imul(t ^ (t >>> 15), t | 1);
-        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-        return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-    };
+    const next = mulberry32(seed);
+    return () => next() + 0.5 / 4294967296;
 }
 
 /** Standard normal samples (Box-Muller) from a seeded uniform generator. */

@@ -4,16 +4,8 @@ import path from "node:path";
 import {SelfRagError} from "../lib/errors.js";
 import {GgufWriter} from "../lib/gguf/GgufWriter.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
+import {rejectsWith} from "./helpers/assertions.js";
 import {modelWithoutReflection, prompt, tempDir, tinyModel} from "./helpers/fixtures.js";
-
-function rejectsWith(code: string, pattern?: RegExp) {
-    return (error: unknown) => {
-        assert.ok(error instanceof SelfRagError, `expected a SelfRagError, got ${String(error)}`);
-        assert.equal(error.code, code, error.message);
-        if (pattern != null) assert.match(error.message, pattern);
-        return true;
-    };
-}
 
 describe("bad input gives a SelfRagError with a code, and the process stays up", () => {
     const load = (modelPath: string, extra: Record<string, unknown> = {}) =>

@@ -1,6 +1,8 @@
 // Retrieval: corpus readers, the hashing and GGUF embedders, the USearch vector index on its
 // worker, and whole indexes (build, load, view, mismatch, planted passage, bad input). Every
 // corpus is generated here into a temporary folder.
+import {rejectsWith} from "./helpers/assertions.js";
+import {mulberry32 as random} from "./helpers/random.js";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
@@ -18,27 +20,6 @@ import {VectorIndex} from "../lib/retrieval/VectorIndex.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfrag-retrieval-"));
 after(() => fs.rmSync(dir, {recursive: true, force: true}));
-
-function rejectsWith(code: string, pattern?: RegExp) {
-    return (error: unknown) => {
-        assert.ok(error instanceof SelfRagError, `expected a SelfRagError, got ${String(error)}`);
-        assert.equal(error.code, code, error.message);
-        if (pattern != null) assert.match(error.message, pattern);
-        return true;
-    };
-}
-
-/** mulberry32: the same corpus on every run. */
-function random(seed: number): () => number {
-    let state = seed >>> 0;
-    return () => {
-        state = (state + 0x6d2b79f5) >>> 0;
-        let t = state;
-        t = Math.imul(t ^ (t >>> 15), t | 1);
-        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-}
 
 const STOP_WORDS = ["the", "of", "and", "a", "in", "to", "is", "was", "for", "on", "as", "with", "by", "he", "that", "at", "from", "his"];
 

@@ -4,20 +4,13 @@ import type {KernelIsa, NativeAddon} from "../lib/native/types.js";
 import {extractWith} from "../lib/ReflectionKernel.js";
 import {SelfRagError} from "../lib/errors.js";
 import {referenceRow} from "./helpers/oracles.js";
+import {mulberry32} from "./helpers/random.js";
 
 const VOCAB = 32016;
 const IDS = Int32Array.from({length: 15}, (_, i) => 32000 + i);
 
-function seededRandom(seed: number) {
-    let s = seed >>> 0;
-    return () => {
-        s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-        return s / 4294967296;
-    };
-}
-
 function randomRows(rows: number, vocab: number, seed: number, scale = 4): Float32Array {
-    const next = seededRandom(seed);
+    const next = mulberry32(seed);
     const out = new Float32Array(rows * vocab);
     for (let i = 0; i < out.length; i++) out[i] = (next() * 2 - 1) * scale;
     return out;

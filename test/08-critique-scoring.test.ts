@@ -5,16 +5,9 @@ import {formatPassage, formatPrompt, taskInstruction} from "../lib/prompts.js";
 import {decideRetrieval} from "../lib/RetrievalDecision.js";
 import {SegmentScorer} from "../lib/SegmentScorer.js";
 import {oracleScore, type OracleCandidate} from "./helpers/critiqueOracle.js";
+import {mulberry32} from "./helpers/random.js";
 
 const IDS = Array.from({length: 15}, (_, i) => 32000 + i);
-
-function rng(seed: number) {
-    let s = seed >>> 0;
-    return () => {
-        s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-        return s / 4294967296;
-    };
-}
 
 function randomCandidate(next: () => number, spread = 8): OracleCandidate {
     const n = 1 + Math.floor(next() * 12);
@@ -39,7 +32,7 @@ describe("critique scoring (native) against the TypeScript formulas", () => {
     });
 
     it("random candidates, default and custom weights", () => {
-        const next = rng(42);
+        const next = mulberry32(42);
         const candidates = Array.from({length: 200}, () => randomCandidate(next));
         for (const w of [{rel: 1, sup: 1, use: 0.5, seq: true}, {rel: 0.3, sup: 2, use: -1, seq: false}]) {
             const scores = scorer.score(candidates.map(toSegment), {relevance: w.rel, support: w.sup, utility: w.use, useSequenceScore: w.seq});
@@ -53,7 +46,7 @@ describe("critique scoring (native) against the TypeScript formulas", () => {
     });
 
     it("extreme log-probs far below -100 stay finite and exact", () => {
-        const deep = randomCandidate(rng(7), 1);
+        const deep = randomCandidate(mulberry32(7), 1);
         deep.tokens = [IDS[4], 100, IDS[12], IDS[11], 2];
         deep.logprobs = [-0.1, -300, -0.2, -0.3, -0.1];
         deep.reflection = deep.tokens.map(() => Array.from({length: 15}, (_, k) => -200 - k));
@@ -91,7 +84,7 @@ describe("critique scoring (native) against the TypeScript formulas", () => {
     });
 
     it("the reference long-form switch zeroes utility", () => {
-        const c = randomCandidate(rng(3));
+        const c = randomCandidate(mulberry32(3));
         c.tokens[0] = IDS[11];
         const [on] = scorer.score([toSegment(c)], {referenceLongFormUtility: true});
         assert.equal(on.utility, 0);

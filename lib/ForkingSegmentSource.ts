@@ -1,6 +1,7 @@
 import {formatPassage, type Passage} from "./prompts.js";
 import {R} from "./ReflectionTokens.js";
-import type {CritiqueWeights, SegmentScorer} from "./SegmentScorer.js";
+import type {NativeSegment} from "./native/types.js";
+import type {CritiqueScore, CritiqueWeights, SegmentScorer} from "./SegmentScorer.js";
 import type {SelfRagModel} from "./SelfRagModel.js";
 import type {ExpandRequest, GeneratedSegment, SegmentSource, TreeNode} from "./TreeSearch.js";
 
@@ -62,69 +63,62 @@ export class ForkingSegmentSource implements SegmentSource {
     }
 
     public async expand(requests: readonly ExpandRequest[]): Promise<GeneratedSegment[][]> {
-        const ctx = this.model.context;
+        const plan = this.plan(requests);
+        const [result] = await runExpansionPlans(this.model, this.scorer, [plan], this.options);
+        return plan.finish(result);
+    }
+
+    /**
+     * The engine work one depth of this search needs, as data, so the plans of several searches
+     * can run in the same decode calls (runExpansionPlans). Slots are taken here; nothing is
+     * decoded until the plan runs.
+     */
+    public plan(requests: readonly ExpandRequest[]): ExpansionPlan {
+        const plan: ExpansionPlan = {trims: [], rebuild: [], forks: [], appends: [], items: [], finish: () => []};
         // 1. Each parent's prefix. "reference": drop the parent's passage and re-append its segment
         //    (trim back to the context the passage was added to); "interleaved": the parent's slot
         //    already holds context + passage + segment.
-        const rebuild: {seq: number, tokens: Int32Array}[] = [];
         for (const {node} of requests) {
             const held = this.held.get(node.id)!;
             if (held.prefixReady) continue;
             if (this.options.policy === "reference") {
-                await ctx.trim(held.seq, held.baseLength);
-                if (node.tokens.length > 0) rebuild.push({seq: held.seq, tokens: node.tokens});
+                plan.trims.push({seq: held.seq, nPast: held.baseLength});
+                if (node.tokens.length > 0) plan.rebuild.push({seq: held.seq, tokens: node.tokens});
             }
             held.prefixLength = this.prefixLength(node);
             held.prefixReady = true;
         }
-        if (rebuild.length > 0) await ctx.evaluate(rebuild);
-
         // 2. One slot per child: forks of the parent, the last child takes the parent's slot over.
         const childSeqs: number[][] = [];
-        const appends: {seq: number, tokens: Int32Array}[] = [];
         const passageTokens: Int32Array[][] = [];
+        const bases: number[] = [];
         for (const {node, passages} of requests) {
             const held = this.held.get(node.id)!;
-            const fresh = ctx.acquire(passages.length - 1);
-            for (const seq of fresh) await ctx.fork(held.seq, seq);
+            const fresh = this.model.context.acquire(passages.length - 1);
+            for (const seq of fresh) plan.forks.push({src: held.seq, dst: seq});
             const seqs = [...fresh, held.seq];
-            this.expandedPrefix.set(node.id, held.prefixLength);
+            bases.push(held.prefixLength);
             this.held.delete(node.id);
             childSeqs.push(seqs);
-            passageTokens.push(passages.map((p) => this.model.tokenize(formatPassage(p), {bos: false})));
-            seqs.forEach((seq, i) => appends.push({seq, tokens: passageTokens[passageTokens.length - 1][i]}));
+            const tokens = passages.map((p) => this.model.tokenize(formatPassage(p), {bos: false}));
+            passageTokens.push(tokens);
+            seqs.forEach((seq, i) => plan.appends.push({seq, tokens: tokens[i]}));
         }
-        await ctx.evaluate(appends);
-
-        // 3. All children of the depth in one generate: a segment ends at [Retrieval], at a
-        //    [No Retrieval] the threshold overrules, at EOS or at the budget.
-        const items = childSeqs.flat().map((seq) => ({seq, maxTokens: this.options.maxNewTokens}));
-        const segments = await ctx.generate(items, {
-            stopTokens: Int32Array.of(this.model.reflection.id("[Retrieval]")),
-            gate: {noRetrievalIndex: R.noRetrieval, retrievalIndex: R.retrieval, continueIndex: R.continueEvidence, threshold: this.options.threshold}
-        });
-        const critiques = this.scorer.score(segments, this.options.weights);
-
-        let k = 0;
-        return requests.map((request, r) => {
-            const base = this.prefixLengthOfExpanded(request);
-            return childSeqs[r].map((seq, i) => {
+        plan.items = childSeqs.flat().map((seq) => ({seq, maxTokens: this.options.maxNewTokens}));
+        plan.finish = ({segments, critiques}) => {
+            let k = 0;
+            return requests.map((request, r) => childSeqs[r].map((seq, i) => {
                 const segment = segments[k];
                 const critique = critiques[k++];
                 const asksRetrieval = segment.stopReason === "stop" || segment.stopReason === "retrieve";
                 // The retrieval request is not part of the segment: the next passage starts with [Retrieval].
                 const tokens = asksRetrieval ? segment.tokens.slice(0, segment.tokens.length - 1) : segment.tokens;
-                this.held.set(request.childIds[i], {seq, prefixLength: 0, baseLength: base, prefixReady: false});
+                this.held.set(request.childIds[i], {seq, prefixLength: 0, baseLength: bases[r], prefixReady: false});
                 return {tokens, text: this.model.detokenize(tokens), passageTokens: passageTokens[r][i], critique,
                     asksRetrieval, stopReason: segment.stopReason};
-            });
-        });
-    }
-
-    private readonly expandedPrefix = new Map<number, number>();
-
-    private prefixLengthOfExpanded(request: ExpandRequest): number {
-        return this.expandedPrefix.get(request.node.id)!;
+            }));
+        };
+        return plan;
     }
 
     /** Releases every slot still held (after the search, or when it failed half way). */
@@ -144,4 +138,40 @@ export class ForkingSegmentSource implements SegmentSource {
         }
         if (seqs.length > 0) await this.model.context.release(...seqs);
     }
+}
+
+/** One depth of one search: the engine operations it needs, and how to read their results back. */
+export interface ExpansionPlan {
+    trims: {seq: number, nPast: number}[];
+    rebuild: {seq: number, tokens: Int32Array}[];
+    forks: {src: number, dst: number}[];
+    appends: {seq: number, tokens: Int32Array}[];
+    items: {seq: number, maxTokens: number}[];
+    finish(result: {segments: NativeSegment[], critiques: CritiqueScore[]}): GeneratedSegment[][];
+}
+
+/**
+ * Runs the plans of several searches together: all trims, one evaluate for the rebuilt
+ * segments, the forks, one evaluate for every child's passage, one generate for every child (one
+ * llama_decode per step for all of them) and one scoring call. Returns each plan's share.
+ */
+export async function runExpansionPlans(model: SelfRagModel, scorer: SegmentScorer, plans: readonly ExpansionPlan[],
+    options: {threshold: number, weights?: CritiqueWeights}): Promise<{segments: NativeSegment[], critiques: CritiqueScore[]}[]> {
+    const ctx = model.context;
+    for (const plan of plans) for (const t of plan.trims) await ctx.trim(t.seq, t.nPast);
+    const rebuild = plans.flatMap((p) => p.rebuild);
+    if (rebuild.length > 0) await ctx.evaluate(rebuild);
+    for (const plan of plans) for (const f of plan.forks) await ctx.fork(f.src, f.dst);
+    await ctx.evaluate(plans.flatMap((p) => p.appends));
+    const segments = await ctx.generate(plans.flatMap((p) => p.items), {
+        stopTokens: Int32Array.of(model.reflection.id("[Retrieval]")),
+        gate: {noRetrievalIndex: R.noRetrieval, retrievalIndex: R.retrieval, continueIndex: R.continueEvidence, threshold: options.threshold}
+    });
+    const critiques = scorer.score(segments, options.weights);
+    let offset = 0;
+    return plans.map((plan) => {
+        const share = {segments: segments.slice(offset, offset + plan.items.length), critiques: critiques.slice(offset, offset + plan.items.length)};
+        offset += plan.items.length;
+        return share;
+    });
 }

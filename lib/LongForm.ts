@@ -1,5 +1,6 @@
 import {postProcessAnswer} from "./answers.js";
 import {SelfRagError, invalidParameterError, requirePositiveInteger} from "./errors.js";
+import {ExpansionRendezvous} from "./ExpansionRendezvous.js";
 import {ForkingSegmentSource, type ContextPolicy} from "./ForkingSegmentSource.js";
 import {formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.js";
 import {checkRetrievalOptions, decideRetrieval, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
@@ -94,89 +95,170 @@ export interface LongFormAnswer {
  * ```
  */
 export async function answerLong(model: SelfRagModel, question: string, options: LongFormOptions = {}): Promise<LongFormAnswer> {
+    const [answer] = await answerLongBatch(model, [question], options);
+    return answer;
+}
+
+interface LongFormSettings {
+    retrieval: ReturnType<typeof checkRetrievalOptions>;
+    ndocs: number;
+    beamWidth: number;
+    maxDepth: number;
+    maxNewTokens: number;
+    policy: ContextPolicy;
+}
+
+/**
+ * Long-form answers for several questions. As many searches as the slots allow (beamWidth x ndocs
+ * each) run at once: their prompts are prefilled in one batch and every depth of every search
+ * decodes in the same steps.
+ */
+export async function answerLongBatch(model: SelfRagModel, questions: readonly string[], options: LongFormOptions = {}): Promise<LongFormAnswer[]> {
     const retrieval = checkRetrievalOptions(options);
-    const ndocs = requirePositiveInteger("ndocs", options.ndocs ?? 5, 1024);
-    const beamWidth = requirePositiveInteger("beamWidth", options.beamWidth ?? 2, 64);
-    const maxDepth = requirePositiveInteger("maxDepth", options.maxDepth ?? 7, 64);
-    const maxNewTokens = requirePositiveInteger("maxNewTokens", options.maxNewTokens ?? 100, 1 << 20);
-    const policy = options.contextPolicy ?? "reference";
-    if (policy !== "reference" && policy !== "interleaved") throw invalidParameterError("contextPolicy", `"reference" or "interleaved"`, policy);
+    const settings: LongFormSettings = {
+        retrieval,
+        ndocs: requirePositiveInteger("ndocs", options.ndocs ?? 5, 1024),
+        beamWidth: requirePositiveInteger("beamWidth", options.beamWidth ?? 2, 64),
+        maxDepth: requirePositiveInteger("maxDepth", options.maxDepth ?? 7, 64),
+        maxNewTokens: requirePositiveInteger("maxNewTokens", options.maxNewTokens ?? 100, 1 << 20),
+        policy: options.contextPolicy ?? "reference"
+    };
+    if (settings.policy !== "reference" && settings.policy !== "interleaved") {
+        throw invalidParameterError("contextPolicy", `"reference" or "interleaved"`, settings.policy);
+    }
     if (options.passages == null && options.retriever == null && retrieval.mode !== "never") {
         throw invalidParameterError("passages", "a passage list or a retriever", undefined);
     }
     const ctx = model.context;
     // Static passages cap the children per node; a retriever may return up to ndocs.
-    const width = options.retriever == null ? Math.min(ndocs, Math.max(1, options.passages?.length ?? 1)) : ndocs;
-    if (retrieval.mode !== "never" && beamWidth * width > ctx.sequences) {
-        throw new SelfRagError(`the search needs beamWidth x ndocs = ${beamWidth * width} sequence slots but the model was ` +
+    const width = options.retriever == null ? Math.min(settings.ndocs, Math.max(1, options.passages?.length ?? 1)) : settings.ndocs;
+    const perSearch = retrieval.mode === "never" ? 1 : settings.beamWidth * width;
+    if (perSearch > ctx.sequences) {
+        throw new SelfRagError(`the search needs beamWidth x ndocs = ${perSearch} sequence slots but the model was ` +
             `loaded with sequences: ${ctx.sequences}`, "INVALID_ARGUMENT");
     }
-    const instruction = taskInstruction(options.task ?? "none", question);
-    const prompt = model.tokenize(formatPrompt(instruction, options.input));
     const perSequence = ctx.info.contextPerSequence;
-    if (prompt.length + 1 + maxNewTokens > perSequence) {
-        throw new SelfRagError(`the prompt (${prompt.length} tokens) plus maxNewTokens (${maxNewTokens}) does not fit the context ` +
-            `of ${perSequence} tokens per sequence`, "CONTEXT_OVERFLOW");
-    }
-    const startTokens = ctx.stats.tokensEvaluated;
+    const prompts = questions.map((question) => {
+        const prompt = model.tokenize(formatPrompt(taskInstruction(options.task ?? "none", question), options.input));
+        if (prompt.length + 1 + settings.maxNewTokens > perSequence) {
+            throw new SelfRagError(`the prompt (${prompt.length} tokens) plus maxNewTokens (${settings.maxNewTokens}) does not fit ` +
+                `the context of ${perSequence} tokens per sequence`, "CONTEXT_OVERFLOW");
+        }
+        return prompt;
+    });
     const scorer = await SegmentScorer.create(model.reflection.ids);
-    const [rootSeq] = ctx.acquire(1);
-    let rootHeld = true;
-    let source: ForkingSegmentSource | undefined;
-    try {
-        const block = await ctx.evaluate([{seq: rootSeq, tokens: prompt}]);
-        const decision = decideRetrieval(block.reflection.subarray(0, 15), retrieval);
-        if (decision.decision && options.rootDecision === "reference") {
-            decision.decision = await referenceRootCheck(model, rootSeq, prompt);
-        }
-        if (!decision.decision) {
-            return await answerWithoutRetrieval(model, rootSeq, decision, maxNewTokens, startTokens, prompt.length);
-        }
+    const waveSize = Math.max(1, Math.floor(ctx.sequences / perSearch));
+    const answers: LongFormAnswer[] = [];
+    for (let start = 0; start < questions.length; start += waveSize) {
+        const wave = questions.slice(start, start + waveSize).map((question, i) => ({question, prompt: prompts[start + i]}));
+        answers.push(...await runWave(model, scorer, wave, settings, options));
+    }
+    return answers;
+}
 
-        const root: TreeNode = {id: 0, parent: null, depth: 0, text: "", tokens: new Int32Array(0), score: 1, asksRetrieval: true,
-            stopReason: "root", inBeam: true};
-        source = new ForkingSegmentSource(model, scorer, {policy, maxNewTokens, threshold: retrieval.threshold, weights: options.weights},
-            root, rootSeq, prompt.length);
-        rootHeld = false; // the source owns the root slot from here on
-        const passagesFor = async (_node: TreeNode, path: readonly TreeNode[]) => {
-            if (options.retriever == null) return (options.passages ?? []).slice(0, ndocs);
-            const soFar = path.map((n) => postProcessAnswer(n.text)).join(" ");
-            return (await options.retriever(soFar === "" ? question : `${question} ${soFar}`, ndocs)).slice(0, ndocs);
-        };
-        const result = await TreeSearch.run(root, source, {beamWidth, maxDepth, passagesFor});
-        return assembleLongForm(result, decision, options.ignoreCont ?? false, {
-            evaluatedTokens: ctx.stats.tokensEvaluated - startTokens,
-            referenceTokens: referenceTokens(result.nodes, prompt.length, policy)
-        });
+async function runWave(model: SelfRagModel, scorer: SegmentScorer, wave: {question: string, prompt: Int32Array}[],
+    settings: LongFormSettings, options: LongFormOptions): Promise<LongFormAnswer[]> {
+    const ctx = model.context;
+    const roots = ctx.acquire(wave.length);
+    const unowned = new Set(roots); // root slots no search has taken over yet
+    const sources: ForkingSegmentSource[] = [];
+    try {
+        const block = await ctx.evaluate(wave.map((w, i) => ({seq: roots[i], tokens: w.prompt})));
+        const decisions = wave.map((_, i) => decideRetrieval(block.reflection.subarray(i * 15, (i + 1) * 15), settings.retrieval));
+        const extraTokens = wave.map(() => 0);
+        if (options.rootDecision === "reference") {
+            for (let i = 0; i < wave.length; i++) {
+                if (!decisions[i].decision) continue;
+                const probe = await referenceRootCheck(model, roots[i], wave[i].prompt);
+                decisions[i].decision = probe.retrieve;
+                extraTokens[i] = probe.evaluated;
+            }
+        }
+        const answers: LongFormAnswer[] = new Array(wave.length);
+        const plain = wave.map((_, i) => i).filter((i) => !decisions[i].decision);
+        if (plain.length > 0) {
+            const results = await answerWithoutRetrieval(model, plain.map((i) => roots[i]), settings.maxNewTokens);
+            plain.forEach((i, k) => {
+                const r = results[k];
+                answers[i] = {
+                    answer: r.clean, retrieve: decisions[i], docs: [], tree: [],
+                    segments: [{text: r.text, clean: r.clean, score: 1, stopReason: r.stopReason}],
+                    stats: {evaluatedTokens: wave[i].prompt.length + extraTokens[i] + r.generated, // [No Retrieval] + generated - last
+                        referenceTokens: wave[i].prompt.length + 1 + r.generated, nodes: 0, depth: 0, stop: "no-retrieval"}
+                };
+            });
+        }
+        const searching = wave.map((_, i) => i).filter((i) => decisions[i].decision);
+        const rendezvous = new ExpansionRendezvous(model, scorer, {threshold: settings.retrieval.threshold, weights: options.weights}, searching.length);
+        const outcomes = await Promise.allSettled(searching.map(async (i) => {
+            try {
+                const root: TreeNode = {id: 0, parent: null, depth: 0, text: "", tokens: new Int32Array(0), score: 1, asksRetrieval: true,
+                    stopReason: "root", inBeam: true};
+                const source = new ForkingSegmentSource(model, scorer, {policy: settings.policy, maxNewTokens: settings.maxNewTokens,
+                    threshold: settings.retrieval.threshold, weights: options.weights}, root, roots[i], wave[i].prompt.length);
+                sources.push(source);
+                unowned.delete(roots[i]);
+                const question = wave[i].question;
+                const passagesFor = async (_node: TreeNode, path: readonly TreeNode[]) => {
+                    if (options.retriever == null) return (options.passages ?? []).slice(0, settings.ndocs);
+                    const soFar = path.map((n) => postProcessAnswer(n.text)).join(" ");
+                    return (await options.retriever(soFar === "" ? question : `${question} ${soFar}`, settings.ndocs)).slice(0, settings.ndocs);
+                };
+                const result = await TreeSearch.run(root, rendezvous.source(source),
+                    {beamWidth: settings.beamWidth, maxDepth: settings.maxDepth, passagesFor});
+                answers[i] = assembleLongForm(result, decisions[i], options.ignoreCont ?? false, {
+                    evaluatedTokens: evaluatedTokens(result.nodes, wave[i].prompt.length, settings.policy) + extraTokens[i],
+                    referenceTokens: referenceTokens(result.nodes, wave[i].prompt.length, settings.policy)
+                });
+            } finally {
+                rendezvous.searchEnded();
+            }
+        }));
+        const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
+        if (failed != null) throw failed.reason;
+        return answers;
     } finally {
-        if (rootHeld) await ctx.release(rootSeq);
-        await source?.releaseAll();
+        await ctx.release(...unowned);
+        for (const source of sources) await source.releaseAll();
     }
 }
 
+/**
+ * Tokens the shared-prefix schedule decodes for one search: the prompt once, every child's passage
+ * and its generated tokens but the last (never decoded), and with the "reference" policy each
+ * expanded node's segment once more (re-appended after dropping its passage).
+ */
+function evaluatedTokens(nodes: readonly TreeNode[], promptLength: number, policy: ContextPolicy): number {
+    const expanded = new Set(nodes.map((n) => n.parent));
+    let total = promptLength;
+    for (const node of nodes) {
+        if (node.parent == null) continue;
+        const generated = node.tokens.length + (node.asksRetrieval ? 1 : 0);
+        total += (node.passageTokens?.length ?? 0) + generated - 1;
+        if (policy === "reference" && expanded.has(node.id)) total += node.tokens.length;
+    }
+    return total;
+}
+
 /** The reference long-form rule: [Retrieval] must appear in a 25-token passage-free generation. */
-async function referenceRootCheck(model: SelfRagModel, seq: number, prompt: Int32Array): Promise<boolean> {
+async function referenceRootCheck(model: SelfRagModel, seq: number, prompt: Int32Array): Promise<{retrieve: boolean, evaluated: number}> {
     const [probe] = await model.context.generate([{seq, maxTokens: 25}]);
     // Put the slot back to the prompt with its pending distribution.
     await model.context.trim(seq, prompt.length - 1);
     await model.context.evaluate([{seq, tokens: prompt.subarray(prompt.length - 1)}]);
-    return probe.tokens.includes(model.reflection.id("[Retrieval]"));
+    return {retrieve: probe.tokens.includes(model.reflection.id("[Retrieval]")), evaluated: probe.tokens.length}; // 25 decoded minus the last, plus the prompt token re-evaluated
 }
 
-async function answerWithoutRetrieval(model: SelfRagModel, seq: number, decision: RetrievalDecision, maxNewTokens: number,
-    startTokens: number, promptLength: number): Promise<LongFormAnswer> {
+/** Roots that skip retrieval: [No Retrieval], then one generation each, all in one batch. */
+async function answerWithoutRetrieval(model: SelfRagModel, seqs: readonly number[], maxNewTokens: number) {
     const ctx = model.context;
-    await ctx.evaluate([{seq, tokens: Int32Array.of(model.reflection.id("[No Retrieval]"))}]);
-    const [segment] = await ctx.generate([{seq, maxTokens: maxNewTokens}]);
-    // The reference keeps the text up to the first blank line.
-    const text = model.detokenize(segment.tokens).split("\n\n")[0];
-    const clean = postProcessAnswer(text);
-    return {
-        answer: clean, retrieve: decision, docs: [], tree: [],
-        segments: [{text, clean, score: 1, stopReason: segment.stopReason}],
-        stats: {evaluatedTokens: ctx.stats.tokensEvaluated - startTokens, referenceTokens: promptLength + 1 + segment.tokens.length,
-            nodes: 0, depth: 0, stop: "no-retrieval"}
-    };
+    await ctx.evaluate(seqs.map((seq) => ({seq, tokens: Int32Array.of(model.reflection.id("[No Retrieval]"))})));
+    const segments = await ctx.generate(seqs.map((seq) => ({seq, maxTokens: maxNewTokens})));
+    return segments.map((segment) => {
+        // The reference keeps the text up to the first blank line.
+        const text = model.detokenize(segment.tokens).split("\n\n")[0];
+        return {text, clean: postProcessAnswer(text), stopReason: segment.stopReason, generated: segment.tokens.length};
+    });
 }
 
 /** Encoding every child's context from scratch (the reference schedule) plus its generated tokens. */
@@ -221,11 +303,4 @@ export function assembleLongForm(result: TreeSearchResult, decision: RetrievalDe
 function cite(text: string, citation: number | undefined): string {
     if (citation == null) return text;
     return text.endsWith(".") ? `${text.slice(0, -1)} [${citation}].` : `${text} [${citation}]`;
-}
-
-/** Long-form answers for several questions, one search after another (each uses beamWidth x ndocs slots). */
-export async function answerLongBatch(model: SelfRagModel, questions: readonly string[], options: LongFormOptions = {}): Promise<LongFormAnswer[]> {
-    const answers: LongFormAnswer[] = [];
-    for (const question of questions) answers.push(await answerLong(model, question, options));
-    return answers;
 }

@@ -125,3 +125,42 @@ describe("long-form Self-RAG on the fixture model", () => {
         assert.equal(model.context.freeSlots, 10);
     });
 });
+
+describe("long-form batches", () => {
+    let model: SelfRagModel;
+    before(async () => {
+        model = await SelfRagModel.load({modelPath: await tinyModel(), contextSize: 512, sequences: 20, gpu: false});
+    });
+    after(async () => model?.dispose());
+
+    it("evaluatedTokens is exactly what went through llama_decode", async () => {
+        for (const contextPolicy of ["reference", "interleaved"] as const) {
+            const before = model.context.stats.tokensEvaluated;
+            const r = await model.answerLong(QUESTION, {passages: PASSAGES, beamWidth: 2, maxDepth: 4, maxNewTokens: 20, contextPolicy});
+            assert.equal(r.stats.evaluatedTokens, model.context.stats.tokensEvaluated - before, contextPolicy);
+        }
+        const before = model.context.stats.tokensEvaluated;
+        const plain = await model.answerLong("Say hello to a new user.", {passages: PASSAGES});
+        assert.equal(plain.stats.evaluatedTokens, model.context.stats.tokensEvaluated - before, "no retrieval");
+    });
+
+    it("searches of several questions share decode steps and give the same answers as one by one", async () => {
+        const questions = [QUESTION, "Say hello to a new user.", "Tell me a bio of Paris, the capital of France.", "Tell me a bio of the capital city."];
+        const options = {passages: PASSAGES, beamWidth: 2, maxDepth: 4, maxNewTokens: 20};
+        let before = model.context.stats.decodeCalls;
+        const batch = await model.answerLongBatch(questions, options);
+        const batchCalls = model.context.stats.decodeCalls - before;
+        assert.equal(model.context.freeSlots, 20);
+        let singleCalls = 0;
+        for (let i = 0; i < questions.length; i++) {
+            before = model.context.stats.decodeCalls;
+            const one = await model.answerLong(questions[i], options);
+            singleCalls += model.context.stats.decodeCalls - before;
+            assert.equal(batch[i].answer, one.answer, `question ${i}`);
+            assert.deepEqual(batch[i].tree.map((n) => [n.parent, n.text, n.inBeam]), one.tree.map((n) => [n.parent, n.text, n.inBeam]));
+            batch[i].tree.forEach((n, k) => assert.ok(Math.abs(n.score - one.tree[k].score) < 1e-4 * Math.max(1, n.score)));
+            assert.equal(batch[i].stats.evaluatedTokens, one.stats.evaluatedTokens);
+        }
+        assert.ok(batchCalls < singleCalls, `batched ${batchCalls} decode calls vs ${singleCalls} one by one`);
+    });
+});

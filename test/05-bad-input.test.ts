@@ -48,6 +48,8 @@ describe("bad input gives a SelfRagError with a code, and the process stays up",
     it("invalid options", async () => {
         await assert.rejects(load(await tinyModel(), {sequences: 0}), rejectsWith("INVALID_ARGUMENT", /sequences/));
         await assert.rejects(load(await tinyModel(), {gpu: "tpu"}), rejectsWith("INVALID_ARGUMENT", /gpu/));
+        await assert.rejects(load(await tinyModel(), {threads: 0}), rejectsWith("INVALID_ARGUMENT", /threads/));
+        await assert.rejects(load(await tinyModel(), {threadsBatch: 1.5}), rejectsWith("INVALID_ARGUMENT", /threadsBatch/));
         await assert.rejects(SelfRagModel.load(undefined as never), rejectsWith("INVALID_ARGUMENT", /modelPath/));
     });
 

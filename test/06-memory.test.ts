@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import {SelfRagModel} from "../lib/SelfRagModel.js";
+import {SelfRagModel, defaultThreads} from "../lib/SelfRagModel.js";
 import {prompt, tinyModel} from "./helpers/fixtures.js";
 
 describe("memory", () => {
@@ -11,9 +11,16 @@ describe("memory", () => {
             assert.equal(info.contextPerSequence, 512);
             // K and V, f16, one layer of width 64 in the tiny model
             assert.equal(info.kvCacheBytes, 2 * 2 * 64 * 1 * 512 * 3);
+            assert.equal(info.threads, 1, "a 4M-parameter model decodes on one thread by default");
         } finally {
             await model.dispose();
         }
+    });
+
+    it("threads default: one below 1B parameters, every math core from 1B up", () => {
+        assert.equal(defaultThreads(4e6, 8), 1);
+        assert.equal(defaultThreads(6.7e9, 8), 8);
+        assert.equal(defaultThreads(13e9, 0), 1);
     });
 
     it("load and dispose twenty times with bounded RSS growth", async function () {

@@ -10,7 +10,7 @@ import {formatPrompt, taskInstruction, type Passage} from "../lib/prompts.js";
 import {SegmentScorer} from "../lib/SegmentScorer.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {TreeSearch, type TreeNode} from "../lib/TreeSearch.js";
-import {ReencodingSource} from "../test/helpers/treeSources.js";
+import {ReencodingSource} from "../test-support/treeSources.js";
 import {environment, measurement, medianOf, writeResult, type BenchResult} from "./common.js";
 
 const QUESTION = "Tell me a bio of the capital of France.";

@@ -6,7 +6,7 @@
 //   - end to end per decoded token: our context.evaluate() against that controlledEvaluate().
 // Timings only feed ratios and the report; nothing here asserts a timing (shared CPUs are noisy).
 // Correctness is asserted: the kernel and the TypeScript loop must agree before anything is timed.
-import {mulberry32} from "../test/helpers/random.js";
+import {mulberry32} from "../test-support/random.js";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";

@@ -8,7 +8,7 @@
 //   - the arithmetic for the reference corpus (21M x 768) from the measured bytes per vector.
 // Timings only feed ratios and the report; nothing here asserts a timing. Recall is reported
 // against its target, not asserted either (the random set is the known worst case for HNSW).
-import {mulberry32} from "../test/helpers/random.js";
+import {mulberry32} from "../test-support/random.js";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";

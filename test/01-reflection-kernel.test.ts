@@ -3,8 +3,8 @@ import {loadAddon} from "../lib/native/addon.js";
 import type {KernelIsa, NativeAddon} from "../lib/native/types.js";
 import {extractWith} from "../lib/ReflectionKernel.js";
 import {SelfRagError} from "../lib/errors.js";
-import {referenceRow} from "./helpers/oracles.js";
-import {mulberry32} from "./helpers/random.js";
+import {referenceRow} from "../test-support/oracles.js";
+import {mulberry32} from "../test-support/random.js";
 
 const VOCAB = 32016;
 const IDS = Int32Array.from({length: 15}, (_, i) => 32000 + i);

@@ -3,7 +3,7 @@ import path from "node:path";
 import {readGgufFileInfo} from "node-llama-cpp";
 import {GgmlType, GgufType, GgufWriter, toF16} from "../lib/gguf/GgufWriter.js";
 import {SELF_RAG_ADDED_TOKENS, readSelfRagVocab} from "../lib/fixtures/FixtureModel.js";
-import {tempDir, tinyModel} from "./helpers/fixtures.js";
+import {tempDir, tinyModel} from "../test-support/fixtures.js";
 
 describe("GGUF writer and fixture vocabulary", () => {
     it("writes metadata and tensors that node-llama-cpp's GGUF reader reads back", async () => {

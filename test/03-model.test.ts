@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import type {LlamaContext, LlamaModel} from "node-llama-cpp";
 import {REFLECTION_TOKENS, R} from "../lib/ReflectionTokens.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
-import {passage, prompt, tinyModel} from "./helpers/fixtures.js";
-import {nodeLlamaCppLogprobs} from "./helpers/oracles.js";
+import {passage, prompt, tinyModel} from "../test-support/fixtures.js";
+import {nodeLlamaCppLogprobs} from "../test-support/oracles.js";
 
 describe("SelfRagModel on the designed tiny model", () => {
     let model: SelfRagModel;

@@ -3,7 +3,7 @@ import type {NativeSegment} from "../lib/native/types.js";
 import {R} from "../lib/ReflectionTokens.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {SelfRagError} from "../lib/errors.js";
-import {passage, prompt, randomModel, tinyModel} from "./helpers/fixtures.js";
+import {passage, prompt, randomModel, tinyModel} from "../test-support/fixtures.js";
 
 const PROMPTS = [
     "What is the capital of France?",

@@ -4,8 +4,8 @@ import path from "node:path";
 import {SelfRagError} from "../lib/errors.js";
 import {GgufWriter} from "../lib/gguf/GgufWriter.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
-import {rejectsWith} from "./helpers/assertions.js";
-import {modelWithoutReflection, prompt, tempDir, tinyModel} from "./helpers/fixtures.js";
+import {rejectsWith} from "../test-support/assertions.js";
+import {modelWithoutReflection, prompt, tempDir, tinyModel} from "../test-support/fixtures.js";
 
 describe("bad input gives a SelfRagError with a code, and the process stays up", () => {
     const load = (modelPath: string, extra: Record<string, unknown> = {}) =>

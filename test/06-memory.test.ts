@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import {SelfRagModel, defaultThreads} from "../lib/SelfRagModel.js";
-import {prompt, tinyModel} from "./helpers/fixtures.js";
+import {prompt, tinyModel} from "../test-support/fixtures.js";
 
 describe("memory", () => {
     it("sizes the KV cache from context x sequences and reports it", async () => {

@@ -6,7 +6,7 @@ import {fileURLToPath} from "node:url";
 import {promisify} from "node:util";
 import {REFLECTION_TOKENS} from "../lib/ReflectionTokens.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
-import {prompt, tempDir, tinyModel} from "./helpers/fixtures.js";
+import {prompt, tempDir, tinyModel} from "../test-support/fixtures.js";
 
 const run = promisify(execFile);
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "lib", "cli", "main.js");

@@ -4,8 +4,8 @@ import {SelfRagError} from "../lib/errors.js";
 import {formatPassage, formatPrompt, taskInstruction} from "../lib/prompts.js";
 import {decideRetrieval} from "../lib/RetrievalDecision.js";
 import {SegmentScorer} from "../lib/SegmentScorer.js";
-import {oracleScore, type OracleCandidate} from "./helpers/critiqueOracle.js";
-import {mulberry32} from "./helpers/random.js";
+import {oracleScore, type OracleCandidate} from "../test-support/critiqueOracle.js";
+import {mulberry32} from "../test-support/random.js";
 
 const IDS = Array.from({length: 15}, (_, i) => 32000 + i);
 

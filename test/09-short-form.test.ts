@@ -8,8 +8,8 @@ import {SegmentScorer} from "../lib/SegmentScorer.js";
 import {SelfRagError} from "../lib/errors.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {rerankTrace, validateTrace} from "../lib/traces.js";
-import {tempDir, tinyModel} from "./helpers/fixtures.js";
-import {oracleScore} from "./helpers/critiqueOracle.js";
+import {tempDir, tinyModel} from "../test-support/fixtures.js";
+import {oracleScore} from "../test-support/critiqueOracle.js";
 
 const CORPUS: Passage[] = [
     {id: "b", title: "Berlin", text: "Berlin is the capital of Germany."},

@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
 import {promisify} from "node:util";
-import {tempDir, tinyModel} from "./helpers/fixtures.js";
+import {tempDir, tinyModel} from "../test-support/fixtures.js";
 
 const run = promisify(execFile);
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "lib", "cli", "main.js");

@@ -1,8 +1,8 @@
 // Retrieval: corpus readers, the hashing and GGUF embedders, the USearch vector index on its
 // worker, and whole indexes (build, load, view, mismatch, planted passage, bad input). Every
 // corpus is generated here into a temporary folder.
-import {rejectsWith} from "./helpers/assertions.js";
-import {mulberry32 as random} from "./helpers/random.js";
+import {rejectsWith} from "../test-support/assertions.js";
+import {mulberry32 as random} from "../test-support/random.js";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import {assembleLongForm} from "../lib/LongForm.js";
 import type {Passage} from "../lib/prompts.js";
 import {TreeSearch, type TreeNode} from "../lib/TreeSearch.js";
-import {ScriptedSource, type ScriptedSegment} from "./helpers/treeSources.js";
+import {ScriptedSource, type ScriptedSegment} from "../test-support/treeSources.js";
 
 const PASSAGES: Passage[] = ["A", "B", "C"].map((t) => ({id: t.toLowerCase(), title: t, text: `About ${t}.`}));
 const root = (): TreeNode => ({id: 0, parent: null, depth: 0, text: "", tokens: new Int32Array(0), score: 1, asksRetrieval: true, stopReason: "root", inBeam: true});

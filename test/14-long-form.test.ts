@@ -5,8 +5,8 @@ import {SegmentScorer} from "../lib/SegmentScorer.js";
 import {SelfRagError} from "../lib/errors.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {TreeSearch, type TreeNode} from "../lib/TreeSearch.js";
-import {tinyModel} from "./helpers/fixtures.js";
-import {ReencodingSource} from "./helpers/treeSources.js";
+import {tinyModel} from "../test-support/fixtures.js";
+import {ReencodingSource} from "../test-support/treeSources.js";
 
 const PASSAGES: Passage[] = [
     {id: "p", title: "Paris", text: "Paris is the capital and largest city of France. Paris"},

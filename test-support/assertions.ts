@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import {SelfRagError} from "../../lib/errors.js";
+import {SelfRagError} from "../lib/errors.js";
 
 /** For assert.throws / assert.rejects: a SelfRagError with this code (and message pattern). */
 export function rejectsWith(code: string, pattern?: RegExp) {

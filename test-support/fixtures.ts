@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import {writeFixtureModel, writeModelWithoutReflectionTokens} from "../../lib/fixtures/FixtureModel.js";
+import {writeFixtureModel, writeModelWithoutReflectionTokens} from "../lib/fixtures/FixtureModel.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfrag-test-"));
 process.on("exit", () => fs.rmSync(dir, {recursive: true, force: true}));

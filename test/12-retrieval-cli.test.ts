@@ -67,7 +67,7 @@ describe("retrieval CLI: index build and search", () => {
         // Line numbers count the header: passage n is on line n + 1.
         assert.match(result.stderr, /selfrag: warning: .*bad\.tsv:51: unterminated quoted field 2 \(opened at column 4\) \(line skipped\)\n/);
         assert.match(result.stderr, /selfrag: warning: .*bad\.tsv:121: expected 3 tab-separated fields \(id, text, title\), found 2 \(line skipped\)\n/);
-        assert.match(result.stdout, /^indexed 298 passages into .*bad-index in [\d.]+ s \(\d+ passages\/s; embedder hashing .*384 dims, f16\); 2 malformed lines skipped\n$/);
+        assert.match(result.stdout, /^indexed 298 passages into .*bad-index in [\d.]+ s \(\d+ passages\/s; embedder hashing .*384 dims, f16\); 2 malformed lines skipped\nsearch: HNSW at ef 128 \(not calibrated\)\n$/);
         assert.equal(readManifest(out).count, 298);
         assert.equal(readManifest(out).corpus.malformed, 2);
 
@@ -99,6 +99,34 @@ describe("retrieval CLI: index build and search", () => {
         const plain = await selfrag("search", "--index", out, "--k", "2", query);
         assert.equal(plain.code, 0, plain.stderr);
         assert.match(plain.stdout, /^ 1\. [\d.]+ {2}\[7\] Title 7\n {4}\S/);
+    });
+
+    it("--target-recall: the build reports the search it chose; search --exact and --hnsw override it", async () => {
+        const corpus = writeDprTsv(path.join(dir, "calibrated.tsv"), 1200, 77);
+        const out = path.join(dir, "calibrated-index");
+        // Recall 1 is only certain with exact search: the calibration must choose it and keep vectors.f32.
+        const built = await selfrag("index", "build", "--corpus", corpus, "--out", out, "--target-recall", "1", "--calibration-queries", "60");
+        assert.equal(built.code, 0, built.stderr);
+        assert.match(built.stdout, /\nsearch: exact \(recall 1; HNSW reached [\d.]+ at ef \d+, [\d.]+ ms\/query; exact search [\d.]+ ms\/query\)\n$/);
+        assert.match(built.stderr, /calibrating search: HNSW search at ef 16/);
+        const info = JSON.parse((await selfrag("index", "info", out)).stdout) as {search: {mode: string, calibration: {queries: number}}};
+        assert.equal(info.search.mode, "exact");
+        assert.equal(info.search.calibration.queries, 60);
+        const query = wordsOf(corpus, 300);
+        const ids = async (...flags: string[]) => {
+            const r = await selfrag("search", "--index", out, "--k", "3", "--json", ...flags, query);
+            assert.equal(r.code, 0, r.stderr);
+            return (JSON.parse(r.stdout) as {results: {id: string}[]}).results.map((x) => x.id);
+        };
+        const [byDefault, exact, hnsw] = [await ids(), await ids("--exact"), await ids("--hnsw", "--expansion-search", "256")];
+        assert.deepEqual(byDefault, exact);
+        assert.equal(exact[0], "300");
+        assert.equal(hnsw[0], "300");
+        const both = await selfrag("search", "--index", out, "--exact", "--hnsw", query);
+        assert.match(both.stderr, /--exact \/ --hnsw .*\[INVALID_ARGUMENT\]/);
+        const badTarget = await selfrag("index", "build", "--corpus", corpus, "--out", path.join(dir, "never"), "--target-recall", "2");
+        assert.match(badTarget.stderr, /targetRecall .*\[INVALID_ARGUMENT\]/);
+        assert.ok(!fs.existsSync(path.join(dir, "never")));
     });
 
     it("a build killed with SIGKILL leaves DIR untouched; the next run starts over and completes", async function () {

@@ -6,6 +6,7 @@ import type {Embedder} from "../retrieval/Embedder.js";
 import {GgufEmbedder} from "../retrieval/GgufEmbedder.js";
 import {readManifest} from "../retrieval/IndexManifest.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
+import type {SearchPlan} from "../retrieval/SearchCalibration.js";
 import {VECTOR_DTYPES, type VectorDtype} from "../retrieval/VectorIndex.js";
 import {integerOption, numberOption} from "./options.js";
 
@@ -29,12 +30,20 @@ interrupted build never leaves a partial index at DIR; running the command again
   --query-prefix S --passage-prefix S   GGUF embedder input prefixes (e.g. "query: " / "passage: " for E5)
   --context N           GGUF embedder tokens per passage (min(model's, 512))
   --connectivity N      HNSW degree (16)     --expansion-add N   build-time ef (128)
-  --expansion-search N  default search-time ef recorded in the index (128)
+  --expansion-search N  search-time ef recorded in the index (default: chosen by the calibration; giving it
+                        turns the calibration off unless --calibration-queries is given)
+  --target-recall X     recall@10 the default search must reach (0.95): after the build, a held-out sample of
+                        passages is searched at increasing ef against exact search, and the cheapest search
+                        reaching X (HNSW at some ef, or exact search) becomes the index's default
+  --calibration-queries N   passages held out for that (200; 0: no calibration, ef 128)
+  --keep-vectors        keep vectors.f32 (4 bytes x dims per passage) so the index can be searched exactly
+                        (kept anyway when the calibration chooses exact search)
   --threads N           USearch threads (all CPUs)   --batch N   passages per step (256)
   --progress-interval S seconds between progress lines (0.5 on a terminal, 10 otherwise)
   --cpu                 run the GGUF embedder on the CPU
 
-info: prints the manifest of an index (embedder, dimensions, dtype, count, corpus).`;
+info: prints the manifest of an index (embedder, dimensions, dtype, count, corpus, search plan and
+the calibration measurements).`;
 
 export async function indexCommand(args: string[]): Promise<void> {
     const [sub, ...rest] = args;
@@ -54,6 +63,7 @@ async function build(args: string[]): Promise<void> {
         "query-prefix": {type: "string"}, "passage-prefix": {type: "string"}, context: {type: "string"},
         connectivity: {type: "string"}, "expansion-add": {type: "string"}, "expansion-search": {type: "string"},
         threads: {type: "string"}, batch: {type: "string"}, "progress-interval": {type: "string"}, cpu: {type: "boolean"},
+        "target-recall": {type: "string"}, "calibration-queries": {type: "string"}, "keep-vectors": {type: "boolean"},
         help: {type: "boolean"}
     }});
     if (values.help) {
@@ -101,6 +111,11 @@ async function build(args: string[]): Promise<void> {
             expansionAdd: integerOption("--expansion-add", values["expansion-add"]),
             expansionSearch: integerOption("--expansion-search", values["expansion-search"]),
             threads: integerOption("--threads", values.threads), batchSize: integerOption("--batch", values.batch),
+            calibration: {
+                queries: integerOption("--calibration-queries", values["calibration-queries"]),
+                targetRecall: numberOption("--target-recall", values["target-recall"])
+            },
+            keepVectors: values["keep-vectors"],
             strict: values.strict, overwrite: values.overwrite, signal: abort.signal,
             onProgress: (p) => progress.update(p),
             onMalformed: (message) => {
@@ -118,12 +133,30 @@ async function build(args: string[]): Promise<void> {
         console.log(`indexed ${summary.count} passages into ${summary.dir} in ${summary.seconds.toFixed(1)} s ` +
             `(${Math.round(rate)} passages/s; embedder ${summary.embedder.name}, ${summary.embedder.dimensions} dims, ` +
             `${summary.manifest.vectors.dtype})${skipped !== "" ? `; ${skipped}` : ""}`);
+        console.log(describePlan(summary.manifest.search));
     } finally {
         progress.done();
         process.off("SIGINT", onSignal);
         process.off("SIGTERM", onSignal);
         await embedder?.dispose();
     }
+}
+
+/** One line on how the index will be searched, and why. */
+export function describePlan(plan: SearchPlan | undefined): string {
+    if (plan == null) return "search: HNSW (not calibrated)";
+    const report = plan.calibration;
+    if (report == null) return `search: HNSW at ef ${plan.expansionSearch} (not calibrated)`;
+    const ms = (us: number | undefined) => us == null ? "n/a" : `${(us / 1000).toFixed(2)} ms/query`;
+    const best = report.hnsw.reduce((a, b) => b.recall > a.recall ? b : a, report.hnsw[0]);
+    const exact = report.exact.candidate ? `exact search ${ms(report.exact.usPerQuery)}`
+        : `exact search not a candidate (${(report.exact.vectorBytes / 1e9).toFixed(1)} GB of vectors > ${(report.exact.memoryLimit / 1e9).toFixed(1)} GB budget)`;
+    const measured = `recall@${report.k} on ${report.queries} held-out passages`;
+    const head = plan.mode === "exact"
+        ? `search: exact (recall 1; HNSW reached ${best.recall.toFixed(3)} at ef ${best.expansionSearch}, ${ms(best.usPerQuery)}; ${exact})`
+        : `search: HNSW at ef ${plan.expansionSearch} (${measured}: ${plan.recall?.toFixed(3)}, ` +
+          `${ms(report.hnsw.find((m) => m.expansionSearch === plan.expansionSearch)?.usPerQuery)}; ${exact})`;
+    return plan.meetsTarget === false ? `${head}; WARNING: below the target recall ${report.targetRecall}` : head;
 }
 
 function info(args: string[]): void {
@@ -145,7 +178,10 @@ class ProgressLine {
 
     public update(p: BuildProgress): void {
         const now = Date.now();
-        if (p.phase !== "save" && now - this.last < this.intervalMs) return;
+        // Calibration steps and the save are few and slow: each is shown.
+        if (p.phase === "index" || p.phase === "idf") {
+            if (now - this.last < this.intervalMs) return;
+        }
         this.last = now;
         this.write(describe(p));
     }
@@ -174,6 +210,7 @@ class ProgressLine {
 
 function describe(p: BuildProgress): string {
     if (p.phase === "save") return `saving the vector index (${p.passages} passages)...`;
+    if (p.phase === "calibrate") return `calibrating search: ${p.step ?? ""}...`;
     const seconds = p.phaseElapsedMs / 1000;
     const rate = p.passages / Math.max(seconds, 1e-3);
     // The idf pass may stop at its sample long before the end of the file: no fraction, no ETA.

@@ -16,12 +16,15 @@ it with the index's own embedder (the hashing embedder, or the GGUF model record
   --embedder FILE.gguf  the index's embedding model, when it moved since the build
   --view                memory-map the vectors instead of loading them (large indexes)
   --expansion-search N  HNSW search ef (default: the index's; higher is slower and more exact)
+  --exact               scan every vector instead of the HNSW graph (needs an index built with
+                        --keep-vectors, or one whose calibration chose exact search)
+  --hnsw                search the HNSW graph even when the calibration chose exact search
   --threads N --cpu`;
 
 export async function searchCommand(args: string[]): Promise<void> {
     const {values, positionals} = parseArgs({args, allowPositionals: true, options: {
         index: {type: "string"}, k: {type: "string"}, json: {type: "boolean"}, embedder: {type: "string"}, view: {type: "boolean"},
-        "expansion-search": {type: "string"}, threads: {type: "string"}, cpu: {type: "boolean"}, help: {type: "boolean"}
+        "expansion-search": {type: "string"}, exact: {type: "boolean"}, hnsw: {type: "boolean"}, threads: {type: "string"}, cpu: {type: "boolean"}, help: {type: "boolean"}
     }});
     if (values.help) {
         console.log(help);
@@ -30,6 +33,7 @@ export async function searchCommand(args: string[]): Promise<void> {
     const query = positionals.join(" ").trim();
     if (values.index == null) throw invalidParameterError("--index", "an index directory", values.index);
     if (query === "") throw invalidParameterError("query", "the query as the last argument", query);
+    if (values.exact && values.hnsw) throw invalidParameterError("--exact / --hnsw", "one of them", "both");
     const k = integerOption("--k", values.k) ?? 5;
     if (k < 1) throw invalidParameterError("--k", "an integer >= 1", values.k);
     const gpu = values.cpu ? false : "auto";
@@ -43,7 +47,8 @@ export async function searchCommand(args: string[]): Promise<void> {
     try {
         const index = await PassageIndex.open(values.index, {
             embedder, view: values.view, gpu, threads: integerOption("--threads", values.threads),
-            expansionSearch: integerOption("--expansion-search", values["expansion-search"])
+            expansionSearch: integerOption("--expansion-search", values["expansion-search"]),
+            mode: values.exact ? "exact" : values.hnsw ? "hnsw" : undefined
         });
         try {
             const hits = await index.search(query, k);

@@ -3,6 +3,7 @@ import path from "node:path";
 import {SelfRagError} from "../errors.js";
 import type {CorpusFormat} from "./corpusReaders.js";
 import type {EmbedderInfo} from "./Embedder.js";
+import type {SearchPlan} from "./SearchCalibration.js";
 import {VECTOR_DTYPES, type VectorIndexConfig} from "./VectorIndex.js";
 
 /** The files of an index directory. */
@@ -10,7 +11,9 @@ export const INDEX_FILES = {
     manifest: "manifest.json",
     vectors: "vectors.usearch",
     passages: "passages.sqlite",
-    idf: "idf.bin"
+    idf: "idf.bin",
+    /** Flat f32 copy of the vectors for exact search (kept when exact search is the default, or asked for). */
+    exactVectors: "vectors.f32"
 } as const;
 
 const FORMAT = "selfrag-passage-index";
@@ -26,6 +29,13 @@ export interface IndexManifest {
     createdAt: string;
     embedder: EmbedderInfo;
     vectors: VectorIndexConfig & {metric: "cos"};
+    /**
+     * How searches run by default, with the calibration that chose it (absent in indexes built
+     * before calibration existed: HNSW at vectors.expansionSearch).
+     */
+    search?: SearchPlan;
+    /** The flat vectors file for exact search, when the index has one. */
+    exactVectors?: string;
     /** Passages (and vectors) in the index. */
     count: number;
     corpus: {file: string, format: CorpusFormat, bytes: number, malformed: number, duplicates: number};
@@ -66,6 +76,12 @@ export function readManifest(dir: string): IndexManifest {
         !isCount(v.expansionAdd) || !isCount(v.expansionSearch)) {
         throw bad("vectors", `{dtype: ${VECTOR_DTYPES.join("|")}, dimensions: ${e.dimensions}, connectivity, expansionAdd, expansionSearch}`);
     }
+    const plan = m.search;
+    if (plan != null && (typeof plan !== "object" || (plan.mode !== "hnsw" && plan.mode !== "exact") || !isCount(plan.expansionSearch))) {
+        throw bad("search", "{mode: \"hnsw\" | \"exact\", expansionSearch, ...}");
+    }
+    if (m.exactVectors != null && m.exactVectors !== INDEX_FILES.exactVectors) throw bad("exactVectors", `"${INDEX_FILES.exactVectors}" or absent`);
+    if (plan?.mode === "exact" && m.exactVectors == null) throw bad("exactVectors", `"${INDEX_FILES.exactVectors}" (search.mode is "exact")`);
     if (typeof m.count !== "number" || !Number.isInteger(m.count) || m.count < 0) throw bad("count", "a non-negative integer");
     return m as IndexManifest;
 }

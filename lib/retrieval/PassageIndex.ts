@@ -22,7 +22,13 @@ export interface OpenIndexOptions {
     view?: boolean;
     /** USearch threads per search batch (all logical CPUs). */
     threads?: number;
-    /** Search candidate list size (ef); default: the value recorded at build time. */
+    /**
+     * "hnsw" (graph search) or "exact" (scan every vector; needs the index's vectors.f32, kept by
+     * the build when the calibration chose exact search or with keepVectors). Default: the mode
+     * the build's calibration chose, or "hnsw" when `expansionSearch` is given.
+     */
+    mode?: "hnsw" | "exact";
+    /** HNSW candidate list size (ef); default: the value the build chose or was given. */
     expansionSearch?: number;
     /** For a default GGUF embedder. */
     gpu?: GpuOption;
@@ -53,7 +59,9 @@ export class PassageIndex {
         public readonly embedder: Embedder,
         private readonly ownsEmbedder: boolean,
         private readonly vectors: VectorIndex,
-        private readonly store: PassageStore
+        private readonly store: PassageStore,
+        /** How this index searches: the build's calibrated choice unless open() overrode it. */
+        public readonly searchMode: {mode: "hnsw" | "exact", expansionSearch: number}
     ) {}
 
     /**
@@ -74,15 +82,22 @@ export class PassageIndex {
         try {
             requireSameEmbedder(manifest.embedder, embedder.info, `the index ${resolved}`);
             store = PassageStore.open(path.join(resolved, INDEX_FILES.passages));
-            vectors = await VectorIndex.open(path.join(resolved, INDEX_FILES.vectors), {
-                ...manifest.vectors, expansionSearch: options.expansionSearch ?? manifest.vectors.expansionSearch
-            }, {view: options.view, threads: options.threads});
+            const searchMode = {
+                mode: options.mode ?? (options.expansionSearch != null ? "hnsw" : manifest.search?.mode ?? "hnsw"),
+                expansionSearch: options.expansionSearch ?? manifest.search?.expansionSearch ?? manifest.vectors.expansionSearch
+            };
+            if (searchMode.mode !== "hnsw" && searchMode.mode !== "exact") {
+                throw new SelfRagError(`unknown search mode "${String(searchMode.mode)}" (expected hnsw or exact)`, "INVALID_ARGUMENT");
+            }
+            vectors = await VectorIndex.open(path.join(resolved, INDEX_FILES.vectors), {...manifest.vectors, expansionSearch: searchMode.expansionSearch},
+                {view: options.view, threads: options.threads});
             const size = await vectors.size();
             if (size !== manifest.count) {
                 throw new SelfRagError(`${path.join(resolved, INDEX_FILES.vectors)} holds ${size} vectors but the manifest says ${manifest.count}`,
                     "INDEX_CORRUPT");
             }
-            return new PassageIndex(resolved, manifest, embedder, ownsEmbedder, vectors, store);
+            if (searchMode.mode === "exact") await attachExactVectors(resolved, manifest, vectors);
+            return new PassageIndex(resolved, manifest, embedder, ownsEmbedder, vectors, store, searchMode);
         } catch (error) {
             await vectors?.close();
             store?.close();
@@ -122,7 +137,8 @@ export class PassageIndex {
             throw new SelfRagError(`query vectors must be a Float32Array of rows of ${dims} floats (the index's dimensions), ` +
                 `got ${vectors instanceof Float32Array ? `${vectors.length} floats` : typeof vectors}`, "DIMENSION_MISMATCH");
         }
-        const matches = await this.vectors.search(vectors, Math.min(k, Math.max(1, this.manifest.count)));
+        const matches = await this.vectors.search(vectors, Math.min(k, Math.max(1, this.manifest.count)),
+            {exact: this.searchMode.mode === "exact"});
         const results: SearchHit[][] = [];
         for (let q = 0; q < vectors.length / dims; q++) {
             if (isZero(vectors, q * dims, dims)) {
@@ -159,6 +175,19 @@ export class PassageIndex {
 
     private requireOpen(): void {
         if (this.closed) throw new SelfRagError(`the index ${this.dir} is closed`, "INDEX_CLOSED");
+    }
+}
+
+/** Loads vectors.f32 into the vector worker for exact search, checked against the manifest. */
+async function attachExactVectors(dir: string, manifest: IndexManifest, vectors: VectorIndex): Promise<void> {
+    const file = path.join(dir, manifest.exactVectors ?? INDEX_FILES.exactVectors);
+    if (manifest.exactVectors == null || !fs.existsSync(file)) {
+        throw new SelfRagError(`the index ${dir} has no vectors for exact search (${INDEX_FILES.exactVectors}); ` +
+            "rebuild it with --keep-vectors (keepVectors: true), or search it with HNSW", "NO_EXACT_VECTORS");
+    }
+    const rows = await vectors.attachExact(file, {load: true});
+    if (rows !== manifest.count) {
+        throw new SelfRagError(`${file} holds ${rows} vectors but the manifest says ${manifest.count}`, "INDEX_CORRUPT");
     }
 }
 

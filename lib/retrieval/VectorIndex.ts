@@ -47,6 +47,8 @@ export type WorkerRequest = {id: number} & (
     | {op: "open", config: VectorIndexConfig, path: string, view: boolean}
     | {op: "add", keys: BigUint64Array, vectors: Float32Array, threads: number}
     | {op: "search", queries: Float32Array, k: number, threads: number}
+    | {op: "attachExact", path: string, dimensions: number, load: boolean, firstKey: number}
+    | {op: "exact", queries: Float32Array, k: number, threads: number}
     | {op: "save", path: string}
     | {op: "stats"});
 /** A request without its id (Omit over each member of the union, not over the union). */
@@ -81,6 +83,8 @@ export class VectorIndex {
     private readonly worker: Worker;
     /** Opened with view: USearch cannot add to a memory-mapped index. */
     private readOnly = false;
+    /** Rows of the attached flat vectors, if any. */
+    private exactRows?: number;
 
     private constructor(public readonly config: VectorIndexConfig, options: VectorIndexOptions) {
         this.threads = requirePositiveInteger("threads", options.threads ?? os.availableParallelism(), 1024);
@@ -144,14 +148,31 @@ export class VectorIndex {
             options.transfer ? [keys.buffer as ArrayBuffer, vectors.buffer as ArrayBuffer] : []);
     }
 
-    /** The `k` nearest neighbours of each query row (packed rows of `dimensions` floats). */
-    public async search(queries: Float32Array, k: number): Promise<VectorMatches> {
+    /**
+     * The `k` nearest neighbours of each query row (packed rows of `dimensions` floats): through the
+     * HNSW graph, or with `exact` by scanning the attached flat vectors (see attachExact).
+     */
+    public async search(queries: Float32Array, k: number, options: {exact?: boolean} = {}): Promise<VectorMatches> {
         requirePositiveInteger("k", k, 100_000);
         this.requireRows(queries, "queries");
         const rows = queries.length / this.config.dimensions;
         if (rows === 0) return {k, keys: new BigUint64Array(0), distances: new Float32Array(0), counts: new Uint32Array(0)};
-        const value = await this.request({op: "search", queries, k, threads: this.threads}) as Omit<VectorMatches, "k">;
+        if (options.exact && this.exactRows == null) {
+            throw new SelfRagError("exact search needs the flat vectors (attachExact) and none are attached", "INVALID_STATE");
+        }
+        const value = await this.request({op: options.exact ? "exact" : "search", queries, k, threads: this.threads}) as Omit<VectorMatches, "k">;
         return {k, ...value};
+    }
+
+    /**
+     * Attaches a vectors.f32 file (row r = key firstKey + r) for exact search: read into the
+     * worker's memory with `load`, else scanned from the file a chunk at a time.
+     */
+    public async attachExact(file: string, options: {load: boolean, firstKey?: number}): Promise<number> {
+        const reply = await this.request({op: "attachExact", path: file, dimensions: this.config.dimensions, load: options.load,
+            firstKey: options.firstKey ?? 1}) as {rows: number};
+        this.exactRows = reply.rows;
+        return reply.rows;
     }
 
     public async save(file: string): Promise<void> {

@@ -22,6 +22,9 @@ import {INDEX_FILES, writeManifest, type IndexManifest} from "./IndexManifest.js
 import type {ByteCounter} from "./lineReader.js";
 import {PassageStore} from "./PassageStore.js";
 import {DEFAULT_VECTOR_INDEX, VectorIndex, type VectorDtype} from "./VectorIndex.js";
+import {FlatVectorWriter} from "./ExactSearch.js";
+import {HeldOutSample} from "./HeldOutSample.js";
+import {calibrateSearch, chooseSearchPlan, DEFAULT_CALIBRATION, resolveCalibrationOptions, type SearchCalibrationOptions, type SearchPlan} from "./SearchCalibration.js";
 
 export interface BuildIndexOptions {
     /** The corpus file (DPR .tsv, passages .jsonl, or an evaluation file with ctxs; .gz accepted). */
@@ -43,7 +46,17 @@ export interface BuildIndexOptions {
     dtype?: VectorDtype;
     connectivity?: number;
     expansionAdd?: number;
+    /** The default search ef. Setting it turns the calibration off unless `calibration` is given. */
     expansionSearch?: number;
+    /**
+     * Search calibration (see SearchCalibration.ts): a sample of passages is held out, the finished
+     * index is searched with them at increasing ef against exact search, and the cheapest search
+     * reaching the target recall becomes the index's default (HNSW at that ef, or exact search).
+     * `{queries: 0}` turns it off. Indexes under 1000 passages are not calibrated.
+     */
+    calibration?: SearchCalibrationOptions;
+    /** Keep vectors.f32 (4 bytes x dims per passage) for exact search even when HNSW is the default. */
+    keepVectors?: boolean;
     /** USearch threads for adding (all logical CPUs). */
     threads?: number;
     /** Passages embedded, stored and added per step (256). */
@@ -59,8 +72,12 @@ export interface BuildIndexOptions {
 }
 
 export interface BuildProgress {
-    /** "idf": counting word frequencies; "index": embedding and adding; "save": writing the index file. */
-    phase: "idf" | "index" | "save";
+    /**
+     * "idf": counting word frequencies; "index": embedding and adding; "calibrate": measuring
+     * search recall and cost (`step` says what); "save": writing the index file.
+     */
+    phase: "idf" | "index" | "calibrate" | "save";
+    step?: string;
     passages: number;
     malformed: number;
     duplicates: number;
@@ -87,6 +104,8 @@ export interface BuildSummary {
 }
 
 const MAX_EXAMPLES = 20;
+/** Below this many passages HNSW at the default ef is as good as exact; no calibration. */
+const MIN_CALIBRATED = 1000;
 
 /**
  * Builds an index directory: vectors.usearch (HNSW, cosine), passages.sqlite, manifest.json and,
@@ -96,19 +115,25 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildSumma
     const started = Date.now();
     const out = path.resolve(options.out);
     const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 256, 1 << 16);
+    const calibration = resolveCalibrationOptions({
+        ...options.calibration,
+        queries: options.calibration?.queries ?? (options.expansionSearch != null ? 0 : DEFAULT_CALIBRATION.queries)
+    });
+    const calibrationQueries = calibration.queries;
     const corpus = await openCorpus(options.corpus, {format: options.format});
     checkOutput(out, options.overwrite ?? false);
     const temp = claimTempDir(out);
     const state = {passages: 0, malformed: 0, duplicates: 0, examples: [] as string[], totalPassages: undefined as number | undefined};
     const counter: ByteCounter = {bytes: 0};
     let phaseStarted = started;
-    const progress = (phase: BuildProgress["phase"]) => options.onProgress?.({
-        phase, passages: state.passages, malformed: state.malformed, duplicates: state.duplicates, bytesRead: counter.bytes,
+    const progress = (phase: BuildProgress["phase"], step?: string) => options.onProgress?.({
+        phase, step, passages: state.passages, malformed: state.malformed, duplicates: state.duplicates, bytesRead: counter.bytes,
         totalBytes: corpus.totalBytes, totalPassages: state.totalPassages, elapsedMs: Date.now() - started,
         phaseElapsedMs: Date.now() - phaseStarted
     });
     let index: VectorIndex | undefined;
     let store: PassageStore | undefined;
+    let flat: FlatVectorWriter | undefined;
     try {
         const embedder = options.embedder ?? await defaultEmbedder(corpus, options, state, started);
         if (embedder instanceof HashingEmbedder && embedder.idf != null) embedder.idf.save(path.join(temp, INDEX_FILES.idf));
@@ -121,8 +146,11 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildSumma
         };
         index = await VectorIndex.create(config, {threads: options.threads});
         store = PassageStore.create(path.join(temp, INDEX_FILES.passages));
-        const vectors = index;
         const passages = store;
+        const building = index;
+        const flatFile = path.join(temp, INDEX_FILES.exactVectors);
+        if (calibrationQueries > 0 || options.keepVectors) flat = new FlatVectorWriter(flatFile, dims);
+        const heldOut = new HeldOutSample(calibrationQueries, dims);
 
         // One add in flight on the worker while the main thread embeds and stores the next batch.
         let pendingAdd: Promise<void> | undefined;
@@ -134,10 +162,12 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildSumma
                     "DIMENSION_MISMATCH");
             }
             passages.insert(batch, nextKey);
+            flat?.append(embedded);
             const keys = BigUint64Array.from({length: batch.length}, (_, i) => BigInt(nextKey + i));
             nextKey += batch.length;
+            const toAdd = heldOut.offer(keys, embedded);
             await pendingAdd;
-            pendingAdd = vectors.add(keys, embedded, {transfer: true});
+            pendingAdd = building.add(toAdd.keys, toAdd.rows, {transfer: true});
             pendingAdd.catch(() => undefined); // awaited at the next flush; this only keeps Node from calling it unhandled
             state.passages += batch.length;
             progress("index");
@@ -171,13 +201,39 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildSumma
             "EMPTY_CORPUS");
         }
 
-        progress("save");
-        await vectors.save(path.join(temp, INDEX_FILES.vectors));
-        await vectors.close();
         passages.close();
+        flat?.close();
+
+        // Calibrate on the index without the held-out sample, then add the sample and save again.
+        const vectorsFile = path.join(temp, INDEX_FILES.vectors);
+        const sample = heldOut.sample();
+        let plan: SearchPlan = {mode: "hnsw", expansionSearch: config.expansionSearch};
+        if (sample.keys.length > 0 && state.passages >= MIN_CALIBRATED) {
+            progress("calibrate", "saving the index without the held-out sample");
+            await index.save(vectorsFile);
+            await index.close();
+            index = undefined;
+            const report = await calibrateSearch({
+                indexFile: vectorsFile, config, flatFile, heldOutKeys: sample.keys, heldOut: sample.rows, count: state.passages,
+                threads: options.threads, options: calibration, onStep: (step) => {
+                    throwIfAborted(options.signal);
+                    progress("calibrate", step);
+                }
+            });
+            plan = chooseSearchPlan(report);
+            index = await VectorIndex.open(vectorsFile, {...config, expansionSearch: plan.expansionSearch}, {threads: options.threads});
+        }
+        await index.add(sample.keys, sample.rows);
+        throwIfAborted(options.signal);
+        progress("save");
+        await index.save(vectorsFile);
+        await index.close();
+        const keepExact = plan.mode === "exact" || (options.keepVectors ?? false);
+        if (flat != null && !keepExact) fs.rmSync(flatFile);
         const manifest: IndexManifest = {
             format: "selfrag-passage-index", version: 1, createdAt: new Date().toISOString(),
-            embedder: embedder.info, vectors: {...config, metric: "cos"}, count: state.passages,
+            embedder: embedder.info, vectors: {...config, expansionSearch: plan.expansionSearch, metric: "cos"},
+            search: plan, exactVectors: keepExact ? INDEX_FILES.exactVectors : undefined, count: state.passages,
             corpus: {file: path.resolve(corpus.file), format: corpus.format, bytes: corpus.totalBytes, malformed: state.malformed,
                 duplicates: state.duplicates}
         };
@@ -190,6 +246,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildSumma
     } catch (error) {
         await index?.close();
         store?.close();
+        flat?.close();
         fs.rmSync(temp, {recursive: true, force: true});
         throw error;
     }

@@ -2,9 +2,12 @@
 // answers one request at a time, in order; every reply carries the request's id.
 import {parentPort} from "node:worker_threads";
 import usearch, {type ScalarKind} from "usearch";
+import {FlatVectors} from "./ExactSearch.js";
 import type {VectorIndexConfig, WorkerReply, WorkerRequest} from "./VectorIndex.js";
 
 let index: InstanceType<typeof usearch.Index> | undefined;
+/** The flat copy of the vectors, for exact search (attached on request). */
+let flat: FlatVectors | undefined;
 
 function create(config: VectorIndexConfig): InstanceType<typeof usearch.Index> {
     return new usearch.Index({
@@ -57,6 +60,14 @@ function handle(request: WorkerRequest): {value?: unknown, transfer?: ArrayBuffe
             }
             return {value: {keys, distances, counts}, transfer: [keys.buffer, distances.buffer, counts.buffer]};
         }
+        case "attachExact":
+            flat = FlatVectors.open(request.path, request.dimensions, {load: request.load, firstKey: request.firstKey});
+            return {value: {rows: flat.rows, loaded: flat.loaded}};
+        case "exact": {
+            if (flat == null) throw Object.assign(new Error("no exact-search vectors attached to this index"), {code: "INVALID_STATE"});
+            const found = flat.search(request.queries, request.k, request.threads);
+            return {value: found, transfer: [found.keys.buffer, found.distances.buffer, found.counts.buffer] as ArrayBuffer[]};
+        }
         case "save":
             requireIndex().save(request.path);
             return {};
@@ -79,6 +90,7 @@ parentPort!.on("message", (request: WorkerRequest) => {
         transfer = result.transfer ?? [];
     } catch (error) {
         const e = error as Error & {code?: string};
+        // SelfRagErrors thrown by shared modules keep their code across the thread boundary.
         reply = {id: request.id, ok: false, message: e.message, code: e.code ?? "INTERNAL"};
     }
     parentPort!.postMessage(reply, transfer);

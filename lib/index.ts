@@ -27,3 +27,6 @@ export {PassageStore, type StoredPassage} from "./retrieval/PassageStore.js";
 export {openCorpus, type Corpus, type CorpusFormat, type CorpusItem} from "./retrieval/corpusReaders.js";
 export {readManifest, type IndexManifest} from "./retrieval/IndexManifest.js";
 export {writeBertFixture} from "./retrieval/BertFixture.js";
+export {calibrateSearch, chooseSearchPlan, recallPerQuery, recallEstimate, DEFAULT_CALIBRATION,
+    type SearchCalibrationOptions, type CalibrationReport, type SearchPlan, type MeasuredSearch} from "./retrieval/SearchCalibration.js";
+export {FlatVectors, FlatVectorWriter, type ExactMatches} from "./retrieval/ExactSearch.js";

@@ -109,9 +109,13 @@ export interface CalibrationInput {
     config: VectorIndexConfig;
     /** vectors.f32 holding every vector, the held-out ones included (row r = key r + 1). */
     flatFile: string;
-    /** Keys of the held-out vectors (excluded from the ground truth) and their rows. */
-    heldOutKeys: BigUint64Array;
+    /** The queries: the held-out vectors (packed rows). */
     heldOut: Float32Array;
+    /**
+     * Their keys when they are rows of the flat file but not in the index (a build's held-out
+     * passages): excluded from the ground truth. Empty for queries from elsewhere.
+     */
+    heldOutKeys: BigUint64Array;
     /** Vectors in the flat file. */
     count: number;
     threads?: number;
@@ -147,7 +151,10 @@ export function resolveCalibrationOptions(o: SearchCalibrationOptions = {}): Req
 export async function calibrateSearch(input: CalibrationInput): Promise<CalibrationReport> {
     const {k, targetRecall: target, maxExpansion, exactMemoryLimit: memoryLimit} = resolveCalibrationOptions(input.options);
     const dims = input.config.dimensions;
-    const queries = input.heldOutKeys.length;
+    const queries = input.heldOut.length / dims;
+    if (!Number.isInteger(queries) || queries === 0) {
+        throw new SelfRagError(`calibration queries must be whole rows of ${dims} floats, got ${input.heldOut.length} floats`, "INVALID_ARGUMENT");
+    }
     const vectorBytes = 4 * dims * input.count;
     const candidate = vectorBytes <= memoryLimit;
     const held = new Set(input.heldOutKeys);
@@ -160,7 +167,7 @@ export async function calibrateSearch(input: CalibrationInput): Promise<Calibrat
     try {
         input.onStep?.("exact search (ground truth)");
         await exactIndex.attachExact(input.flatFile, {load: candidate});
-        const wide = await exactIndex.search(input.heldOut, Math.min(k + queries, input.count), {exact: true});
+        const wide = await exactIndex.search(input.heldOut, Math.min(k + held.size, input.count), {exact: true});
         truth = dropKeys(wide, held, k);
         if (candidate) {
             // Served exact search asks for k, and sees the held-out rows too: same cost to within k + queries vs k.

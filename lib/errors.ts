@@ -28,7 +28,10 @@ export type SelfRagErrorCode =
     // retrieval
     | "EMBEDDER_MISMATCH" | "EMBEDDER_REQUIRED" | "DIMENSION_MISMATCH" | "CORPUS_NOT_FOUND" | "CORPUS_READ_FAILED"
     | "EMPTY_CORPUS" | "MALFORMED_CORPUS" | "INDEX_NOT_FOUND" | "INDEX_CORRUPT" | "INDEX_CLOSED" | "NO_EXACT_VECTORS" | "OUTPUT_EXISTS"
-    | "BUILD_IN_PROGRESS" | "ABORTED";
+    | "BUILD_IN_PROGRESS" | "ABORTED"
+    // scheduler and server
+    | "QUEUE_FULL" | "SCHEDULER_CLOSED" | "INVALID_REQUEST" | "PAYLOAD_TOO_LARGE" | "NOT_FOUND" | "METHOD_NOT_ALLOWED"
+    | "UNSUPPORTED_MEDIA_TYPE";
 
 /** The sharp-style helper: one message shape for every rejected option. */
 export function invalidParameterError(name: string, expected: string, actual: unknown): SelfRagError {

@@ -30,3 +30,6 @@ export {writeBertFixture} from "./retrieval/BertFixture.js";
 export {calibrateSearch, chooseSearchPlan, recallPerQuery, recallEstimate, DEFAULT_CALIBRATION,
     type SearchCalibrationOptions, type CalibrationReport, type SearchPlan, type MeasuredSearch} from "./retrieval/SearchCalibration.js";
 export {FlatVectors, FlatVectorWriter, type ExactMatches} from "./retrieval/ExactSearch.js";
+export {RequestScheduler, type RequestSchedulerOptions, type RequestOptions, type SchedulerStats} from "./RequestScheduler.js";
+export {SelfRagServer, type SelfRagServerOptions} from "./server/SelfRagServer.js";
+export {shortFormJson, searchResultsJson} from "./responses.js";

@@ -4,6 +4,7 @@ import {SelfRagError, invalidParameterError} from "../errors.js";
 import {readPassagesJsonl} from "../passages.js";
 import type {Passage, Task} from "../prompts.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
+import {shortFormJson} from "../responses.js";
 import type {RetrievalMode} from "../RetrievalDecision.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import type {ShortFormAnswer} from "../ShortForm.js";
@@ -101,7 +102,7 @@ async function ask(values: AskValues, question: string, passages: Passage[] | un
         });
         if (values["save-traces"] != null) fs.appendFileSync(values["save-traces"], JSON.stringify(result.trace) + "\n");
         for (const warning of result.warnings) process.stderr.write(`selfrag: warning: ${warning}\n`);
-        if (values.json) console.log(JSON.stringify(askJson(result)));
+        if (values.json) console.log(JSON.stringify(shortFormJson(result)));
         else printAnswer(result);
     } finally {
         await model.dispose();
@@ -115,21 +116,6 @@ export function printLongAnswer(result: LongFormAnswer): void {
     const s = result.stats;
     console.log(`search: ${s.nodes} nodes, depth ${s.depth}, stopped: ${s.stop}; tokens evaluated ${s.evaluatedTokens} ` +
         `vs ${s.referenceTokens} re-encoding every context (${(s.evaluatedTokens / Math.max(1, s.referenceTokens)).toFixed(2)})`);
-}
-
-export function askJson(result: ShortFormAnswer) {
-    return {
-        answer: result.answer,
-        retrieve: result.retrieve,
-        candidates: result.candidates.map((c) => ({
-            passage: c.passage ?? null, text: c.text, score: c.score, relevance: c.relevance, support: c.support,
-            utility: c.utility, seq: c.seq
-        })),
-        best: result.best,
-        ...(result.votes != null ? {votes: result.votes} : {}),
-        warnings: result.warnings,
-        stats: result.stats
-    };
 }
 
 export function printAnswer(result: ShortFormAnswer): void {

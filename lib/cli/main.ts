@@ -9,6 +9,7 @@ import {demoCommand} from "./demoCommand.js";
 import {rerankCommand} from "./rerankCommand.js";
 import {indexCommand} from "./indexCommand.js";
 import {searchCommand} from "./searchCommand.js";
+import {serveCommand} from "./serveCommand.js";
 
 const commands: Record<string, {summary: string, run: (args: string[]) => Promise<void>}> = {
     demo: {summary: "a full Self-RAG round on a built-in corpus (fixture model when no model is pulled)", run: demoCommand},
@@ -17,7 +18,8 @@ const commands: Record<string, {summary: string, run: (args: string[]) => Promis
     inspect: {summary: "reflection-token log-probs and p_retrieve after a prompt", run: inspectCommand},
     fixture: {summary: "write a generated test model (GGUF) with the Self-RAG vocabulary", run: fixtureCommand},
     index: {summary: "build a passage index (USearch vectors + SQLite passages) from a corpus file", run: indexCommand},
-    search: {summary: "find the passages of an index closest to a query", run: searchCommand}
+    search: {summary: "find the passages of an index closest to a query", run: searchCommand},
+    serve: {summary: "an HTTP server answering JSON requests, batching concurrent ones", run: serveCommand}
 };
 
 function usage(): string {

@@ -4,6 +4,7 @@ import type {Embedder} from "../retrieval/Embedder.js";
 import {GgufEmbedder} from "../retrieval/GgufEmbedder.js";
 import {readManifest} from "../retrieval/IndexManifest.js";
 import {PassageIndex, type SearchHit} from "../retrieval/PassageIndex.js";
+import {searchResultsJson} from "../responses.js";
 import {integerOption} from "./options.js";
 
 const help = `Usage: selfrag search --index DIR [--k N] [--json] "query"
@@ -52,7 +53,7 @@ export async function searchCommand(args: string[]): Promise<void> {
         });
         try {
             const hits = await index.search(query, k);
-            if (values.json) console.log(JSON.stringify(searchJson(hits)));
+            if (values.json) console.log(JSON.stringify(searchResultsJson(hits)));
             else printHits(hits);
         } finally {
             await index.close();
@@ -60,10 +61,6 @@ export async function searchCommand(args: string[]): Promise<void> {
     } finally {
         await embedder?.dispose();
     }
-}
-
-export function searchJson(hits: readonly SearchHit[]) {
-    return {results: hits.map((h) => ({id: h.id ?? null, title: h.title, text: h.text, score: h.score}))};
 }
 
 function printHits(hits: readonly SearchHit[]): void {

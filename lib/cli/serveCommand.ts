@@ -1,0 +1,72 @@
+import {parseArgs} from "node:util";
+import {invalidParameterError} from "../errors.js";
+import {PassageIndex} from "../retrieval/PassageIndex.js";
+import {SelfRagModel} from "../SelfRagModel.js";
+import {SelfRagServer} from "../server/SelfRagServer.js";
+import {integerOption, requireModel} from "./options.js";
+
+const help = `Usage: selfrag serve [--model FILE] [--index DIR] [--port N] [options]
+
+An HTTP server (JSON) over one model. Concurrent requests with the same options are answered in
+shared batches (see the README's server section for the request fields).
+  POST /v1/answer   {"question", "passages"?, "long"?, "ndocs"?, "mode"?, "threshold"?, "maxNewTokens"?,
+                     "weights"?, "task"?, "choices"?, "beamWidth"?, "maxDepth"?, ...}
+  POST /v1/search   {"query", "k"?}                 (with --index)
+  GET  /health      GET /v1/stats
+  --model FILE          a Self-RAG GGUF (default: $SELFRAG_MODEL or ~/.cache/selfrag/models/selfrag*.gguf)
+  --index DIR           retrieve for requests that bring no passages
+  --port N (8080)       --host H (127.0.0.1; the server has no authentication)
+  --sequences N         decoding slots (10): a short-form question takes ndocs of them, a long-form one
+                        beamWidth x ndocs; more slots let more questions share each decode step
+  --context-size N      tokens per slot (2048)
+  --max-batch N         questions per batch (32)   --max-queue N   waiting requests before 503 (1024)
+  --max-body BYTES      largest request body (1048576)
+  --threads N --cpu`;
+
+export async function serveCommand(args: string[]): Promise<void> {
+    const {values} = parseArgs({args, options: {
+        model: {type: "string"}, index: {type: "string"}, port: {type: "string"}, host: {type: "string"}, sequences: {type: "string"},
+        "context-size": {type: "string"}, "max-batch": {type: "string"}, "max-queue": {type: "string"}, "max-body": {type: "string"},
+        threads: {type: "string"}, cpu: {type: "boolean"}, help: {type: "boolean"}
+    }});
+    if (values.help) {
+        console.log(help);
+        return;
+    }
+    const port = integerOption("--port", values.port) ?? 8080;
+    if (port < 0 || port > 65535) throw invalidParameterError("--port", "a port number from 0 to 65535", values.port);
+    const index = values.index != null ? await PassageIndex.open(values.index, {view: true}) : undefined;
+    let model: SelfRagModel | undefined;
+    let server: SelfRagServer | undefined;
+    try {
+        model = await SelfRagModel.load({
+            modelPath: requireModel(values.model), sequences: integerOption("--sequences", values.sequences) ?? 10,
+            contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
+            gpu: values.cpu ? false : "auto"
+        });
+        server = await SelfRagServer.listen({
+            model, index, port, host: values.host, maxBodyBytes: integerOption("--max-body", values["max-body"]),
+            scheduler: {maxBatch: integerOption("--max-batch", values["max-batch"]), maxQueue: integerOption("--max-queue", values["max-queue"])}
+        });
+    } catch (error) {
+        await model?.dispose();
+        await index?.close();
+        throw error;
+    }
+    console.log(`selfrag: serving ${values.model ?? "the default model"} on ${server.url}` +
+        `${index != null ? ` with ${index.size} passages from ${index.dir}` : ""} (Ctrl-C stops)`);
+    // Stop cleanly: no new connections, queued requests get 503, the running batch finishes.
+    await new Promise<void>((resolve) => {
+        const stop = () => {
+            process.off("SIGINT", stop);
+            process.off("SIGTERM", stop);
+            resolve();
+        };
+        process.on("SIGINT", stop);
+        process.on("SIGTERM", stop);
+    });
+    console.log("selfrag: stopping...");
+    await server.close();
+    await model.dispose();
+    await index?.close();
+}

@@ -14,13 +14,9 @@
 // A random model writes arbitrary text, so every candidate has a fixed budget (32 tokens, or up to
 // EOS in both). Correctness is checked before timing: same greedy tokens, same first-position
 // reflection log-probs. Timings only feed ratios and the report; nothing asserts a timing.
-import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
-import {fileURLToPath} from "node:url";
 import type {Llama, LlamaContextSequence, LlamaModel} from "node-llama-cpp";
 import {Bench} from "tinybench";
-import {writeFixtureModel} from "../lib/fixtures/FixtureModel.js";
 import {loadAddon} from "../lib/native/addon.js";
 import {formatPassage, formatPrompt, type Passage} from "../lib/prompts.js";
 import {REFLECTION_COUNT} from "../lib/ReflectionTokens.js";
@@ -29,11 +25,9 @@ import type {ShortFormAnswer, ShortFormOptions} from "../lib/ShortForm.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import type {TraceCandidate} from "../lib/traces.js";
 import {environment, measurement, medianOf, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
+import {ensureBenchModel, MODEL_FILE} from "./benchModel.js";
 import {naiveAnswer, naiveInput, type NaiveAnswer, type NaiveOptions} from "./naiveShortForm.js";
 
-/** bench/.cache in the source tree (git-ignored; this file runs as dist/bench/shortForm.bench.js). */
-const cacheDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bench", ".cache");
-const MODEL_FILE = path.join(cacheDir, "bench.gguf");
 
 const MAX_NEW_TOKENS = 32;
 const CONTEXT_SIZE = 1024;
@@ -105,7 +99,7 @@ interface Setup {
 }
 
 export async function run(): Promise<BenchResult> {
-    await ensureModelFile();
+    await ensureBenchModel();
     const {addon, llama} = await loadAddon({gpu: false});
     const threads = MEASURE_THREADS ? await timeThreads() : [];
     const setup = await load(llama);
@@ -132,19 +126,6 @@ export async function run(): Promise<BenchResult> {
 // ---------------------------------------------------------------------------------------------
 // Setup
 // ---------------------------------------------------------------------------------------------
-
-/** Writing the 210 MB fixture takes a while: do it once, through a temporary file so a killed run leaves no half file. */
-async function ensureModelFile(): Promise<void> {
-    if (fs.existsSync(MODEL_FILE)) return;
-    fs.mkdirSync(cacheDir, {recursive: true});
-    const partial = `${MODEL_FILE}.${process.pid}.partial`;
-    try {
-        await writeFixtureModel(partial, "bench");
-        fs.renameSync(partial, MODEL_FILE);
-    } finally {
-        fs.rmSync(partial, {force: true});
-    }
-}
 
 /** Slots hold prompt + passage + budget; one slot per candidate. */
 function loadOurs(threads: number): Promise<SelfRagModel> {

@@ -1,0 +1,23 @@
+// The `bench` fixture model (random weights, ~53M parameters, f32, the Self-RAG vocabulary),
+// written once into bench/.cache (git-ignored) and shared by the benchmarks that decode.
+import fs from "node:fs";
+import path from "node:path";
+import {fileURLToPath} from "node:url";
+import {writeFixtureModel} from "../lib/fixtures/FixtureModel.js";
+
+/** bench/.cache in the source tree (this file runs as dist/bench/benchModel.js). */
+const cacheDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bench", ".cache");
+export const MODEL_FILE = path.join(cacheDir, "bench.gguf");
+
+/** Writing the 210 MB fixture takes a while: do it once, through a temporary file so a killed run leaves no half file. */
+export async function ensureBenchModel(): Promise<void> {
+    if (fs.existsSync(MODEL_FILE)) return;
+    fs.mkdirSync(cacheDir, {recursive: true});
+    const partial = `${MODEL_FILE}.${process.pid}.partial`;
+    try {
+        await writeFixtureModel(partial, "bench");
+        fs.renameSync(partial, MODEL_FILE);
+    } finally {
+        fs.rmSync(partial, {force: true});
+    }
+}

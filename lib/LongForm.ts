@@ -38,6 +38,12 @@ export interface LongFormOptions extends RetrievalDecisionOptions {
     rootDecision?: "threshold" | "reference";
 }
 
+/** A question with its own passages (they take precedence over options.passages and options.retriever). */
+export interface LongFormQuestion {
+    question: string;
+    passages?: readonly Passage[];
+}
+
 export interface LongFormSegment {
     /** Segment text with reflection tokens. */
     text: string;
@@ -113,7 +119,13 @@ interface LongFormSettings {
  * each) run at once: their prompts are prefilled in one batch and every depth of every search
  * decodes in the same steps.
  */
-export async function answerLongBatch(model: SelfRagModel, questions: readonly string[], options: LongFormOptions = {}): Promise<LongFormAnswer[]> {
+export async function answerLongBatch(model: SelfRagModel, questions: readonly (string | LongFormQuestion)[],
+    options: LongFormOptions = {}): Promise<LongFormAnswer[]> {
+    const items = questions.map((q, i) => {
+        const item = typeof q === "string" ? {question: q} : q;
+        if (typeof item?.question !== "string") throw invalidParameterError(`questions[${i}].question`, "a string", item?.question);
+        return item;
+    });
     const retrieval = checkRetrievalOptions(options);
     const settings: LongFormSettings = {
         retrieval,
@@ -126,19 +138,21 @@ export async function answerLongBatch(model: SelfRagModel, questions: readonly s
     if (settings.policy !== "reference" && settings.policy !== "interleaved") {
         throw invalidParameterError("contextPolicy", `"reference" or "interleaved"`, settings.policy);
     }
-    if (options.passages == null && options.retriever == null && retrieval.mode !== "never") {
+    if (options.retriever == null && retrieval.mode !== "never" && items.some((q) => (q.passages ?? options.passages) == null)) {
         throw invalidParameterError("passages", "a passage list or a retriever", undefined);
     }
     const ctx = model.context;
     // Static passages cap the children per node; a retriever may return up to ndocs.
-    const width = options.retriever == null ? Math.min(settings.ndocs, Math.max(1, options.passages?.length ?? 1)) : settings.ndocs;
+    const width = options.retriever == null || items.every((q) => q.passages != null)
+        ? Math.min(settings.ndocs, Math.max(1, ...items.map((q) => (q.passages ?? options.passages)?.length ?? 1)))
+        : settings.ndocs;
     const perSearch = retrieval.mode === "never" ? 1 : settings.beamWidth * width;
     if (perSearch > ctx.sequences) {
         throw new SelfRagError(`the search needs beamWidth x ndocs = ${perSearch} sequence slots but the model was ` +
             `loaded with sequences: ${ctx.sequences}`, "INVALID_ARGUMENT");
     }
     const perSequence = ctx.info.contextPerSequence;
-    const prompts = questions.map((question) => {
+    const prompts = items.map(({question}) => {
         const prompt = model.tokenize(formatPrompt(taskInstruction(options.task ?? "none", question), options.input));
         if (prompt.length + 1 + settings.maxNewTokens > perSequence) {
             throw new SelfRagError(`the prompt (${prompt.length} tokens) plus maxNewTokens (${settings.maxNewTokens}) does not fit ` +
@@ -149,14 +163,14 @@ export async function answerLongBatch(model: SelfRagModel, questions: readonly s
     const scorer = await SegmentScorer.create(model.reflection.ids);
     const waveSize = Math.max(1, Math.floor(ctx.sequences / perSearch));
     const answers: LongFormAnswer[] = [];
-    for (let start = 0; start < questions.length; start += waveSize) {
-        const wave = questions.slice(start, start + waveSize).map((question, i) => ({question, prompt: prompts[start + i]}));
+    for (let start = 0; start < items.length; start += waveSize) {
+        const wave = items.slice(start, start + waveSize).map((item, i) => ({...item, prompt: prompts[start + i]}));
         answers.push(...await runWave(model, scorer, wave, settings, options));
     }
     return answers;
 }
 
-async function runWave(model: SelfRagModel, scorer: SegmentScorer, wave: {question: string, prompt: Int32Array}[],
+async function runWave(model: SelfRagModel, scorer: SegmentScorer, wave: (LongFormQuestion & {prompt: Int32Array})[],
     settings: LongFormSettings, options: LongFormOptions): Promise<LongFormAnswer[]> {
     const ctx = model.context;
     const roots = ctx.acquire(wave.length);
@@ -200,7 +214,8 @@ async function runWave(model: SelfRagModel, scorer: SegmentScorer, wave: {questi
                 unowned.delete(roots[i]);
                 const question = wave[i].question;
                 const passagesFor = async (_node: TreeNode, path: readonly TreeNode[]) => {
-                    if (options.retriever == null) return (options.passages ?? []).slice(0, settings.ndocs);
+                    const given = wave[i].passages ?? (options.retriever == null ? options.passages : undefined);
+                    if (given != null || options.retriever == null) return (given ?? []).slice(0, settings.ndocs);
                     const soFar = path.map((n) => postProcessAnswer(n.text)).join(" ");
                     return (await options.retriever(soFar === "" ? question : `${question} ${soFar}`, settings.ndocs)).slice(0, settings.ndocs);
                 };

@@ -6,13 +6,13 @@
 // the oldest request and every queued request that can share its batch (same kind, same
 // batch-level options) up to `maxBatch`, and runs them as one answerBatch / answerLongBatch.
 // Requests arriving while a batch runs form the next one, so under load batches fill up by
-// themselves and with one caller nothing waits.
+// themselves and with one caller nothing waits; requests submitted in the same tick start together.
 //
 // A batch that fails is re-run one request at a time, so one bad request (a prompt longer than
 // the context, say) fails alone instead of failing the requests it happened to share a batch
 // with.
 import {SelfRagError, requirePositiveInteger} from "./errors.js";
-import type {LongFormAnswer, LongFormOptions} from "./LongForm.js";
+import type {LongFormAnswer, LongFormOptions, LongFormQuestion} from "./LongForm.js";
 import type {SelfRagModel} from "./SelfRagModel.js";
 import type {ShortFormAnswer, ShortFormOptions, ShortFormQuestion} from "./ShortForm.js";
 
@@ -49,7 +49,7 @@ type Pending<Q, O, R> = {
     onAbort?: () => void;
 };
 
-type AnyPending = Pending<ShortFormQuestion, ShortFormOptions, ShortFormAnswer> | Pending<string, LongFormOptions, LongFormAnswer>;
+type AnyPending = Pending<ShortFormQuestion, ShortFormOptions, ShortFormAnswer> | Pending<LongFormQuestion, LongFormOptions, LongFormAnswer>;
 
 /**
  * ```ts
@@ -67,6 +67,7 @@ export class RequestScheduler {
     private readonly maxBatch: number;
     private readonly maxQueue: number;
     private runningCount = 0;
+    private pumpScheduled = false;
     private closed = false;
     private idle: Promise<void> = Promise.resolve();
     private readonly counters = {batches: 0, requests: 0, splitBatches: 0};
@@ -86,8 +87,9 @@ export class RequestScheduler {
     }
 
     /** Long-form Self-RAG for one question, batched with other queued questions of the same options. */
-    public answerLong(question: string, options: LongFormOptions = {}, request: RequestOptions = {}): Promise<LongFormAnswer> {
-        return this.enqueue({kind: "long", question, options, key: "long\0" + this.batchKey(options)}, request);
+    public answerLong(question: string | LongFormQuestion, options: LongFormOptions = {}, request: RequestOptions = {}): Promise<LongFormAnswer> {
+        const q = typeof question === "string" ? {question} : question;
+        return this.enqueue({kind: "long", question: q, options, key: "long\0" + this.batchKey(options)}, request);
     }
 
     public get stats(): SchedulerStats {
@@ -123,6 +125,19 @@ export class RequestScheduler {
                 request.signal.addEventListener("abort", pending.onAbort, {once: true});
             }
             this.queue.push(pending);
+            this.schedulePump();
+        });
+    }
+
+    /**
+     * Batches start on a microtask, not inside answer(): requests submitted in the same tick (a
+     * loop over a file, Promise.all over questions) then start as one batch.
+     */
+    private schedulePump(): void {
+        if (this.pumpScheduled) return;
+        this.pumpScheduled = true;
+        queueMicrotask(() => {
+            this.pumpScheduled = false;
             this.pump();
         });
     }
@@ -142,7 +157,7 @@ export class RequestScheduler {
         this.idle = this.run(batch).finally(() => {
             this.runningCount = 0;
             // The next batch starts on a fresh tick, so callers resolved just now can queue first.
-            setImmediate(() => this.pump());
+            setImmediate(() => this.schedulePump());
         });
     }
 
@@ -172,7 +187,7 @@ export class RequestScheduler {
         if (first.kind === "short") {
             return this.model.answerBatch(batch.map((p) => p.question as ShortFormQuestion), first.options);
         }
-        return this.model.answerLongBatch(batch.map((p) => p.question as string), first.options);
+        return this.model.answerLongBatch(batch.map((p) => p.question as LongFormQuestion), first.options);
     }
 
     /**

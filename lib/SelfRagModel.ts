@@ -6,7 +6,7 @@ import {loadAddon, takeRecentLlamaLog, type GpuOption, type LoadedAddon} from ".
 import type {NativeModel, NativeModelInfo} from "./native/types.js";
 import {REFLECTION_TOKENS, R, ReflectionTokens, type ReflectionTokenText} from "./ReflectionTokens.js";
 import {retrievalProbability} from "./scoring.js";
-import {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions} from "./LongForm.js";
+import {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions, type LongFormQuestion} from "./LongForm.js";
 import {answer, answerBatch, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion} from "./ShortForm.js";
 
 export interface SelfRagModelOptions {
@@ -199,7 +199,7 @@ export class SelfRagModel {
         return answerLong(this, question, options);
     }
 
-    public answerLongBatch(questions: readonly string[], options?: LongFormOptions): Promise<LongFormAnswer[]> {
+    public answerLongBatch(questions: readonly (string | LongFormQuestion)[], options?: LongFormOptions): Promise<LongFormAnswer[]> {
         return answerLongBatch(this, questions, options);
     }
 

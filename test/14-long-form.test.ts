@@ -163,4 +163,21 @@ describe("long-form batches", () => {
         }
         assert.ok(batchCalls < singleCalls, `batched ${batchCalls} decode calls vs ${singleCalls} one by one`);
     });
+
+    it("questions with their own passages batch together and answer as each would alone with its passages", async () => {
+        const items = [
+            {question: QUESTION, passages: PASSAGES.slice(0, 2)},
+            {question: "Tell me a bio of Paris, the capital of France.", passages: PASSAGES.slice(1)},
+            {question: "Say hello to a new user."}
+        ];
+        const options = {passages: PASSAGES.slice(0, 1), beamWidth: 2, maxDepth: 3, maxNewTokens: 20};
+        const batch = await model.answerLongBatch(items, options);
+        for (const [i, item] of items.entries()) {
+            // The third brings none: it uses options.passages.
+            const one = await model.answerLong(item.question, {...options, passages: item.passages ?? options.passages});
+            assert.equal(batch[i].answer, one.answer, `question ${i}`);
+            assert.deepEqual(batch[i].tree.map((n) => [n.parent, n.text, n.passage?.title]), one.tree.map((n) => [n.parent, n.text, n.passage?.title]));
+        }
+        assert.equal(model.context.freeSlots, 20);
+    });
 });

@@ -41,8 +41,15 @@ describe("request scheduler", () => {
         const start = model.context.stats.decodeCalls;
         const together = await Promise.all(QUESTIONS.map((q) => scheduler.answer(q, options)));
         const scheduledCalls = model.context.stats.decodeCalls - start;
-        // The first request starts at once, alone; the five queued behind it form the second batch.
-        assert.deepEqual(scheduler.stats, {queued: 0, running: 0, batches: 2, requests: 6, splitBatches: 0});
+        // Submitted in the same tick, the six start as one batch.
+        assert.deepEqual(scheduler.stats, {queued: 0, running: 0, batches: 1, requests: 6, splitBatches: 0});
+        // One arriving while a batch runs waits for it and starts the next.
+        const first = scheduler.answer(QUESTIONS[0], options);
+        await new Promise((resolve) => setImmediate(resolve));
+        const late = await Promise.all([scheduler.answer(QUESTIONS[1], options), scheduler.answer(QUESTIONS[2], options)]);
+        assert.equal((await first).answer, alone[0].answer);
+        assert.deepEqual(late.map((a) => a.answer), [alone[1].answer, alone[2].answer]);
+        assert.deepEqual(scheduler.stats, {queued: 0, running: 0, batches: 3, requests: 9, splitBatches: 0});
         together.forEach((answer, i) => {
             assert.equal(answer.answer, alone[i].answer, QUESTIONS[i]);
             assert.deepEqual(answer.candidates.map((c) => [c.text, c.score]), alone[i].candidates.map((c) => [c.text, c.score]));
@@ -59,8 +66,7 @@ describe("request scheduler", () => {
             scheduler.answerLong(QUESTIONS[2], {passages: CORPUS.slice(0, 2), beamWidth: 2, ndocs: 2, maxDepth: 2, maxNewTokens: 16}),
             scheduler.answerLong(QUESTIONS[3], {passages: CORPUS.slice(0, 2), beamWidth: 2, ndocs: 2, maxDepth: 2, maxNewTokens: 16})
         ]);
-        // Batches: [a] (started at once), then the queue's head b alone (its ndocs differs from nothing
-        // else queued), then c and d together.
+        // Batches: a alone (no other request has ndocs 3), then b alone (ndocs 2), then c and d together.
         assert.equal(scheduler.stats.batches, 3);
         assert.equal(a.candidates.length, 3);
         assert.equal(b.candidates.length, 2);
@@ -89,6 +95,7 @@ describe("request scheduler", () => {
         const scheduler = new RequestScheduler(model, {maxQueue: 2});
         const options = {passages: CORPUS, ndocs: 3, maxNewTokens: 16};
         const running = scheduler.answer(QUESTIONS[0], options);
+        await new Promise((resolve) => setImmediate(resolve)); // it has started
         const abort = new AbortController();
         const aborted = scheduler.answer(QUESTIONS[1], options, {signal: abort.signal});
         const queued = scheduler.answer(QUESTIONS[2], options);

@@ -3,6 +3,7 @@
 // the reason) instead of throwing: the builder decides whether to skip it or, with --strict, stop.
 import crypto from "node:crypto";
 import fs from "node:fs";
+import {readJsonRecords} from "../jsonRecords.js";
 import {SelfRagError} from "../errors.js";
 import {parsePassageLine} from "../passages.js";
 import type {Passage} from "../prompts.js";
@@ -228,41 +229,10 @@ const CTX_SKIPPED_FIELDS = new Set(["id", "title", "text", "score", "hasanswer"]
 
 async function* readCtxs(file: string, counter: ByteCounter): AsyncGenerator<CorpusItem> {
     const seen = new Set<string>();
-    const isJsonl = !/\.json(\.gz)?$/i.test(file);
-    if (isJsonl) {
-        for await (const line of readLines(file, counter)) {
-            if (line.overlong) {
-                yield overlong(file, line);
-                continue;
-            }
-            if (line.text.trim() === "") continue;
-            let record: unknown;
-            try {
-                record = JSON.parse(line.text);
-            } catch (error) {
-                yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: not valid JSON (${(error as Error).message})`};
-                continue;
-            }
-            yield* recordPassages(record, `${file}:${line.number}`, line.number, seen);
-        }
-        return;
+    for await (const record of readJsonRecords(file, counter)) {
+        if (record.kind === "malformed") yield record;
+        else yield* recordPassages(record.value, record.where, record.line, seen);
     }
-    // A .json evaluation file is one document (the largest, ASQA's, is tens of MB): parse it whole.
-    let records: unknown;
-    try {
-        const text = fs.readFileSync(file, "utf8");
-        counter.bytes = fs.statSync(file).size;
-        const parsed = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text) as unknown;
-        records = Array.isArray(parsed) ? parsed : (parsed as {data?: unknown})?.data;
-    } catch (error) {
-        yield {kind: "malformed", line: 1, message: `${file}: not valid JSON (${(error as Error).message})`};
-        return;
-    }
-    if (!Array.isArray(records)) {
-        yield {kind: "malformed", line: 1, message: `${file}: expected a JSON array of records (or {"data": [...]})`};
-        return;
-    }
-    for (let r = 0; r < records.length; r++) yield* recordPassages(records[r], `${file} record ${r + 1}`, r + 1, seen);
 }
 
 function* recordPassages(record: unknown, where: string, line: number, seen: Set<string>): Generator<CorpusItem> {

@@ -154,7 +154,7 @@ export class SelfRagServer {
     private async answer(raw: unknown, signal: AbortSignal): Promise<unknown> {
         const request = parseAnswerRequest(raw);
         const retriever = this.retriever();
-        const hasPassages = request.long ? request.passages != null : request.question.passages != null;
+        const hasPassages = request.question.passages != null;
         if (!hasPassages && retriever == null && request.options.mode !== "never") {
             throw new SelfRagError("no passages: send \"passages\" with the question, start the server with an index (--index DIR), " +
                 "or set \"mode\": \"never\"", "INVALID_REQUEST");

@@ -3,7 +3,7 @@
 // than the caller asked for), and every error names the field.
 import {SelfRagError} from "../errors.js";
 import type {ContextPolicy} from "../ForkingSegmentSource.js";
-import type {LongFormOptions} from "../LongForm.js";
+import type {LongFormOptions, LongFormQuestion} from "../LongForm.js";
 import {TASK_INSTRUCTIONS, type Passage, type Task} from "../prompts.js";
 import type {RetrievalMode} from "../RetrievalDecision.js";
 import type {CritiqueWeights} from "../SegmentScorer.js";
@@ -11,7 +11,7 @@ import type {ShortFormOptions, ShortFormQuestion} from "../ShortForm.js";
 
 export type AnswerRequest =
     | {long: false, question: ShortFormQuestion, options: ShortFormOptions}
-    | {long: true, question: string, passages?: Passage[], options: LongFormOptions};
+    | {long: true, question: LongFormQuestion, options: LongFormOptions};
 
 export interface SearchRequest {
     query: string;
@@ -135,9 +135,9 @@ export function parseAnswerRequest(raw: unknown): AnswerRequest {
         };
     }
     return {
-        long: true, question, passages: given,
+        long: true, question: defined({question, passages: given}),
         options: defined({
-            ...common, task: task as Task | undefined, input, passages: given,
+            ...common, task: task as Task | undefined, input,
             beamWidth: optional.number(body, "beamWidth", 1, 64, true), maxDepth: optional.number(body, "maxDepth", 1, 64, true),
             ignoreCont: optional.boolean(body, "ignoreCont"),
             contextPolicy: optional.oneOf<ContextPolicy>(body, "contextPolicy", ["reference", "interleaved"])

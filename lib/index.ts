@@ -33,3 +33,6 @@ export {FlatVectors, FlatVectorWriter, type ExactMatches} from "./retrieval/Exac
 export {RequestScheduler, type RequestSchedulerOptions, type RequestOptions, type SchedulerStats} from "./RequestScheduler.js";
 export {SelfRagServer, type SelfRagServerOptions} from "./server/SelfRagServer.js";
 export {shortFormJson, searchResultsJson} from "./responses.js";
+export {runEvaluation, type EvaluationOptions, type EvalRecord, type EvalSummary} from "./eval/Evaluation.js";
+export {toEvalItem, type EvalItem} from "./eval/EvalItems.js";
+export {match, accuracy, strEm, normalizeAnswer, scoredPrediction, type MetricName} from "./eval/metrics.js";

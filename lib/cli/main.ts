@@ -10,6 +10,7 @@ import {rerankCommand} from "./rerankCommand.js";
 import {indexCommand} from "./indexCommand.js";
 import {searchCommand} from "./searchCommand.js";
 import {serveCommand} from "./serveCommand.js";
+import {evalCommand} from "./evalCommand.js";
 
 const commands: Record<string, {summary: string, run: (args: string[]) => Promise<void>}> = {
     demo: {summary: "a full Self-RAG round on a built-in corpus (fixture model when no model is pulled)", run: demoCommand},
@@ -19,6 +20,7 @@ const commands: Record<string, {summary: string, run: (args: string[]) => Promis
     fixture: {summary: "write a generated test model (GGUF) with the Self-RAG vocabulary", run: fixtureCommand},
     index: {summary: "build a passage index (USearch vectors + SQLite passages) from a corpus file", run: indexCommand},
     search: {summary: "find the passages of an index closest to a query", run: searchCommand},
+    eval: {summary: "answer every question of an evaluation file in batches, write JSONL, score with the reference metric", run: evalCommand},
     serve: {summary: "an HTTP server answering JSON requests, batching concurrent ones", run: serveCommand}
 };
 

@@ -1,0 +1,186 @@
+// Batch inference over an evaluation file: every question answered (short or long form), one
+// output record per question as soon as its batch is done, the reference's metric over the gold
+// answers, and a summary.
+//
+// Throughput: questions are read ahead `batchSize` at a time and submitted together to a
+// RequestScheduler, which runs them as one answerBatch (or answerLongBatch): all prompts prefilled
+// in one decode and every wave's candidates generated in shared steps. A question that fails (a
+// prompt longer than the context) gets an error record and the run goes on: the scheduler re-runs
+// its batch one by one so the others are unaffected.
+import {SelfRagError, requirePositiveInteger} from "../errors.js";
+import {readJsonRecords} from "../jsonRecords.js";
+import type {LongFormOptions, Retriever} from "../LongForm.js";
+import type {Passage, Task} from "../prompts.js";
+import {RequestScheduler} from "../RequestScheduler.js";
+import type {SelfRagModel} from "../SelfRagModel.js";
+import type {ShortFormOptions} from "../ShortForm.js";
+import {toEvalItem, type EvalItem} from "./EvalItems.js";
+import {accuracy, match, scoredPrediction, strEm, type MetricName} from "./metrics.js";
+
+export interface EvaluationOptions {
+    /** The reference's task name: its instruction, ARC choices, PubHealth's true/false (default "none"). */
+    task?: Task;
+    /** Default: str_em in long form, match otherwise (the scripts' metric for every short-form task). */
+    metric?: MetricName;
+    long?: boolean;
+    /** Short-form settings (ndocs, mode, threshold, maxNewTokens, weights, closedSet). */
+    shortForm?: Omit<ShortFormOptions, "passages" | "retriever" | "task">;
+    /** Long-form settings (ndocs, beamWidth, maxDepth, maxNewTokens, ignoreCont, ...). */
+    longForm?: Omit<LongFormOptions, "passages" | "retriever" | "task">;
+    /** Passages for questions whose record carries none (e.g. an index's asRetriever()). */
+    retriever?: Retriever;
+    /** Questions read ahead and submitted together (64). */
+    batchSize?: number;
+    /** Stop after this many questions (counting skipped ones). */
+    limit?: number;
+    /** Ids already answered (resuming): not run again. */
+    skip?: ReadonlySet<string>;
+    /** Fail at the first malformed record instead of reporting and skipping it. */
+    strict?: boolean;
+    signal?: AbortSignal;
+    /** Each question's record, in input order, as soon as its batch is done. */
+    onRecord?: (record: EvalRecord) => void | Promise<void>;
+    onMalformed?: (message: string) => void;
+    onProgress?: (progress: EvalSummary) => void;
+}
+
+/** One output line. */
+export interface EvalRecord {
+    id: string;
+    question: string;
+    /** The answer as post-processed for scoring ("output" in ALCE's format for long form). */
+    prediction: string;
+    golds?: string[];
+    /** The metric for this question (absent without gold answers, or on error). */
+    score?: number;
+    retrieve?: {decision: boolean, p: number};
+    /** Short form: the passage of the chosen candidate. Long form: the cited passages (ALCE "docs"). */
+    passage?: Passage | null;
+    docs?: Passage[];
+    error?: {code: string, message: string};
+}
+
+export interface EvalSummary {
+    metric: MetricName;
+    /** Questions answered in this run (errors excluded). */
+    answered: number;
+    errors: number;
+    /** Skipped because already answered (resume). */
+    skipped: number;
+    malformed: number;
+    /** Answered questions with gold answers, and their mean metric (null when none). */
+    scored: number;
+    mean: number | null;
+    /** Fraction of answered questions where the model retrieved. */
+    retrievalRate: number | null;
+    seconds: number;
+    questionsPerSecond: number;
+}
+
+export async function runEvaluation(model: SelfRagModel, file: string, options: EvaluationOptions = {}): Promise<EvalSummary> {
+    const started = Date.now();
+    const task = options.task ?? "none";
+    const metric = options.metric ?? (options.long ? "str_em" : "match");
+    const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 64, 1 << 16);
+    const limit = options.limit ?? Number.POSITIVE_INFINITY;
+    const scheduler = new RequestScheduler(model, {maxBatch: batchSize, maxQueue: batchSize});
+    const totals = {answered: 0, errors: 0, skipped: 0, malformed: 0, scored: 0, scoreSum: 0, retrieved: 0};
+    const summary = (): EvalSummary => {
+        const seconds = (Date.now() - started) / 1000;
+        return {
+            metric, answered: totals.answered, errors: totals.errors, skipped: totals.skipped, malformed: totals.malformed,
+            scored: totals.scored, mean: totals.scored > 0 ? totals.scoreSum / totals.scored : null,
+            retrievalRate: totals.answered > 0 ? totals.retrieved / totals.answered : null,
+            seconds, questionsPerSecond: totals.answered / Math.max(seconds, 1e-3)
+        };
+    };
+
+    const flush = async (batch: EvalItem[]) => {
+        const settled = await Promise.allSettled(batch.map((item) => answerOne(scheduler, item, task, options)));
+        for (const [i, outcome] of settled.entries()) {
+            const item = batch[i];
+            let record: EvalRecord;
+            if (outcome.status === "rejected") {
+                const e = outcome.reason as Error & {code?: string};
+                if (e.code === "ABORTED" || e.code === "SCHEDULER_CLOSED") throw e;
+                record = {id: item.id, question: item.question, prediction: "", golds: item.golds,
+                    error: {code: e.code ?? "INTERNAL", message: `${item.where}: ${e.message}`}};
+                totals.errors++;
+            } else {
+                record = outcome.value;
+                record.score = scoreOf(record, item, metric, task);
+                totals.answered++;
+                if (record.retrieve?.decision) totals.retrieved++;
+                if (record.score != null) {
+                    totals.scored++;
+                    totals.scoreSum += record.score;
+                }
+            }
+            await options.onRecord?.(record);
+        }
+        options.onProgress?.(summary());
+    };
+
+    try {
+        let seen = 0;
+        let batch: EvalItem[] = [];
+        for await (const entry of readJsonRecords(file)) {
+            if (seen >= limit) break;
+            if (options.signal?.aborted) throw new SelfRagError("the evaluation was interrupted; the records written so far are complete", "ABORTED");
+            const item = entry.kind === "record" ? toEvalItem(entry.value, entry.where, entry.line, task) : entry.message;
+            if (typeof item === "string") {
+                if (options.strict) throw new SelfRagError(`${item} (--strict: stopping at the first malformed record)`, "INVALID_JSONL");
+                totals.malformed++;
+                options.onMalformed?.(item);
+                continue;
+            }
+            seen++;
+            if (options.skip?.has(item.id)) {
+                totals.skipped++;
+                continue;
+            }
+            batch.push(item);
+            if (batch.length >= batchSize) {
+                await flush(batch);
+                batch = [];
+            }
+        }
+        if (batch.length > 0) await flush(batch);
+    } finally {
+        await scheduler.close();
+    }
+    return summary();
+}
+
+/** Totals over output records (a whole resumed file, say): the mean metric, retrieval rate and errors. */
+export function summarizeRecords(records: readonly EvalRecord[]): {records: number, errors: number, scored: number, mean: number | null,
+    retrievalRate: number | null} {
+    const ok = records.filter((r) => r.error == null);
+    const scored = ok.filter((r) => typeof r.score === "number");
+    return {
+        records: records.length, errors: records.length - ok.length, scored: scored.length,
+        mean: scored.length > 0 ? scored.reduce((a, r) => a + r.score!, 0) / scored.length : null,
+        retrievalRate: ok.length > 0 ? ok.filter((r) => r.retrieve?.decision).length / ok.length : null
+    };
+}
+
+async function answerOne(scheduler: RequestScheduler, item: EvalItem, task: Task, options: EvaluationOptions): Promise<EvalRecord> {
+    const retriever = item.passages == null ? options.retriever : undefined;
+    if (options.long) {
+        const result = await scheduler.answerLong({question: item.question, passages: item.passages},
+            {...options.longForm, task, retriever});
+        return {id: item.id, question: item.question, prediction: result.answer, golds: item.golds, retrieve: result.retrieve, docs: result.docs};
+    }
+    const result = await scheduler.answer({id: item.id, question: item.question, passages: item.passages, task, choices: item.choices},
+        {...options.shortForm, task, retriever});
+    const best = result.candidates[result.best];
+    return {id: item.id, question: item.question, prediction: result.answer, golds: item.golds, retrieve: result.retrieve,
+        passage: best?.passage ?? null};
+}
+
+function scoreOf(record: EvalRecord, item: EvalItem, metric: MetricName, task: Task): number | undefined {
+    if (metric === "str_em") return item.qaPairs != null ? strEm(record.prediction, item.qaPairs) : undefined;
+    if (item.golds == null || item.golds.length === 0) return undefined;
+    const prediction = scoredPrediction(record.prediction, task);
+    return metric === "match" ? match(prediction, item.golds) : accuracy(prediction, item.golds);
+}

@@ -208,4 +208,22 @@ describe("HTTP server", () => {
         assert.equal(ok.status, 200);
         assert.equal(ok.json.answer, "Paris.");
     });
+
+    it("close(): a request being answered still gets its answer; then connections are refused", async () => {
+        const own = await SelfRagServer.listen({model, port: 0});
+        const running = fetch(own.url + "/v1/answer", {method: "POST", body: JSON.stringify({question: QUESTIONS[0], passages: CORPUS, ndocs: 3,
+            maxNewTokens: 24})});
+        const deadline = Date.now() + 5000;
+        // Close as soon as its batch has started (it takes tens of milliseconds to decode).
+        while (own.scheduler.stats.batches === 0) {
+            if (Date.now() > deadline) assert.fail("the request never started");
+            await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+        const url = own.url;
+        await own.close();
+        const answered = await running;
+        assert.equal(answered.status, 200);
+        assert.equal(((await answered.json()) as {answer: string}).answer, "Paris.");
+        await assert.rejects(fetch(url + "/health"));
+    });
 });

@@ -46,6 +46,8 @@ export class SelfRagServer {
     private readonly http: http.Server;
     private readonly maxBodyBytes: number;
     private readonly routes: Record<string, Route>;
+    /** Requests being handled: close() lets them write their answers before dropping connections. */
+    private readonly inflight = new Set<Promise<void>>();
 
     private constructor(private readonly options: SelfRagServerOptions) {
         this.scheduler = new RequestScheduler(options.model, options.scheduler);
@@ -59,7 +61,11 @@ export class SelfRagServer {
             "/v1/answer": {method: "POST", handle: (body, signal) => this.answer(body, signal)},
             "/v1/search": {method: "POST", handle: (body) => this.search(body)}
         };
-        this.http = http.createServer((req, res) => void this.serve(req, res));
+        this.http = http.createServer((req, res) => {
+            const serving = this.serve(req, res);
+            this.inflight.add(serving);
+            void serving.finally(() => this.inflight.delete(serving));
+        });
         // A long-form answer from a 7B model on a CPU can take minutes: no total-request timeout,
         // but a client must send its headers promptly.
         this.http.requestTimeout = 0;
@@ -90,6 +96,7 @@ export class SelfRagServer {
         const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
         this.http.closeIdleConnections();
         await this.scheduler.close();
+        await Promise.allSettled([...this.inflight]);
         this.http.closeAllConnections();
         await closed;
     }

@@ -108,7 +108,8 @@ export async function run(): Promise<BenchResult> {
             `Workload: ${QUESTIONS} questions, ${NDOCS} passages each (one candidate per passage), ${MAX_NEW_TOKENS} new tokens per ` +
             `candidate, ${SEQUENCES} slots of 512 tokens (${SEQUENCES / NDOCS} questions per wave), threads 1, on ${os.cpus().length} logical CPUs.`,
             `llama_decode calls for the whole set: one by one ${decodeCalls.sequential}, scheduler ${decodeCalls.scheduler}, ` +
-            `HTTP ${decodeCalls.http} (the first request starts alone; the rest queue behind it and run as one batch).`,
+            `HTTP ${decodeCalls.http}. Submitted in one tick, the scheduler's twelve start as one batch; over HTTP they arrive ` +
+            "in separate ticks, so the first starts alone and the rest queue behind it and run as the next batch.",
             "Answers are identical all three ways (checked before timing). Times are per request, medians of whole runs of all requests.",
             "Machines are shared and noisy: compare ratios, not absolute times."
         ]

@@ -6,10 +6,10 @@ import os from "node:os";
 import path from "node:path";
 import {Bench} from "tinybench";
 import {writeFixtureModel} from "../lib/fixtures/FixtureModel.js";
-import {formatPrompt, taskInstruction, type Passage} from "../lib/prompts.js";
-import {SegmentScorer} from "../lib/SegmentScorer.js";
+import {formatPrompt, taskInstruction, type Passage} from "../lib/selfrag/prompts.js";
+import {SegmentScorer} from "../lib/selfrag/SegmentScorer.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
-import {TreeSearch, type TreeNode} from "../lib/TreeSearch.js";
+import {TreeSearch, type TreeNode} from "../lib/selfrag/TreeSearch.js";
 import {ReencodingSource} from "../test-support/treeSources.js";
 import {environment, measurement, medianOf, writeResult, type BenchResult} from "./common.js";
 

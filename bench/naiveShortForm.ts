@@ -4,8 +4,8 @@
 // the full next-token probability map (the only public way to read the log-probs of the chosen
 // token and of the 15 reflection tokens at every position), and score the candidates afterwards.
 import type {LlamaContextSequence, LlamaModel, Token} from "node-llama-cpp";
-import {formatPassage, formatPrompt, type Passage} from "../lib/prompts.js";
-import type {ScoredSegment, SegmentScorer, CritiqueScore} from "../lib/SegmentScorer.js";
+import {formatPassage, formatPrompt, type Passage} from "../lib/selfrag/prompts.js";
+import type {ScoredSegment, SegmentScorer, CritiqueScore} from "../lib/selfrag/SegmentScorer.js";
 
 export interface NaiveCandidate extends ScoredSegment {
     /** Tokens evaluated for this candidate: prompt + passage, then each generated token fed back. */

@@ -14,10 +14,10 @@ import type {Llama, LlamaContextSequence, LlamaModel, Token} from "node-llama-cp
 import {Bench} from "tinybench";
 import {SelfRagError} from "../lib/errors.js";
 import {writeFixtureModel} from "../lib/fixtures/FixtureModel.js";
-import {extractWith, type ExtractedRows} from "../lib/ReflectionKernel.js";
+import {extractWith, type ExtractedRows} from "../lib/engine/ReflectionKernel.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
-import {loadAddon} from "../lib/native/addon.js";
-import type {KernelIsa, NativeAddon} from "../lib/native/types.js";
+import {loadAddon} from "../lib/engine/addon.js";
+import type {KernelIsa, NativeAddon} from "../lib/engine/types.js";
 import {batched, callsPerSample, environment, measurement, medianOf, writeResult,
     type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {extractInTypeScript} from "./tsKernel.js";

@@ -11,10 +11,10 @@
 // report; nothing asserts a timing.
 import os from "node:os";
 import {Bench} from "tinybench";
-import type {Passage} from "../lib/prompts.js";
-import {RequestScheduler} from "../lib/RequestScheduler.js";
+import type {Passage} from "../lib/selfrag/prompts.js";
+import {RequestScheduler} from "../lib/serving/RequestScheduler.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
-import {SelfRagServer} from "../lib/server/SelfRagServer.js";
+import {SelfRagServer} from "../lib/serving/SelfRagServer.js";
 import {ensureBenchModel, MODEL_FILE} from "./benchModel.js";
 import {environment, measurement, medianOf, writeResult, type BenchResult, type Measurement} from "./common.js";
 

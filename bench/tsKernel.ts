@@ -2,7 +2,7 @@
 // without the addon. Same outputs as the fused kernel, so the two can be checked against each
 // other and timed on the same rows. Deliberately straightforward (no manual unrolling): it stands
 // for "what you would do without selfrag".
-import type {ExtractedRows} from "../lib/ReflectionKernel.js";
+import type {ExtractedRows} from "../lib/engine/ReflectionKernel.js";
 
 export function extractInTypeScript(logits: Float32Array, rows: number, vocab: number, ids: Int32Array): ExtractedRows {
     const out: ExtractedRows = {

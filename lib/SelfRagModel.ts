@@ -1,13 +1,13 @@
 import fs from "node:fs";
 import {readGgufFileInfo} from "node-llama-cpp";
-import {DecodingContext} from "./DecodingContext.js";
+import {DecodingContext} from "./engine/DecodingContext.js";
 import {SelfRagError, invalidParameterError, requirePositiveInteger} from "./errors.js";
-import {loadAddon, takeRecentLlamaLog, type GpuOption, type LoadedAddon} from "./native/addon.js";
-import type {NativeModel, NativeModelInfo} from "./native/types.js";
-import {REFLECTION_TOKENS, R, ReflectionTokens, type ReflectionTokenText} from "./ReflectionTokens.js";
-import {retrievalProbability} from "./scoring.js";
-import {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions, type LongFormQuestion} from "./LongForm.js";
-import {answer, answerBatch, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion} from "./ShortForm.js";
+import {loadAddon, takeRecentLlamaLog, type GpuOption, type LoadedAddon} from "./engine/addon.js";
+import type {NativeModel, NativeModelInfo} from "./engine/types.js";
+import {REFLECTION_TOKENS, R, ReflectionTokens, type ReflectionTokenText} from "./engine/ReflectionTokens.js";
+import {retrievalProbability} from "./selfrag/scoring.js";
+import {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions, type LongFormQuestion} from "./selfrag/LongForm.js";
+import {answer, answerBatch, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion} from "./selfrag/ShortForm.js";
 
 export interface SelfRagModelOptions {
     /** Path to a GGUF file of a Self-RAG model. */

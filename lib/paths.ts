@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
-import {packageRoot} from "./native/addon.js";
+import {packageRoot} from "./engine/addon.js";
 
 /** The llama.cpp source of node-llama-cpp's release (`source download --skipBuild` puts it there). */
 export function llamaCppSourceDir(): string {

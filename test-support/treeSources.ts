@@ -1,10 +1,10 @@
 // Segment sources for testing the tree search: a scripted one (hand-computed expectations) and a
 // re-encoding oracle that builds every child's context from scratch, as the reference script does.
-import {formatPassage, type Passage} from "../lib/prompts.js";
-import {R} from "../lib/ReflectionTokens.js";
-import type {CritiqueWeights, SegmentScorer} from "../lib/SegmentScorer.js";
+import {formatPassage, type Passage} from "../lib/selfrag/prompts.js";
+import {R} from "../lib/engine/ReflectionTokens.js";
+import type {CritiqueWeights, SegmentScorer} from "../lib/selfrag/SegmentScorer.js";
 import type {SelfRagModel} from "../lib/SelfRagModel.js";
-import type {ExpandRequest, GeneratedSegment, SegmentSource, TreeNode} from "../lib/TreeSearch.js";
+import type {ExpandRequest, GeneratedSegment, SegmentSource, TreeNode} from "../lib/selfrag/TreeSearch.js";
 
 export interface ScriptedSegment {
     text: string;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import {loadAddon} from "../lib/native/addon.js";
-import type {KernelIsa, NativeAddon} from "../lib/native/types.js";
-import {extractWith} from "../lib/ReflectionKernel.js";
+import {loadAddon} from "../lib/engine/addon.js";
+import type {KernelIsa, NativeAddon} from "../lib/engine/types.js";
+import {extractWith} from "../lib/engine/ReflectionKernel.js";
 import {SelfRagError} from "../lib/errors.js";
 import {referenceRow} from "../test-support/oracles.js";
 import {mulberry32} from "../test-support/random.js";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type {LlamaContext, LlamaModel} from "node-llama-cpp";
-import {REFLECTION_TOKENS, R} from "../lib/ReflectionTokens.js";
+import {REFLECTION_TOKENS, R} from "../lib/engine/ReflectionTokens.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {passage, prompt, tinyModel} from "../test-support/fixtures.js";
 import {nodeLlamaCppLogprobs} from "../test-support/oracles.js";

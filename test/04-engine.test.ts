@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import type {NativeSegment} from "../lib/native/types.js";
-import {R} from "../lib/ReflectionTokens.js";
+import type {NativeSegment} from "../lib/engine/types.js";
+import {R} from "../lib/engine/ReflectionTokens.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {SelfRagError} from "../lib/errors.js";
 import {passage, prompt, randomModel, tinyModel} from "../test-support/fixtures.js";

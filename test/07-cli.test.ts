@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
 import {promisify} from "node:util";
-import {REFLECTION_TOKENS} from "../lib/ReflectionTokens.js";
+import {REFLECTION_TOKENS} from "../lib/engine/ReflectionTokens.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {prompt, tempDir, tinyModel} from "../test-support/fixtures.js";
 

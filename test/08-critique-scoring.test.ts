@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import {closedSetVote, postProcessAnswer} from "../lib/answers.js";
+import {closedSetVote, postProcessAnswer} from "../lib/selfrag/answers.js";
 import {SelfRagError} from "../lib/errors.js";
-import {formatPassage, formatPrompt, taskInstruction} from "../lib/prompts.js";
-import {decideRetrieval} from "../lib/RetrievalDecision.js";
-import {SegmentScorer} from "../lib/SegmentScorer.js";
+import {formatPassage, formatPrompt, taskInstruction} from "../lib/selfrag/prompts.js";
+import {decideRetrieval} from "../lib/selfrag/RetrievalDecision.js";
+import {SegmentScorer} from "../lib/selfrag/SegmentScorer.js";
 import {oracleScore, type OracleCandidate} from "../test-support/critiqueOracle.js";
 import {mulberry32} from "../test-support/random.js";
 

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import {readPassagesJsonl} from "../lib/passages.js";
-import type {Passage} from "../lib/prompts.js";
-import {formatPassage, formatPrompt} from "../lib/prompts.js";
-import {SegmentScorer} from "../lib/SegmentScorer.js";
+import {readPassagesJsonl} from "../lib/selfrag/passages.js";
+import type {Passage} from "../lib/selfrag/prompts.js";
+import {formatPassage, formatPrompt} from "../lib/selfrag/prompts.js";
+import {SegmentScorer} from "../lib/selfrag/SegmentScorer.js";
 import {SelfRagError} from "../lib/errors.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
-import {rerankTrace, validateTrace} from "../lib/traces.js";
+import {rerankTrace, validateTrace} from "../lib/selfrag/traces.js";
 import {tempDir, tinyModel} from "../test-support/fixtures.js";
 import {oracleScore} from "../test-support/critiqueOracle.js";
 

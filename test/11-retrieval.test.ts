@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import zlib from "node:zlib";
 import {SelfRagError} from "../lib/errors.js";
-import {BERT_FIXTURE, writeBertFixture} from "../lib/retrieval/BertFixture.js";
+import {BERT_FIXTURE, writeBertFixture} from "../lib/fixtures/BertFixture.js";
 import {openCorpus, splitTsvLine, type CorpusItem} from "../lib/retrieval/corpusReaders.js";
 import {GgufEmbedder} from "../lib/retrieval/GgufEmbedder.js";
 import {HashingEmbedder} from "../lib/retrieval/HashingEmbedder.js";

@@ -9,7 +9,7 @@ import path from "node:path";
 import {fileURLToPath} from "node:url";
 import {promisify} from "node:util";
 import {SelfRagError} from "../lib/errors.js";
-import {writeBertFixture} from "../lib/retrieval/BertFixture.js";
+import {writeBertFixture} from "../lib/fixtures/BertFixture.js";
 import {readManifest} from "../lib/retrieval/IndexManifest.js";
 import {PassageIndex} from "../lib/retrieval/PassageIndex.js";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import {assembleLongForm} from "../lib/LongForm.js";
-import type {Passage} from "../lib/prompts.js";
-import {TreeSearch, type TreeNode} from "../lib/TreeSearch.js";
+import {assembleLongForm} from "../lib/selfrag/LongForm.js";
+import type {Passage} from "../lib/selfrag/prompts.js";
+import {TreeSearch, type TreeNode} from "../lib/selfrag/TreeSearch.js";
 import {ScriptedSource, type ScriptedSegment} from "../test-support/treeSources.js";
 
 const PASSAGES: Passage[] = ["A", "B", "C"].map((t) => ({id: t.toLowerCase(), title: t, text: `About ${t}.`}));

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import type {Passage} from "../lib/prompts.js";
-import {formatPrompt, taskInstruction} from "../lib/prompts.js";
-import {SegmentScorer} from "../lib/SegmentScorer.js";
+import type {Passage} from "../lib/selfrag/prompts.js";
+import {formatPrompt, taskInstruction} from "../lib/selfrag/prompts.js";
+import {SegmentScorer} from "../lib/selfrag/SegmentScorer.js";
 import {SelfRagError} from "../lib/errors.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
-import {TreeSearch, type TreeNode} from "../lib/TreeSearch.js";
+import {TreeSearch, type TreeNode} from "../lib/selfrag/TreeSearch.js";
 import {tinyModel} from "../test-support/fixtures.js";
 import {ReencodingSource} from "../test-support/treeSources.js";
 

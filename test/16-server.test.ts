@@ -7,13 +7,13 @@ import {generatedPassages, writeJsonl} from "../test-support/corpora.js";
 import {tempDir, tinyModel} from "../test-support/fixtures.js";
 import assert from "node:assert/strict";
 import path from "node:path";
-import type {Passage} from "../lib/prompts.js";
-import {RequestScheduler} from "../lib/RequestScheduler.js";
-import {shortFormJson} from "../lib/responses.js";
+import type {Passage} from "../lib/selfrag/prompts.js";
+import {RequestScheduler} from "../lib/serving/RequestScheduler.js";
+import {shortFormJson} from "../lib/serving/responses.js";
 import {PassageIndex} from "../lib/retrieval/PassageIndex.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
-import {SelfRagServer} from "../lib/server/SelfRagServer.js";
-import type {ShortFormAnswer} from "../lib/ShortForm.js";
+import {SelfRagServer} from "../lib/serving/SelfRagServer.js";
+import type {ShortFormAnswer} from "../lib/selfrag/ShortForm.js";
 
 const CORPUS: Passage[] = [
     {id: "b", title: "Berlin", text: "Berlin is the capital of Germany."},

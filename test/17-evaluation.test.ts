@@ -14,7 +14,7 @@ import {promisify} from "node:util";
 import {toEvalItem, type EvalItem} from "../lib/eval/EvalItems.js";
 import {runEvaluation, summarizeRecords, type EvalRecord} from "../lib/eval/Evaluation.js";
 import {accuracy, match, normalizeAnswer, scoredPrediction, strEm} from "../lib/eval/metrics.js";
-import type {Passage} from "../lib/prompts.js";
+import type {Passage} from "../lib/selfrag/prompts.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 
 const run = promisify(execFile);

@@ -1,15 +1,15 @@
 import fs from "node:fs";
 import {parseArgs} from "node:util";
 import {SelfRagError, invalidParameterError} from "../errors.js";
-import {readPassagesJsonl} from "../passages.js";
-import type {Passage, Task} from "../prompts.js";
+import {readPassagesJsonl} from "../selfrag/passages.js";
+import type {Passage, Task} from "../selfrag/prompts.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
-import {shortFormJson} from "../responses.js";
-import type {RetrievalMode} from "../RetrievalDecision.js";
+import {shortFormJson} from "../serving/responses.js";
+import type {RetrievalMode} from "../selfrag/RetrievalDecision.js";
 import {SelfRagModel} from "../SelfRagModel.js";
-import type {ShortFormAnswer} from "../ShortForm.js";
-import type {ContextPolicy} from "../ForkingSegmentSource.js";
-import type {LongFormAnswer} from "../LongForm.js";
+import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
+import type {ContextPolicy} from "../selfrag/ForkingSegmentSource.js";
+import type {LongFormAnswer} from "../selfrag/LongForm.js";
 import {integerOption, numberOption, requireModel, weightOptions, weightsFrom} from "./options.js";
 
 const help = `Usage: selfrag ask [--model FILE] (--passages FILE.jsonl | --index DIR) [options] "question"

@@ -2,7 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {parseArgs} from "node:util";
 import {writeFixtureModel} from "../fixtures/FixtureModel.js";
-import type {Passage} from "../prompts.js";
+import type {Passage} from "../selfrag/prompts.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import {printAnswer} from "./askCommand.js";

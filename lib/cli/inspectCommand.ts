@@ -1,6 +1,6 @@
 import {parseArgs} from "node:util";
 import {invalidParameterError} from "../errors.js";
-import {REFLECTION_TOKENS} from "../ReflectionTokens.js";
+import {REFLECTION_TOKENS} from "../engine/ReflectionTokens.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 
 const help = `Usage: selfrag inspect --model FILE --prompt TEXT [--json] [--threads N] [--cpu]

@@ -2,7 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {SelfRagError, invalidParameterError} from "../errors.js";
-import type {CritiqueWeights} from "../SegmentScorer.js";
+import type {CritiqueWeights} from "../selfrag/SegmentScorer.js";
 
 /** A numeric CLI option; names the flag when the value is not a number. */
 export function numberOption(flag: string, value: string | undefined): number | undefined {

@@ -1,8 +1,8 @@
 import {parseArgs} from "node:util";
 import {invalidParameterError} from "../errors.js";
-import {REFLECTION_COUNT} from "../ReflectionTokens.js";
-import {SegmentScorer} from "../SegmentScorer.js";
-import {readTraces, rerankTrace} from "../traces.js";
+import {REFLECTION_COUNT} from "../engine/ReflectionTokens.js";
+import {SegmentScorer} from "../selfrag/SegmentScorer.js";
+import {readTraces, rerankTrace} from "../selfrag/traces.js";
 import {weightOptions, weightsFrom} from "./options.js";
 
 const help = `Usage: selfrag rerank --traces FILE [--w-rel X] [--w-sup X] [--w-use X] [--no-seqscore] [--json]

@@ -4,7 +4,7 @@ import type {Embedder} from "../retrieval/Embedder.js";
 import {GgufEmbedder} from "../retrieval/GgufEmbedder.js";
 import {readManifest} from "../retrieval/IndexManifest.js";
 import {PassageIndex, type SearchHit} from "../retrieval/PassageIndex.js";
-import {searchResultsJson} from "../responses.js";
+import {searchResultsJson} from "../serving/responses.js";
 import {integerOption} from "./options.js";
 
 const help = `Usage: selfrag search --index DIR [--k N] [--json] "query"

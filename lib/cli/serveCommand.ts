@@ -2,7 +2,7 @@ import {parseArgs} from "node:util";
 import {invalidParameterError} from "../errors.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
-import {SelfRagServer} from "../server/SelfRagServer.js";
+import {SelfRagServer} from "../serving/SelfRagServer.js";
 import {integerOption, requireModel} from "./options.js";
 
 const help = `Usage: selfrag serve [--model FILE] [--index DIR] [--port N] [options]

@@ -8,7 +8,7 @@
 // plus "instruction" / "query" / "claim" for the question, "answer" / "output" for the gold,
 // "top_contexts" for the passages, and any "id". A record that has no question is reported with
 // its file and line, and skipped.
-import type {Passage, Task} from "../prompts.js";
+import type {Passage, Task} from "../selfrag/prompts.js";
 
 export interface EvalItem {
     id: string;

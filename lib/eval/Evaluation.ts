@@ -9,11 +9,11 @@
 // its batch one by one so the others are unaffected.
 import {SelfRagError, requirePositiveInteger} from "../errors.js";
 import {readJsonRecords} from "../jsonRecords.js";
-import type {LongFormOptions, Retriever} from "../LongForm.js";
-import type {Passage, Task} from "../prompts.js";
-import {RequestScheduler} from "../RequestScheduler.js";
+import type {LongFormOptions, Retriever} from "../selfrag/LongForm.js";
+import type {Passage, Task} from "../selfrag/prompts.js";
+import {RequestScheduler} from "../serving/RequestScheduler.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
-import type {ShortFormOptions} from "../ShortForm.js";
+import type {ShortFormOptions} from "../selfrag/ShortForm.js";
 import {toEvalItem, type EvalItem} from "./EvalItems.js";
 import {accuracy, match, scoredPrediction, strEm, type MetricName} from "./metrics.js";
 

@@ -1,5 +1,5 @@
 import {SelfRagError} from "../errors.js";
-import type {Passage} from "../prompts.js";
+import type {Passage} from "../selfrag/prompts.js";
 
 /**
  * What an index records about the embedder that built it. Two embedders produce comparable

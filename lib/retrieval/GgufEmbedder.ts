@@ -4,8 +4,8 @@ import os from "node:os";
 import path from "node:path";
 import type {LlamaEmbeddingContext, LlamaModel, Token} from "node-llama-cpp";
 import {SelfRagError, requirePositiveInteger} from "../errors.js";
-import {loadAddon, type GpuOption} from "../native/addon.js";
-import type {Passage} from "../prompts.js";
+import {loadAddon, type GpuOption} from "../engine/addon.js";
+import type {Passage} from "../selfrag/prompts.js";
 import {normaliseRows, passageText, type Embedder, type EmbedderInfo} from "./Embedder.js";
 
 export interface GgufEmbedderOptions {

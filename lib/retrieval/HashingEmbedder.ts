@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import {requireNumberInRange, requirePositiveInteger} from "../errors.js";
-import type {Passage} from "../prompts.js";
+import type {Passage} from "../selfrag/prompts.js";
 import {passageText, type Embedder, type EmbedderInfo} from "./Embedder.js";
 import type {IdfTable} from "./IdfTable.js";
 import {hashBigram, hashToken, lexicalTokens, mix32} from "./lexical.js";

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import {SelfRagError, requirePositiveInteger} from "../errors.js";
-import type {GpuOption} from "../native/addon.js";
+import type {GpuOption} from "../engine/addon.js";
 import {buildIndex, type BuildIndexOptions, type BuildSummary} from "./buildIndex.js";
 import {requireSameEmbedder, type Embedder} from "./Embedder.js";
 import {GgufEmbedder} from "./GgufEmbedder.js";

@@ -1,7 +1,7 @@
 import Database from "better-sqlite3";
 import fs from "node:fs";
 import {SelfRagError} from "../errors.js";
-import type {Passage} from "../prompts.js";
+import type {Passage} from "../selfrag/prompts.js";
 
 /** A passage as stored: the corpus's own id (if it had one), its USearch key and its metadata. */
 export interface StoredPassage extends Passage {

@@ -5,8 +5,8 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import {readJsonRecords} from "../jsonRecords.js";
 import {SelfRagError} from "../errors.js";
-import {parsePassageLine} from "../passages.js";
-import type {Passage} from "../prompts.js";
+import {parsePassageLine} from "../selfrag/passages.js";
+import type {Passage} from "../selfrag/prompts.js";
 import {MAX_LINE_BYTES, readLines, type ByteCounter, type Line} from "./lineReader.js";
 
 /**

@@ -1,7 +1,7 @@
 // The JSON shapes selfrag prints (CLI --json) and serves (HTTP): one place, so `ask --json`,
 // `search --json` and the server answer alike.
-import type {SearchHit} from "./retrieval/PassageIndex.js";
-import type {ShortFormAnswer} from "./ShortForm.js";
+import type {SearchHit} from "../retrieval/PassageIndex.js";
+import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
 
 /** A short-form answer without its internals (trace, token ids): what a caller reads. */
 export function shortFormJson(result: ShortFormAnswer) {

@@ -1,8 +1,8 @@
 import fs from "node:fs";
 import readline from "node:readline";
-import {SelfRagError} from "./errors.js";
+import {SelfRagError} from "../errors.js";
 import type {Passage} from "./prompts.js";
-import {REFLECTION_COUNT} from "./ReflectionTokens.js";
+import {REFLECTION_COUNT} from "../engine/ReflectionTokens.js";
 import type {CritiqueScore, CritiqueWeights, ScoredSegment, SegmentScorer} from "./SegmentScorer.js";
 
 /**

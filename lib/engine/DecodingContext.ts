@@ -1,6 +1,6 @@
-import {SelfRagError} from "./errors.js";
+import {SelfRagError} from "../errors.js";
 import type {NativeContext, NativeContextInfo, NativeContextStats, NativeGate, NativeRowBlock, NativeSegment,
-    NativeSequenceInfo} from "./native/types.js";
+    NativeSequenceInfo} from "./types.js";
 
 /**
  * A llama.cpp context with N sequence slots that decode together: one `llama_decode` per step for

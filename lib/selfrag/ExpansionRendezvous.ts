@@ -1,7 +1,7 @@
 import {runExpansionPlans, type ExpansionPlan, type ForkingSegmentSource} from "./ForkingSegmentSource.js";
-import type {NativeSegment} from "./native/types.js";
+import type {NativeSegment} from "../engine/types.js";
 import type {CritiqueScore, CritiqueWeights, SegmentScorer} from "./SegmentScorer.js";
-import type {SelfRagModel} from "./SelfRagModel.js";
+import type {SelfRagModel} from "../SelfRagModel.js";
 import type {SegmentSource} from "./TreeSearch.js";
 
 type PlanResult = {segments: NativeSegment[], critiques: CritiqueScore[]};

@@ -1,4 +1,4 @@
-import {REFLECTION_TOKENS, PAD_TOKEN} from "./ReflectionTokens.js";
+import {REFLECTION_TOKENS, PAD_TOKEN} from "../engine/ReflectionTokens.js";
 import type {Task} from "./prompts.js";
 
 const REMOVED = [...REFLECTION_TOKENS.map((t) => t.text), PAD_TOKEN, "</s>", "<|endoftext|>"];

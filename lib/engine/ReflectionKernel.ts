@@ -1,6 +1,6 @@
-import {SelfRagError, invalidParameterError} from "./errors.js";
-import {loadAddon} from "./native/addon.js";
-import type {KernelIsa, NativeAddon} from "./native/types.js";
+import {SelfRagError, invalidParameterError} from "../errors.js";
+import {loadAddon} from "./addon.js";
+import type {KernelIsa, NativeAddon} from "./types.js";
 
 export interface ExtractedRows {
     /** Greedy token per row (first index of the maximum). */

@@ -11,10 +11,10 @@
 // A batch that fails is re-run one request at a time, so one bad request (a prompt longer than
 // the context, say) fails alone instead of failing the requests it happened to share a batch
 // with.
-import {SelfRagError, requirePositiveInteger} from "./errors.js";
-import type {LongFormAnswer, LongFormOptions, LongFormQuestion} from "./LongForm.js";
-import type {SelfRagModel} from "./SelfRagModel.js";
-import type {ShortFormAnswer, ShortFormOptions, ShortFormQuestion} from "./ShortForm.js";
+import {SelfRagError, requirePositiveInteger} from "../errors.js";
+import type {LongFormAnswer, LongFormOptions, LongFormQuestion} from "../selfrag/LongForm.js";
+import type {SelfRagModel} from "../SelfRagModel.js";
+import type {ShortFormAnswer, ShortFormOptions, ShortFormQuestion} from "../selfrag/ShortForm.js";
 
 export interface RequestSchedulerOptions {
     /** Questions per batch (32). answerBatch splits a batch into waves that fit the slots. */

@@ -2,12 +2,12 @@
 // refused (a misspelt option silently ignored would give an answer computed with other settings
 // than the caller asked for), and every error names the field.
 import {SelfRagError} from "../errors.js";
-import type {ContextPolicy} from "../ForkingSegmentSource.js";
-import type {LongFormOptions, LongFormQuestion} from "../LongForm.js";
-import {TASK_INSTRUCTIONS, type Passage, type Task} from "../prompts.js";
-import type {RetrievalMode} from "../RetrievalDecision.js";
-import type {CritiqueWeights} from "../SegmentScorer.js";
-import type {ShortFormOptions, ShortFormQuestion} from "../ShortForm.js";
+import type {ContextPolicy} from "../selfrag/ForkingSegmentSource.js";
+import type {LongFormOptions, LongFormQuestion} from "../selfrag/LongForm.js";
+import {TASK_INSTRUCTIONS, type Passage, type Task} from "../selfrag/prompts.js";
+import type {RetrievalMode} from "../selfrag/RetrievalDecision.js";
+import type {CritiqueWeights} from "../selfrag/SegmentScorer.js";
+import type {ShortFormOptions, ShortFormQuestion} from "../selfrag/ShortForm.js";
 
 export type AnswerRequest =
     | {long: false, question: ShortFormQuestion, options: ShortFormOptions}

@@ -1,4 +1,4 @@
-import {SelfRagError} from "./errors.js";
+import {SelfRagError} from "../errors.js";
 
 /** The reflection token groups of Self-RAG (SELF_RAG.md, "Model and tokens"). */
 export type ReflectionGroup = "retrieve" | "isRel" | "markup" | "isUse" | "isSup";

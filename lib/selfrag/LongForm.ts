@@ -1,11 +1,11 @@
 import {postProcessAnswer} from "./answers.js";
-import {SelfRagError, invalidParameterError, requirePositiveInteger} from "./errors.js";
+import {SelfRagError, invalidParameterError, requirePositiveInteger} from "../errors.js";
 import {ExpansionRendezvous} from "./ExpansionRendezvous.js";
 import {ForkingSegmentSource, type ContextPolicy} from "./ForkingSegmentSource.js";
 import {formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.js";
 import {checkRetrievalOptions, decideRetrieval, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
 import {SegmentScorer, type CritiqueScore, type CritiqueWeights} from "./SegmentScorer.js";
-import type {SelfRagModel} from "./SelfRagModel.js";
+import type {SelfRagModel} from "../SelfRagModel.js";
 import {TreeSearch, type SearchStop, type TreeNode, type TreeSearchResult} from "./TreeSearch.js";
 
 export type Retriever = (query: string, k: number) => Promise<readonly Passage[]> | readonly Passage[];

@@ -8,9 +8,9 @@
 import http from "node:http";
 import type {AddressInfo} from "node:net";
 import {SelfRagError} from "../errors.js";
-import {RequestScheduler, type RequestSchedulerOptions} from "../RequestScheduler.js";
+import {RequestScheduler, type RequestSchedulerOptions} from "./RequestScheduler.js";
 import type {PassageIndex} from "../retrieval/PassageIndex.js";
-import {searchResultsJson, shortFormJson} from "../responses.js";
+import {searchResultsJson, shortFormJson} from "./responses.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
 import {parseAnswerRequest, parseSearchRequest} from "./requestBodies.js";
 

@@ -1,7 +1,7 @@
-import {SelfRagError, requireNumberInRange} from "./errors.js";
-import {loadAddon} from "./native/addon.js";
-import type {NativeAddon, NativeScoreWeights} from "./native/types.js";
-import {REFLECTION_COUNT} from "./ReflectionTokens.js";
+import {SelfRagError, requireNumberInRange} from "../errors.js";
+import {loadAddon} from "../engine/addon.js";
+import type {NativeAddon, NativeScoreWeights} from "../engine/types.js";
+import {REFLECTION_COUNT} from "../engine/ReflectionTokens.js";
 
 /** Self-RAG's critique weights (SELF_RAG.md, "Quantities"); paper defaults 1, 1, 0.5, sequence score on. */
 export interface CritiqueWeights {

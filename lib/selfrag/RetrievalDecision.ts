@@ -1,5 +1,5 @@
-import {invalidParameterError, requireNumberInRange} from "./errors.js";
-import {R} from "./ReflectionTokens.js";
+import {invalidParameterError, requireNumberInRange} from "../errors.js";
+import {R} from "../engine/ReflectionTokens.js";
 import {retrievalProbability} from "./scoring.js";
 
 export type RetrievalMode = "adaptive" | "always" | "never";

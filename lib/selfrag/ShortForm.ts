@@ -1,10 +1,10 @@
 import {closedSetVote, postProcessAnswer} from "./answers.js";
-import {SelfRagError, invalidParameterError, requirePositiveInteger} from "./errors.js";
-import type {NativeSegment} from "./native/types.js";
+import {SelfRagError, invalidParameterError, requirePositiveInteger} from "../errors.js";
+import type {NativeSegment} from "../engine/types.js";
 import {CLOSED_SET_TASKS, formatPassage, formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.js";
 import {checkRetrievalOptions, decideRetrieval, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
 import {SegmentScorer, type CritiqueScore, type CritiqueWeights} from "./SegmentScorer.js";
-import type {SelfRagModel} from "./SelfRagModel.js";
+import type {SelfRagModel} from "../SelfRagModel.js";
 import {traceCandidate, type TraceRecord} from "./traces.js";
 
 export interface ShortFormQuestion {

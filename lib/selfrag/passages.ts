@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import readline from "node:readline";
-import {SelfRagError} from "./errors.js";
+import {SelfRagError} from "../errors.js";
 import type {Passage} from "./prompts.js";
 
 /**

@@ -1,8 +1,8 @@
 import {formatPassage, type Passage} from "./prompts.js";
-import {R} from "./ReflectionTokens.js";
-import type {NativeSegment} from "./native/types.js";
+import {R} from "../engine/ReflectionTokens.js";
+import type {NativeSegment} from "../engine/types.js";
 import type {CritiqueScore, CritiqueWeights, SegmentScorer} from "./SegmentScorer.js";
-import type {SelfRagModel} from "./SelfRagModel.js";
+import type {SelfRagModel} from "../SelfRagModel.js";
 import type {ExpandRequest, GeneratedSegment, SegmentSource, TreeNode} from "./TreeSearch.js";
 
 /**

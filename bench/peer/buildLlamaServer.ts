@@ -1,0 +1,123 @@
+// Builds llama.cpp's `llama-server` from the exact llama.cpp release node-llama-cpp ships (the same
+// kernels our addon links), so the serving benchmark compares engines, not llama.cpp versions.
+// The build is CPU only, static, and lives in bench/.cache (git-ignored): binaries are never committed.
+//   node dist/bench/peer/buildLlamaServer.js      builds if needed and prints the binary path
+import {spawn, spawnSync} from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import {fileURLToPath} from "node:url";
+import {benchCacheDir, repoRoot} from "./repoRoot.js";
+
+/** Out-of-source CMake build directory; the binary ends up in its bin/ (CMAKE_RUNTIME_OUTPUT_DIRECTORY). */
+export function llamaServerBuildDir(): string {
+    return path.join(benchCacheDir(), "llama-server-build");
+}
+
+export function llamaServerBinaryPath(): string {
+    return path.join(llamaServerBuildDir(), "bin", process.platform === "win32" ? "llama-server.exe" : "llama-server");
+}
+
+/** node-llama-cpp's llama.cpp checkout (filled by `source download` from the git bundle it ships, offline). */
+export function llamaCppSourceDir(): string {
+    return path.join(repoRoot(), "node_modules", "node-llama-cpp", "llama", "llama.cpp");
+}
+
+/**
+ * CMake cache options. Why each one:
+ * - CPU only, static libs: one self-contained binary, no rpath to the build tree, no GPU SDKs probed.
+ * - LLAMA_BUILD_UI=OFF and LLAMA_USE_PREBUILT_UI=OFF: in this llama.cpp (tools/ui + scripts/ui-assets.cmake)
+ *   the `llama-ui-assets` step otherwise runs `npm ci && npm run build` (BUILD_UI) or downloads
+ *   dist.tar.gz from a Hugging Face bucket (USE_PREBUILT_UI, default ON); with both off it embeds an
+ *   empty asset table and the server simply has no web UI. The machine has no network for either.
+ * - LLAMA_CURL=OFF is deprecated (ignored with a warning) in this version but harmless and keeps
+ *   older releases from linking libcurl; LLAMA_OPENSSL=OFF: we serve plain HTTP on loopback only.
+ * - tests/examples/app off: only `--target llama-server` is built anyway, this just trims configure.
+ */
+export const LLAMA_SERVER_CMAKE_OPTIONS: readonly string[] = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DGGML_CUDA=OFF",
+    "-DGGML_VULKAN=OFF",
+    "-DGGML_METAL=OFF",
+    "-DGGML_BLAS=OFF",
+    "-DLLAMA_BUILD_SERVER=ON",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+];
+
+/** Two cores on the benchmark machine; override with SELFRAG_PEER_BUILD_JOBS. */
+const BUILD_JOBS = process.env.SELFRAG_PEER_BUILD_JOBS ?? "2";
+
+function ensureSource(): string {
+    const source = llamaCppSourceDir();
+    if (fs.existsSync(path.join(source, "tools", "server", "CMakeLists.txt"))) return source;
+    // node-llama-cpp extracts the source from its bundled git bundle: offline, a few seconds.
+    const result = spawnSync("npx", ["--no", "node-llama-cpp", "source", "download", "--skipBuild", "--noUsageExample"],
+        {cwd: repoRoot(), stdio: "inherit"});
+    if (result.status !== 0 || !fs.existsSync(path.join(source, "tools", "server", "CMakeLists.txt"))) {
+        throw new Error(`llama.cpp source not found at ${source} and \`node-llama-cpp source download\` failed ` +
+            `(status ${result.status}): run \`npm install\` in ${repoRoot()}`);
+    }
+    return source;
+}
+
+/** Runs a command with its output appended to the build log; rejects with the log's tail on failure. */
+function runLogged(command: string, args: string[], logFile: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+        const log = fs.openSync(logFile, "a");
+        fs.writeSync(log, `\n$ ${command} ${args.join(" ")}\n`);
+        const child = spawn(command, args, {stdio: ["ignore", log, log]});
+        child.on("error", (error) => {
+            fs.closeSync(log);
+            reject(error);
+        });
+        child.on("exit", (code, signal) => {
+            fs.closeSync(log);
+            if (code === 0) return resolve();
+            const tail = fs.readFileSync(logFile, "utf8").split("\n").slice(-40).join("\n");
+            reject(new Error(`${command} ${args[0]} failed (${signal ?? `exit ${code}`}); see ${logFile}:\n${tail}`));
+        });
+    });
+}
+
+async function build(): Promise<string> {
+    const source = ensureSource();
+    const buildDir = llamaServerBuildDir();
+    fs.mkdirSync(buildDir, {recursive: true});
+    const logFile = path.join(buildDir, "build.log");
+    // Out-of-source build: CMake writes only under buildDir, node_modules stays untouched, and an
+    // interrupted build resumes incrementally on the next call.
+    const started = Date.now();
+    process.stderr.write(`selfrag bench: building llama-server from ${source} into ${buildDir} (log: ${logFile}) ...\n`);
+    await runLogged("cmake", ["-S", source, "-B", buildDir, ...LLAMA_SERVER_CMAKE_OPTIONS], logFile);
+    await runLogged("cmake", ["--build", buildDir, "--config", "Release", "--target", "llama-server", "-j", BUILD_JOBS], logFile);
+    const binary = llamaServerBinaryPath();
+    if (!fs.existsSync(binary)) throw new Error(`build finished but ${binary} is missing; see ${logFile}`);
+    process.stderr.write(`selfrag bench: llama-server built in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    return binary;
+}
+
+let pending: Promise<string> | undefined;
+
+/** Path of a built llama-server binary, building it (10+ minutes on 2 cores) the first time. */
+export async function ensureLlamaServer(): Promise<string> {
+    const binary = llamaServerBinaryPath();
+    if (fs.existsSync(binary)) return binary;
+    // One build per process even when several benchmarks ask at once.
+    pending ??= build().finally(() => {
+        pending = undefined;
+    });
+    return pending;
+}
+
+if (process.argv[1] != null && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+    ensureLlamaServer().then((binary) => console.log(binary), (error: unknown) => {
+        console.error(error instanceof Error ? error.message : error);
+        process.exitCode = 1;
+    });
+}

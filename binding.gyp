@@ -7,9 +7,10 @@
         "native/context.cpp",
         "native/model.cpp",
         "native/reflection_kernel.cpp",
-        "native/segment_generator.cpp",
+        "native/segment_stops.cpp",
         "native/segment_scorer.cpp",
-        "native/sequence_engine.cpp"
+        "native/sequence_engine.cpp",
+        "native/step_loop.cpp"
       ],
       "include_dirs": [
         "<!(node scripts/llama-paths.mjs addon-api)",

@@ -6,6 +6,8 @@ import {loadAddon, takeRecentLlamaLog, type GpuOption, type LoadedAddon} from ".
 import type {NativeModel, NativeModelInfo} from "./engine/types.js";
 import {REFLECTION_TOKENS, R, ReflectionTokens, type ReflectionTokenText} from "./engine/ReflectionTokens.js";
 import {retrievalProbability} from "./selfrag/scoring.js";
+import type {EngineModel} from "./engine/EngineModel.js";
+import type {RunControl} from "./selfrag/events.js";
 import {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions, type LongFormQuestion} from "./selfrag/LongForm.js";
 import {answer, answerBatch, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion} from "./selfrag/ShortForm.js";
 
@@ -26,6 +28,12 @@ export interface SelfRagModelOptions {
     threadsBatch?: number;
     /** Tokens per llama_decode call when prefilling (default 512). */
     batchSize?: number;
+    /**
+     * Tokens per decode step of the step loop (default: batchSize): one per generating slot, the
+     * rest prefill chunks of waiting prompts and passages, so a long prompt delays the questions
+     * already generating by at most one step of this size.
+     */
+    stepTokens?: number;
     /** "auto" (default) picks CUDA, Vulkan or Metal when node-llama-cpp finds one; false forces the CPU. */
     gpu?: GpuOption;
     /** Layers to offload when a GPU is used (default: all). */
@@ -60,7 +68,7 @@ export interface InspectResult {
  * await model.dispose();
  * ```
  */
-export class SelfRagModel {
+export class SelfRagModel implements EngineModel {
     public readonly path: string;
     public readonly reflection: ReflectionTokens;
     public readonly info: NativeModelInfo;
@@ -91,6 +99,7 @@ export class SelfRagModel {
         if (options.threads != null) requirePositiveInteger("threads", options.threads, 1024);
         if (options.threadsBatch != null) requirePositiveInteger("threadsBatch", options.threadsBatch, 1024);
         const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 512, 1 << 16);
+        const stepTokens = requirePositiveInteger("stepTokens", options.stepTokens ?? batchSize, 1 << 16);
         const gpu = options.gpu ?? "auto";
         if (!["auto", false, "cuda", "vulkan", "metal"].includes(gpu)) {
             throw invalidParameterError("gpu", `"auto", false, "cuda", "vulkan" or "metal"`, gpu);
@@ -117,11 +126,10 @@ export class SelfRagModel {
         let context: DecodingContext;
         try {
             reflection = ReflectionTokens.resolve((texts) => native.findTokens(texts), modelPath);
-            const nativeContext = new loaded.addon.Context(native, {
-                contextSize, sequences, threads, threadsBatch, batchSize,
+            context = new DecodingContext((onComplete) => new loaded.addon.Context(native, {
+                contextSize, sequences, threads, threadsBatch, batchSize, stepTokens,
                 unifiedKv: options.unifiedKv ?? true, reflectionIds: reflection.ids
-            });
-            context = new DecodingContext(nativeContext, reflection.ids);
+            }, onComplete), reflection.ids);
         } catch (error) {
             native.dispose();
             throw error;
@@ -155,9 +163,9 @@ export class SelfRagModel {
      */
     public async inspect(prompt: string): Promise<InspectResult> {
         const tokens = this.tokenize(prompt);
-        const [seq] = this.context.acquire(1);
+        const [seq] = await this.context.lease(1);
         try {
-            const block = await this.context.evaluate([{seq, tokens}]);
+            const block = await this.context.prefill(seq, tokens);
             const row = block.reflection.subarray(0, REFLECTION_TOKENS.length);
             return {
                 promptTokens: tokens.length,
@@ -179,13 +187,13 @@ export class SelfRagModel {
      * r.answer; r.retrieve.p; r.candidates[r.best].relevance;
      * ```
      */
-    public answer(question: string | ShortFormQuestion, options?: ShortFormOptions): Promise<ShortFormAnswer> {
-        return answer(this, question, options);
+    public answer(question: string | ShortFormQuestion, options?: ShortFormOptions, control?: RunControl): Promise<ShortFormAnswer> {
+        return answer(this, question, options, control);
     }
 
-    /** Many questions; their candidates share decode steps (as many questions per wave as the slots allow). */
-    public answerBatch(questions: readonly (string | ShortFormQuestion)[], options?: ShortFormOptions): Promise<ShortFormAnswer[]> {
-        return answerBatch(this, questions, options);
+    /** Many questions at once: they share decode steps as far as the slots allow ("submit all, collect all"). */
+    public answerBatch(questions: readonly (string | ShortFormQuestion)[], options?: ShortFormOptions, control?: RunControl): Promise<ShortFormAnswer[]> {
+        return answerBatch(this, questions, options, control);
     }
 
     /**
@@ -195,15 +203,15 @@ export class SelfRagModel {
      * const r = await model.answerLong("Tell me a bio of Marie Curie.", {passages, beamWidth: 2});
      * ```
      */
-    public answerLong(question: string, options?: LongFormOptions): Promise<LongFormAnswer> {
-        return answerLong(this, question, options);
+    public answerLong(question: string | LongFormQuestion, options?: LongFormOptions, control?: RunControl): Promise<LongFormAnswer> {
+        return answerLong(this, question, options, control);
     }
 
-    public answerLongBatch(questions: readonly (string | LongFormQuestion)[], options?: LongFormOptions): Promise<LongFormAnswer[]> {
-        return answerLongBatch(this, questions, options);
+    public answerLongBatch(questions: readonly (string | LongFormQuestion)[], options?: LongFormOptions, control?: RunControl): Promise<LongFormAnswer[]> {
+        return answerLongBatch(this, questions, options, control);
     }
 
-    /** Frees the context and the weights. Idempotent. */
+    /** Frees the context and the weights; work in flight rejects with CONTEXT_DISPOSED. Idempotent. */
     public async dispose(): Promise<void> {
         if (this.native == null) return;
         await this.context.dispose();

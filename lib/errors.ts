@@ -31,7 +31,7 @@ export type SelfRagErrorCode =
     | "BUILD_IN_PROGRESS" | "ABORTED"
     // scheduler and server
     | "QUEUE_FULL" | "SCHEDULER_CLOSED" | "INVALID_REQUEST" | "PAYLOAD_TOO_LARGE" | "NOT_FOUND" | "METHOD_NOT_ALLOWED"
-    | "UNSUPPORTED_MEDIA_TYPE";
+    | "UNSUPPORTED_MEDIA_TYPE" | "TIMEOUT" | "INVALID_JSON";
 
 /** The sharp-style helper: one message shape for every rejected option. */
 export function invalidParameterError(name: string, expected: string, actual: unknown): SelfRagError {

@@ -7,7 +7,7 @@
 #include "errors.h"
 #include "model.h"
 #include "reflection_kernel.h"
-#include "segment_generator.h"
+#include "segment_stops.h"
 #include "segment_scorer.h"
 
 namespace selfrag {

@@ -5,7 +5,6 @@
 
 #include "errors.h"
 #include "model.h"
-#include "segment_generator.h"
 
 namespace selfrag {
 
@@ -18,62 +17,60 @@ TypedArray ToTypedArray(Napi::Env env, const std::vector<T>& values) {
     return out;
 }
 
-int32_t RequireInt(Napi::Env env, const Napi::Value& value, const char* name) {
-    if (!value.IsNumber()) ThrowJs(env, "INVALID_ARGUMENT", std::string(name) + " must be a number");
+int32_t RequireInt(Napi::Env env, const Napi::Value& value, const std::string& name) {
+    if (!value.IsNumber()) ThrowJs(env, "INVALID_ARGUMENT", name + " must be a number");
     return value.As<Napi::Number>().Int32Value();
 }
 
-std::vector<int32_t> RequireInt32Array(Napi::Env env, const Napi::Value& value, const char* name) {
+std::vector<int32_t> RequireInt32Array(Napi::Env env, const Napi::Value& value, const std::string& name) {
     if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-        ThrowJs(env, "INVALID_ARGUMENT", std::string(name) + " must be an Int32Array");
+        ThrowJs(env, "INVALID_ARGUMENT", name + " must be an Int32Array");
     }
     const Napi::Int32Array array = value.As<Napi::Int32Array>();
     return std::vector<int32_t>(array.Data(), array.Data() + array.ElementLength());
 }
 
-// Runs one engine operation off the JS thread and settles a promise; the engine's errors become
-// SelfRagErrors with their codes.
-template <typename Result>
-class EngineWorker : public Napi::AsyncWorker {
-public:
-    EngineWorker(Napi::Env env, Context* context, Napi::Object self)
-        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), context_(context),
-          self_(Napi::Persistent(self)) {
-        context_->SetBusy(true);
+const char* KindName(WorkKind kind) {
+    switch (kind) {
+        case WorkKind::Prefill: return "prefill";
+        case WorkKind::Generate: return "generate";
+        case WorkKind::Fork: return "fork";
+        case WorkKind::Trim: return "trim";
+        case WorkKind::Release: return "release";
     }
-    Napi::Promise Promise() const { return deferred_.Promise(); }
+    return "?";
+}
 
-    void Execute() override {
-        try {
-            result_ = Run(context_->Engine());
-        } catch (const EngineError& error) {
-            code_ = error.code();
-            SetError(error.what());
-        } catch (const std::exception& error) {
-            code_ = "INTERNAL";
-            SetError(error.what());
+WorkKind ParseKind(Napi::Env env, const Napi::Value& value, const std::string& field) {
+    const std::string kind = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
+    if (kind == "prefill") return WorkKind::Prefill;
+    if (kind == "generate") return WorkKind::Generate;
+    if (kind == "fork") return WorkKind::Fork;
+    if (kind == "trim") return WorkKind::Trim;
+    if (kind == "release") return WorkKind::Release;
+    ThrowJs(env, "INVALID_ARGUMENT", field + " must be \"prefill\", \"generate\", \"fork\", \"trim\" or \"release\"");
+}
+
+std::shared_ptr<const GenerateOptions> ParseGenerateOptions(Napi::Env env, const Napi::Object& item, int32_t nIds,
+                                                            const std::string& field) {
+    auto options = std::make_shared<GenerateOptions>();
+    if (item.Has("stopTokens") && !item.Get("stopTokens").IsUndefined()) {
+        options->stopTokens = RequireInt32Array(env, item.Get("stopTokens"), field + ".stopTokens");
+    }
+    if (item.Has("gate") && item.Get("gate").IsObject()) {
+        const Napi::Object g = item.Get("gate").As<Napi::Object>();
+        RetrievalGate& gate = options->gate;
+        gate.enabled = true;
+        gate.noRetrievalIndex = RequireInt(env, g.Get("noRetrievalIndex"), field + ".gate.noRetrievalIndex");
+        gate.retrievalIndex = RequireInt(env, g.Get("retrievalIndex"), field + ".gate.retrievalIndex");
+        gate.continueIndex = RequireInt(env, g.Get("continueIndex"), field + ".gate.continueIndex");
+        gate.threshold = g.Get("threshold").ToNumber().DoubleValue();
+        for (int32_t index : {gate.noRetrievalIndex, gate.retrievalIndex, gate.continueIndex}) {
+            if (index < 0 || index >= nIds) ThrowJs(env, "INVALID_ARGUMENT", field + ".gate: index outside the reflection ids");
         }
     }
-    void OnOK() override {
-        context_->SetBusy(false);
-        deferred_.Resolve(Convert(Env(), result_));
-    }
-    void OnError(const Napi::Error& error) override {
-        context_->SetBusy(false);
-        deferred_.Reject(MakeError(Env(), code_, error.Message()));
-    }
-
-protected:
-    virtual Result Run(SequenceEngine& engine) = 0;
-    virtual Napi::Value Convert(Napi::Env env, const Result& result) = 0;
-
-private:
-    Napi::Promise::Deferred deferred_;
-    Context* context_;
-    Napi::ObjectReference self_;
-    Result result_;
-    std::string code_;
-};
+    return options;
+}
 
 Napi::Object RowBlockToJs(Napi::Env env, const RowBlock& block) {
     Napi::Object out = Napi::Object::New(env);
@@ -81,64 +78,26 @@ Napi::Object RowBlockToJs(Napi::Env env, const RowBlock& block) {
     out.Set("argmaxLogprob", ToTypedArray<Napi::Float32Array>(env, block.argmaxLogprob));
     out.Set("logSumExp", ToTypedArray<Napi::Float32Array>(env, block.logSumExp));
     out.Set("reflection", ToTypedArray<Napi::Float32Array>(env, block.reflection));
-    out.Set("rowOffsets", ToTypedArray<Napi::Int32Array>(env, block.rowOffsets));
     return out;
 }
 
-class EvaluateWorker : public EngineWorker<RowBlock> {
-public:
-    EvaluateWorker(Napi::Env env, Context* context, Napi::Object self, std::vector<EvalItem> items, bool all)
-        : EngineWorker(env, context, self), items_(std::move(items)), all_(all) {}
-
-protected:
-    RowBlock Run(SequenceEngine& engine) override { return engine.Evaluate(items_, all_); }
-    Napi::Value Convert(Napi::Env env, const RowBlock& block) override { return RowBlockToJs(env, block); }
-
-private:
-    std::vector<EvalItem> items_;
-    bool all_;
-};
-
-class GenerateWorker : public EngineWorker<std::vector<SegmentResult>> {
-public:
-    GenerateWorker(Napi::Env env, Context* context, Napi::Object self, std::vector<GenerateItem> items,
-                   GenerateOptions options)
-        : EngineWorker(env, context, self), items_(std::move(items)), options_(std::move(options)) {}
-
-protected:
-    std::vector<SegmentResult> Run(SequenceEngine& engine) override {
-        return GenerateSegments(engine, items_, options_);
-    }
-    Napi::Value Convert(Napi::Env env, const std::vector<SegmentResult>& results) override {
-        Napi::Array out = Napi::Array::New(env, results.size());
-        for (size_t i = 0; i < results.size(); ++i) {
-            const SegmentResult& r = results[i];
-            Napi::Object item = Napi::Object::New(env);
-            item.Set("seq", items_[i].seq);
-            item.Set("tokens", ToTypedArray<Napi::Int32Array>(env, r.tokens));
-            item.Set("logprobs", ToTypedArray<Napi::Float32Array>(env, r.logprobs));
-            item.Set("reflection", ToTypedArray<Napi::Float32Array>(env, r.reflection));
-            item.Set("stopReason", Napi::String::New(env, r.stopReason));
-            out.Set(static_cast<uint32_t>(i), item);
-        }
-        return out;
-    }
-
-private:
-    std::vector<GenerateItem> items_;
-    GenerateOptions options_;
-};
+Napi::Object SegmentToJs(Napi::Env env, int32_t seq, const SegmentResult& r) {
+    Napi::Object item = Napi::Object::New(env);
+    item.Set("seq", seq);
+    item.Set("tokens", ToTypedArray<Napi::Int32Array>(env, r.tokens));
+    item.Set("logprobs", ToTypedArray<Napi::Float32Array>(env, r.logprobs));
+    item.Set("reflection", ToTypedArray<Napi::Float32Array>(env, r.reflection));
+    item.Set("stopReason", Napi::String::New(env, r.stopReason));
+    return item;
+}
 
 }  // namespace
 
 Napi::Function Context::Define(Napi::Env env) {
     return DefineClass(env, "Context",
                        {
-                           InstanceMethod<&Context::Evaluate>("evaluate"),
-                           InstanceMethod<&Context::Generate>("generate"),
-                           InstanceMethod<&Context::Fork>("fork"),
-                           InstanceMethod<&Context::Trim>("trim"),
-                           InstanceMethod<&Context::Release>("release"),
+                           InstanceMethod<&Context::Submit>("submit"),
+                           InstanceMethod<&Context::Cancel>("cancel"),
                            InstanceMethod<&Context::SequenceInfo>("sequenceInfo"),
                            InstanceMethod<&Context::Info>("info"),
                            InstanceMethod<&Context::Stats>("stats"),
@@ -146,11 +105,12 @@ Napi::Function Context::Define(Napi::Env env) {
                        });
 }
 
-// new Context(model, {contextSize, sequences, threads, threadsBatch, batchSize, unifiedKv, reflectionIds})
+// new Context(model, {contextSize, sequences, threads, threadsBatch, batchSize, stepTokens, unifiedKv, reflectionIds},
+//             onComplete(completions[]))
 Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject()) {
-        ThrowJs(env, "INVALID_ARGUMENT", "new Context(model, options) expected");
+    if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsObject() || !info[2].IsFunction()) {
+        ThrowJs(env, "INVALID_ARGUMENT", "new Context(model, options, onComplete) expected");
     }
     Napi::Object modelObject = info[0].As<Napi::Object>();
     AddonData* data = env.GetInstanceData<AddonData>();
@@ -164,150 +124,185 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
     options.threads = RequireInt(env, o.Get("threads"), "threads");
     options.threadsBatch = RequireInt(env, o.Get("threadsBatch"), "threadsBatch");
     options.batchSize = RequireInt(env, o.Get("batchSize"), "batchSize");
+    options.stepTokens = o.Has("stepTokens") && !o.Get("stepTokens").IsUndefined()
+                             ? RequireInt(env, o.Get("stepTokens"), "stepTokens")
+                             : options.batchSize;
     options.unifiedKv = o.Get("unifiedKv").ToBoolean().Value();
     options.reflectionIds = RequireInt32Array(env, o.Get("reflectionIds"), "reflectionIds");
     if (options.contextSize < 1 || options.sequences < 1 || options.batchSize < 1 || options.threads < 1 ||
-        options.threadsBatch < 1) {
-        ThrowJs(env, "INVALID_ARGUMENT", "contextSize, sequences, batchSize and threads must be positive");
+        options.threadsBatch < 1 || options.stepTokens < 1) {
+        ThrowJs(env, "INVALID_ARGUMENT", "contextSize, sequences, batchSize, stepTokens and threads must be positive");
     }
     try {
         engine_ = std::make_unique<SequenceEngine>(model->Shared(), options);
     } catch (const EngineError& error) {
         ThrowJs(env, error.code(), error.what());
     }
+    onComplete_ = Napi::Persistent(info[2].As<Napi::Function>());
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "selfrag-step-loop", 0, 1);
+    tsfn_.Unref(env);  // an idle context does not keep the process alive
+    loop_ = std::make_unique<StepLoop>(*engine_, [this] {
+        // One queued delivery at a time: it takes every completion that is ready when it runs.
+        if (!deliveryQueued_.exchange(true)) {
+            tsfn_.NonBlockingCall([this](Napi::Env env, Napi::Function) { Deliver(env); });
+        }
+    });
     reportedBytes_ = static_cast<int64_t>(engine_->KvBytes());
     Napi::MemoryManagement::AdjustExternalMemory(env, reportedBytes_);
 }
 
-Context::~Context() { Free(); }
-
-void Context::Free() {
+Context::~Context() {
     if (!engine_) return;
+    loop_->Stop();
+    loop_.reset();
+    tsfn_.Abort();  // queued deliveries are dropped: nobody is left to receive them
     engine_.reset();
+}
+
+void Context::Free(Napi::Env env, bool deliver) {
+    if (!engine_) return;
+    loop_->Stop();  // joins the thread; unfinished work completes with CONTEXT_DISPOSED
+    if (deliver) Deliver(env);
+    loop_.reset();
+    tsfn_.Abort();
+    engine_.reset();
+    if (outstanding_ > 0) {
+        outstanding_ = 0;
+        Unref();
+    }
     if (reportedBytes_ != 0) {
-        Napi::MemoryManagement::AdjustExternalMemory(Env(), -reportedBytes_);
+        Napi::MemoryManagement::AdjustExternalMemory(env, -reportedBytes_);
         reportedBytes_ = 0;
     }
 }
 
+void Context::Deliver(Napi::Env env) {
+    deliveryQueued_.store(false);
+    if (!loop_) return;
+    std::vector<Completion> done = loop_->TakeCompletions();
+    if (done.empty()) return;
+    Napi::HandleScope scope(env);
+    Napi::Array out = Napi::Array::New(env, done.size());
+    for (size_t i = 0; i < done.size(); ++i) {
+        const Completion& c = done[i];
+        Napi::Object item = Napi::Object::New(env);
+        item.Set("id", Napi::Number::New(env, static_cast<double>(c.id)));
+        item.Set("kind", KindName(c.kind));
+        if (!c.errorCode.empty()) {
+            item.Set("error", MakeError(env, c.errorCode, c.errorMessage));
+        } else if (c.kind == WorkKind::Prefill) {
+            item.Set("rows", RowBlockToJs(env, c.rows));
+        } else if (c.kind == WorkKind::Generate) {
+            item.Set("segment", SegmentToJs(env, c.seq, c.segment));
+        }
+        out.Set(static_cast<uint32_t>(i), item);
+    }
+    const uint64_t delivered = std::min<uint64_t>(outstanding_, done.size());
+    outstanding_ -= delivered;
+    if (outstanding_ == 0 && delivered > 0) {
+        tsfn_.Unref(env);
+        Unref();
+    }
+    onComplete_.Call({out});
+}
+
 void Context::EnsureUsable(Napi::Env env) const {
     if (!engine_) ThrowJs(env, "CONTEXT_DISPOSED", "the context has been disposed");
-    if (busy_) ThrowJs(env, "CONTEXT_BUSY", "the context is running another operation; await it first");
 }
 
-// evaluate(items: {seq: number, tokens: Int32Array}[], allPositions: boolean) -> Promise<RowBlock>
-Napi::Value Context::Evaluate(const Napi::CallbackInfo& info) {
+// submit(works: {kind, seq, dst?, nPast?, tokens?, allPositions?, maxTokens?, stopTokens?, gate?}[]) -> ids (Float64Array)
+Napi::Value Context::Submit(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureUsable(env);
-    if (info.Length() < 1 || !info[0].IsArray()) ThrowJs(env, "INVALID_ARGUMENT", "evaluate(items[]) expected");
+    if (info.Length() < 1 || !info[0].IsArray()) ThrowJs(env, "INVALID_ARGUMENT", "submit(works[]) expected");
     const Napi::Array array = info[0].As<Napi::Array>();
-    std::vector<EvalItem> items(array.Length());
+    const int32_t nIds = static_cast<int32_t>(engine_->ReflectionIds().size());
+    const int32_t vocab = engine_->VocabSize();
+    std::vector<std::unique_ptr<Work>> works;
+    works.reserve(array.Length());
     for (uint32_t i = 0; i < array.Length(); ++i) {
+        const std::string field = "works[" + std::to_string(i) + "]";
         const Napi::Value value = array.Get(i);
-        if (!value.IsObject()) ThrowJs(env, "INVALID_ARGUMENT", "evaluate(): item " + std::to_string(i) + " is not an object");
+        if (!value.IsObject()) ThrowJs(env, "INVALID_ARGUMENT", field + " is not an object");
         const Napi::Object item = value.As<Napi::Object>();
-        items[i].seq = RequireInt(env, item.Get("seq"), "seq");
-        items[i].tokens = RequireInt32Array(env, item.Get("tokens"), "tokens");
-    }
-    try {
-        for (const auto& item : items) engine_->CheckFits(item.seq, item.tokens.size());
-    } catch (const EngineError& error) {
-        ThrowJs(env, error.code(), error.what());
-    }
-    const bool all = info.Length() > 1 && info[1].ToBoolean().Value();
-    auto* worker = new EvaluateWorker(env, this, info.This().As<Napi::Object>(), std::move(items), all);
-    worker->Queue();
-    return worker->Promise();
-}
-
-// generate(items: {seq, maxTokens}[], {stopTokens: Int32Array, gate?: {...}}) -> Promise<Segment[]>
-Napi::Value Context::Generate(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    EnsureUsable(env);
-    if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsObject()) {
-        ThrowJs(env, "INVALID_ARGUMENT", "generate(items[], options) expected");
-    }
-    const Napi::Array array = info[0].As<Napi::Array>();
-    std::vector<GenerateItem> items(array.Length());
-    for (uint32_t i = 0; i < array.Length(); ++i) {
-        const Napi::Value value = array.Get(i);
-        if (!value.IsObject()) ThrowJs(env, "INVALID_ARGUMENT", "generate(): item " + std::to_string(i) + " is not an object");
-        const Napi::Object item = value.As<Napi::Object>();
-        items[i].seq = RequireInt(env, item.Get("seq"), "seq");
-        items[i].maxTokens = RequireInt(env, item.Get("maxTokens"), "maxTokens");
+        auto work = std::make_unique<Work>();
+        work->kind = ParseKind(env, item.Get("kind"), field + ".kind");
+        work->seq = RequireInt(env, item.Get("seq"), field + ".seq");
         try {
-            engine_->CheckSequence(items[i].seq);
+            engine_->CheckSequence(work->seq);
+            switch (work->kind) {
+                case WorkKind::Fork:
+                    work->dst = RequireInt(env, item.Get("dst"), field + ".dst");
+                    engine_->CheckSequence(work->dst);
+                    if (work->dst == work->seq) {
+                        throw EngineError("INVALID_ARGUMENT", "fork(): source and destination are the same slot");
+                    }
+                    break;
+                case WorkKind::Trim:
+                    work->nPast = RequireInt(env, item.Get("nPast"), field + ".nPast");
+                    if (work->nPast < 0) throw EngineError("INVALID_ARGUMENT", field + ".nPast must not be negative");
+                    break;
+                case WorkKind::Prefill:
+                    work->tokens = RequireInt32Array(env, item.Get("tokens"), field + ".tokens");
+                    for (llama_token t : work->tokens) {
+                        if (t < 0 || t >= vocab) {
+                            throw EngineError("INVALID_TOKEN", "token id " + std::to_string(t) + " is outside the vocabulary");
+                        }
+                    }
+                    if (work->tokens.size() > static_cast<size_t>(engine_->ContextPerSequence())) {
+                        throw EngineError("CONTEXT_OVERFLOW", "sequence " + std::to_string(work->seq) + " would hold at least " +
+                                                                  std::to_string(work->tokens.size()) +
+                                                                  " tokens but the context holds " +
+                                                                  std::to_string(engine_->ContextPerSequence()) + " per sequence");
+                    }
+                    work->allPositions = item.Get("allPositions").ToBoolean().Value();
+                    break;
+                case WorkKind::Generate:
+                    work->maxTokens = RequireInt(env, item.Get("maxTokens"), field + ".maxTokens");
+                    work->options = ParseGenerateOptions(env, item, nIds, field);
+                    break;
+                case WorkKind::Release:
+                    break;
+            }
         } catch (const EngineError& error) {
             ThrowJs(env, error.code(), error.what());
         }
-        if (!engine_->State(items[i].seq).hasPending) {
-            ThrowJs(env, "NO_PENDING_LOGITS", "sequence " + std::to_string(items[i].seq) +
-                                                  " has no logits to continue from: evaluate a prompt into it first");
-        }
+        works.push_back(std::move(work));
     }
-    const Napi::Object o = info[1].As<Napi::Object>();
-    GenerateOptions options;
-    if (o.Has("stopTokens")) options.stopTokens = RequireInt32Array(env, o.Get("stopTokens"), "stopTokens");
-    if (o.Has("gate") && o.Get("gate").IsObject()) {
-        const Napi::Object g = o.Get("gate").As<Napi::Object>();
-        RetrievalGate& gate = options.gate;
-        gate.enabled = true;
-        gate.noRetrievalIndex = RequireInt(env, g.Get("noRetrievalIndex"), "gate.noRetrievalIndex");
-        gate.retrievalIndex = RequireInt(env, g.Get("retrievalIndex"), "gate.retrievalIndex");
-        gate.continueIndex = RequireInt(env, g.Get("continueIndex"), "gate.continueIndex");
-        gate.threshold = g.Get("threshold").ToNumber().DoubleValue();
-        const int32_t n = static_cast<int32_t>(engine_->ReflectionIds().size());
-        for (int32_t index : {gate.noRetrievalIndex, gate.retrievalIndex, gate.continueIndex}) {
-            if (index < 0 || index >= n) ThrowJs(env, "INVALID_ARGUMENT", "gate index outside the reflection ids");
-        }
+    Napi::Float64Array ids = Napi::Float64Array::New(env, works.size());
+    for (size_t i = 0; i < works.size(); ++i) {
+        works[i]->id = nextId_++;
+        ids[i] = static_cast<double>(works[i]->id);
     }
-    auto* worker = new GenerateWorker(env, this, info.This().As<Napi::Object>(), std::move(items), std::move(options));
-    worker->Queue();
-    return worker->Promise();
+    if (works.empty()) return ids;
+    if (outstanding_ == 0) {
+        tsfn_.Ref(env);
+        Ref();  // the JS object stays alive while its work is in flight
+    }
+    outstanding_ += works.size();
+    loop_->Submit(std::move(works));
+    return ids;
 }
 
-Napi::Value Context::Fork(const Napi::CallbackInfo& info) {
+// cancel(seqs: Int32Array): work submitted so far on these slots ends with ABORTED.
+Napi::Value Context::Cancel(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureUsable(env);
-    try {
-        engine_->Fork(RequireInt(env, info[0], "src"), RequireInt(env, info[1], "dst"));
-    } catch (const EngineError& error) {
-        ThrowJs(env, error.code(), error.what());
-    }
-    return env.Undefined();
-}
-
-Napi::Value Context::Trim(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    EnsureUsable(env);
-    try {
-        engine_->Trim(RequireInt(env, info[0], "seq"), RequireInt(env, info[1], "nPast"));
-    } catch (const EngineError& error) {
-        ThrowJs(env, error.code(), error.what());
-    }
-    return env.Undefined();
-}
-
-Napi::Value Context::Release(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    EnsureUsable(env);
-    try {
-        engine_->Release(RequireInt(env, info[0], "seq"));
-    } catch (const EngineError& error) {
-        ThrowJs(env, error.code(), error.what());
-    }
+    const std::vector<int32_t> seqs = RequireInt32Array(env, info[0], "seqs");
+    loop_->Cancel(seqs);
     return env.Undefined();
 }
 
 Napi::Value Context::SequenceInfo(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!engine_) ThrowJs(env, "CONTEXT_DISPOSED", "the context has been disposed");
+    EnsureUsable(env);
     const int32_t seq = RequireInt(env, info[0], "seq");
     try {
         engine_->CheckSequence(seq);
     } catch (const EngineError& error) {
         ThrowJs(env, error.code(), error.what());
     }
+    std::lock_guard<std::mutex> lock(loop_->Mutex());
     const SequenceState& state = engine_->State(seq);
     Napi::Object out = Napi::Object::New(env);
     out.Set("nPast", state.nPast);
@@ -323,12 +318,13 @@ Napi::Value Context::SequenceInfo(const Napi::CallbackInfo& info) {
 
 Napi::Value Context::Info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!engine_) ThrowJs(env, "CONTEXT_DISPOSED", "the context has been disposed");
+    EnsureUsable(env);
     Napi::Object out = Napi::Object::New(env);
     out.Set("contextSize", engine_->ContextTotal());
     out.Set("contextPerSequence", engine_->ContextPerSequence());
     out.Set("sequences", engine_->Sequences());
     out.Set("batchSize", engine_->BatchSize());
+    out.Set("stepTokens", engine_->Options().stepTokens);
     out.Set("vocabSize", engine_->VocabSize());
     out.Set("unifiedKv", engine_->Options().unifiedKv);
     out.Set("threads", engine_->Options().threads);
@@ -336,22 +332,27 @@ Napi::Value Context::Info(const Napi::CallbackInfo& info) {
     return out;
 }
 
+// Counters are atomics written by the loop thread: safe to read while it runs.
 Napi::Value Context::Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!engine_) ThrowJs(env, "CONTEXT_DISPOSED", "the context has been disposed");
-    const EngineStats& s = engine_->Stats();
+    EnsureUsable(env);
+    EngineStats& s = engine_->Stats();
     Napi::Object out = Napi::Object::New(env);
-    out.Set("tokensEvaluated", s.tokensEvaluated);
-    out.Set("decodeCalls", s.decodeCalls);
-    out.Set("rowsExtracted", s.rowsExtracted);
+    out.Set("tokensEvaluated", static_cast<double>(s.tokensEvaluated.load()));
+    out.Set("decodeCalls", static_cast<double>(s.decodeCalls.load()));
+    out.Set("rowsExtracted", static_cast<double>(s.rowsExtracted.load()));
+    out.Set("steps", static_cast<double>(s.steps.load()));
+    out.Set("busySlotSteps", static_cast<double>(s.busySlotSteps.load()));
+    out.Set("slotSteps", static_cast<double>(s.slotSteps.load()));
+    out.Set("generatedTokens", static_cast<double>(s.generatedTokens.load()));
+    out.Set("pendingWork", static_cast<double>(loop_->PendingCount()));
     return out;
 }
 
+// dispose(): stops the loop after its current step; unfinished work is rejected (CONTEXT_DISPOSED).
 Napi::Value Context::Dispose(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (busy_) ThrowJs(env, "CONTEXT_BUSY", "the context is running another operation; await it first");
-    Free();
-    return env.Undefined();
+    Free(info.Env(), true);
+    return info.Env().Undefined();
 }
 
 }  // namespace selfrag

@@ -1,13 +1,16 @@
-// Context: the JS face of a SequenceEngine. Validates and copies inputs on the JS thread, runs
-// evaluate()/generate() on the libuv pool (one operation at a time per context) and hands back
-// typed arrays. Exported to JS as `Context`.
+// Context: the JS face of a SequenceEngine and its StepLoop. Work is submitted from the JS
+// thread at any time (validated and copied here) and joins the loop's next step; each finished
+// item comes back through one thread-safe function as soon as it finishes, not when the whole
+// batch does. Exported to JS as `Context`.
 #pragma once
 
 #include <napi.h>
 
+#include <atomic>
 #include <memory>
 
 #include "sequence_engine.h"
+#include "step_loop.h"
 
 namespace selfrag {
 
@@ -19,25 +22,26 @@ public:
     explicit Context(const Napi::CallbackInfo& info);
     ~Context() override;
 
-    SequenceEngine& Engine() { return *engine_; }
-    void SetBusy(bool busy) { busy_ = busy; }
-
 private:
-    Napi::Value Evaluate(const Napi::CallbackInfo& info);
-    Napi::Value Generate(const Napi::CallbackInfo& info);
-    Napi::Value Fork(const Napi::CallbackInfo& info);
-    Napi::Value Trim(const Napi::CallbackInfo& info);
-    Napi::Value Release(const Napi::CallbackInfo& info);
+    Napi::Value Submit(const Napi::CallbackInfo& info);
+    Napi::Value Cancel(const Napi::CallbackInfo& info);
     Napi::Value SequenceInfo(const Napi::CallbackInfo& info);
     Napi::Value Info(const Napi::CallbackInfo& info);
     Napi::Value Stats(const Napi::CallbackInfo& info);
     Napi::Value Dispose(const Napi::CallbackInfo& info);
 
     void EnsureUsable(Napi::Env env) const;
-    void Free();
+    // On the JS thread: hands finished work to the JS callback.
+    void Deliver(Napi::Env env);
+    void Free(Napi::Env env, bool deliver);
 
     std::unique_ptr<SequenceEngine> engine_;
-    bool busy_ = false;
+    std::unique_ptr<StepLoop> loop_;
+    Napi::ThreadSafeFunction tsfn_;
+    Napi::FunctionReference onComplete_;
+    std::atomic<bool> deliveryQueued_{false};
+    uint64_t nextId_ = 1;
+    uint64_t outstanding_ = 0;  // submitted, not yet delivered (JS thread only)
     int64_t reportedBytes_ = 0;
 };
 

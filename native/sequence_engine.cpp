@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <limits>
 #include <string>
-#include <unordered_set>
 
 #include "errors.h"
 #include "reflection_kernel.h"
@@ -32,7 +31,6 @@ SequenceEngine::SequenceEngine(std::shared_ptr<llama_model> sharedModel, const E
       model_(std::move(sharedModel)),
       ctx_(llama_init_from_model(model_.get(), MakeParams(options))),
       vocab_(llama_model_get_vocab(model_.get())),
-      batch_(std::max(options.batchSize, options.sequences), 1),
       states_(static_cast<size_t>(options.sequences)) {
     if (!ctx_) {
         throw EngineError("CONTEXT_CREATE_FAILED",
@@ -87,110 +85,28 @@ void SequenceEngine::SummariseInto(const float* logits, RowBlock& block) const {
     }
 }
 
-void SequenceEngine::DecodeBatch(const std::function<void(int32_t, const float*)>& onRow) {
-    const int32_t total = batch_.Size();
-    int32_t offset = 0;
-    int32_t viewSize = std::min(total, nBatch_);
-    while (offset < total) {
-        const int32_t count = std::min(viewSize, total - offset);
-        const int32_t ret = llama_decode(ctx_.get(), batch_.View(offset, count));
-        if (ret == 1) {
-            if (count == 1) {
-                throw EngineError("KV_FULL",
-                                  "no free KV cell for the next token: the context's " +
-                                      std::to_string(nCtx_) +
-                                      " cells are in use; release sequences or use a larger context");
-            }
-            viewSize = std::max(1, count / 2);
-            continue;
-        }
-        if (ret != 0) {
-            throw EngineError("DECODE_FAILED", "llama_decode failed with code " + std::to_string(ret));
-        }
+int32_t SequenceEngine::DecodeView(const Batch& batch, int32_t offset, int32_t count) {
+    const int32_t ret = llama_decode(ctx_.get(), batch.View(offset, count));
+    if (ret == 0) {
         stats_.decodeCalls += 1;
-        stats_.tokensEvaluated += count;
-        const llama_batch view = batch_.View(offset, count);
-        for (int32_t j = 0; j < count; ++j) {
-            if (view.logits[j]) {
-                onRow(offset + j, llama_get_logits_ith(ctx_.get(), j));
-                stats_.rowsExtracted += 1;
-            }
-        }
-        offset += count;
+        stats_.tokensEvaluated += static_cast<uint64_t>(count);
     }
+    return ret;
 }
 
-RowBlock SequenceEngine::Evaluate(const std::vector<EvalItem>& items, bool allPositions) {
-    std::unordered_set<int32_t> seen;
-    for (const auto& item : items) {
-        CheckFits(item.seq, item.tokens.size());
-        if (!seen.insert(item.seq).second) {
-            throw EngineError("INVALID_ARGUMENT",
-                              "sequence " + std::to_string(item.seq) + " appears twice in one evaluate()");
-        }
-        for (llama_token t : item.tokens) {
-            if (t < 0 || t >= nVocab_) {
-                throw EngineError("INVALID_TOKEN", "token id " + std::to_string(t) + " is outside the vocabulary");
-            }
-        }
-    }
+void SequenceEngine::SetPending(int32_t seq, const RowBlock& block, size_t row) {
     const size_t nIds = options_.reflectionIds.size();
-    RowBlock block;
-    block.rowOffsets.push_back(0);
-    // Rows are produced in batch order, which is item order; remember which item owns each.
-    std::vector<int32_t> rowsPerItem(items.size(), 0);
+    SequenceState& state = State(seq);
+    state.hasPending = true;
+    state.pendingToken = block.argmax[row];
+    state.pendingLogprob = block.argmaxLogprob[row];
+    state.pendingLogSumExp = block.logSumExp[row];
+    std::copy(block.reflection.begin() + static_cast<std::ptrdiff_t>(row * nIds),
+              block.reflection.begin() + static_cast<std::ptrdiff_t>((row + 1) * nIds), state.pendingReflection.begin());
+}
 
-    // The batch holds at most nBatch tokens; longer inputs go through in several rounds.
-    size_t itemIndex = 0;
-    size_t tokenIndex = 0;
-    std::vector<int32_t> positionBase(items.size());
-    for (size_t i = 0; i < items.size(); ++i) positionBase[i] = State(items[i].seq).nPast;
-    std::vector<int32_t> owner;  // batch index -> item
-    while (itemIndex < items.size()) {
-        batch_.Clear();
-        owner.clear();
-        while (itemIndex < items.size() && batch_.Size() < batch_.Capacity()) {
-            const EvalItem& item = items[itemIndex];
-            if (tokenIndex >= item.tokens.size()) {
-                ++itemIndex;
-                tokenIndex = 0;
-                continue;
-            }
-            const bool last = tokenIndex + 1 == item.tokens.size();
-            batch_.Add(item.tokens[tokenIndex], positionBase[itemIndex] + static_cast<int32_t>(tokenIndex),
-                       item.seq, allPositions || last);
-            owner.push_back(static_cast<int32_t>(itemIndex));
-            ++tokenIndex;
-        }
-        if (batch_.Size() == 0) break;
-        try {
-            DecodeBatch([&](int32_t batchIndex, const float* logits) {
-                SummariseInto(logits, block);
-                rowsPerItem[static_cast<size_t>(owner[static_cast<size_t>(batchIndex)])] += 1;
-            });
-        } catch (...) {
-            // Leave every slot as it was before this call, whatever part of it was decoded.
-            for (size_t i = 0; i < items.size(); ++i) {
-                llama_memory_seq_rm(llama_get_memory(ctx_.get()), items[i].seq, positionBase[i], -1);
-            }
-            throw;
-        }
-    }
-    for (size_t i = 0; i < items.size(); ++i) {
-        block.rowOffsets.push_back(block.rowOffsets.back() + rowsPerItem[i]);
-        SequenceState& state = State(items[i].seq);
-        if (items[i].tokens.empty()) continue;
-        state.nPast = positionBase[i] + static_cast<int32_t>(items[i].tokens.size());
-        const size_t lastRow = static_cast<size_t>(block.rowOffsets.back() - 1);
-        state.hasPending = true;
-        state.pendingToken = block.argmax[lastRow];
-        state.pendingLogprob = block.argmaxLogprob[lastRow];
-        state.pendingLogSumExp = block.logSumExp[lastRow];
-        std::copy(block.reflection.begin() + static_cast<std::ptrdiff_t>(lastRow * nIds),
-                  block.reflection.begin() + static_cast<std::ptrdiff_t>((lastRow + 1) * nIds),
-                  state.pendingReflection.begin());
-    }
-    return block;
+void SequenceEngine::RemoveFrom(int32_t seq, int32_t from) {
+    llama_memory_seq_rm(llama_get_memory(ctx_.get()), seq, from, -1);
 }
 
 void SequenceEngine::Fork(int32_t src, int32_t dst) {

@@ -1,14 +1,14 @@
-// SequenceEngine: one llama_context with N sequence slots, decoded together. Owns the batch
-// loop (one llama_decode per step for every active sequence, halving on "no KV slot"), the KV
-// fork/trim/release of slots, and the per-slot "pending" distribution: the fused summary of the
-// logits at the end of each slot, which is where greedy generation continues from.
-// Plain C++ (no N-API): it runs on worker threads and reports failures as EngineError.
+// SequenceEngine: one llama_context with N sequence slots. Owns the context, the per-slot
+// "pending" distribution (the fused summary of the logits at the end of each slot, which is
+// where greedy generation continues from), KV fork/trim/release, and decoding of one prepared
+// batch. It has no loop of its own: StepLoop drives it from one thread.
+// Plain C++ (no N-API); failures are EngineError.
 #pragma once
 
 #include <llama.h>
 
+#include <atomic>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +23,7 @@ struct EngineOptions {
     int32_t threads = 1;
     int32_t threadsBatch = 1;
     int32_t batchSize = 512;
+    int32_t stepTokens = 512;  // tokens per decode step (generation first, then prefill chunks)
     bool unifiedKv = true;
     std::vector<int32_t> reflectionIds;  // ids whose log-probs are extracted at every position
 };
@@ -42,33 +43,29 @@ struct RowBlock {
     std::vector<float> argmaxLogprob;
     std::vector<float> logSumExp;
     std::vector<float> reflection;  // rows x reflectionIds.size()
-    std::vector<int32_t> rowOffsets;  // item i owns rows [rowOffsets[i], rowOffsets[i+1])
 };
 
-struct EvalItem {
-    int32_t seq = 0;
-    std::vector<llama_token> tokens;
-};
-
+// Counters read from the JS thread while the loop thread writes them.
 struct EngineStats {
-    double tokensEvaluated = 0;  // tokens that went through llama_decode (prompt and generated)
-    double decodeCalls = 0;
-    double rowsExtracted = 0;
+    std::atomic<uint64_t> tokensEvaluated{0};  // tokens that went through llama_decode (prompt and generated)
+    std::atomic<uint64_t> decodeCalls{0};
+    std::atomic<uint64_t> rowsExtracted{0};
+    std::atomic<uint64_t> steps{0};            // loop iterations that decoded something
+    std::atomic<uint64_t> busySlotSteps{0};    // sum over steps of the slots with a token in the step
+    std::atomic<uint64_t> slotSteps{0};        // sum over steps of all slots
+    std::atomic<uint64_t> generatedTokens{0};  // tokens accepted into segments
 };
 
 class SequenceEngine {
 public:
     SequenceEngine(std::shared_ptr<llama_model> model, const EngineOptions& options);
 
-    // Appends tokens to each item's slot (one batched decode, chunked by the batch size) and
-    // summarises the last position of each item (every position with allPositions).
-    RowBlock Evaluate(const std::vector<EvalItem>& items, bool allPositions);
-
     void Fork(int32_t src, int32_t dst);
     void Trim(int32_t seq, int32_t nPast);
     void Release(int32_t seq);
+    // Drops the cells of `seq` from position `from` on (rollback of a failed prefill).
+    void RemoveFrom(int32_t seq, int32_t from);
 
-    // Validation used on the JS thread before work is queued (throws EngineError).
     void CheckSequence(int32_t seq) const;
     void CheckFits(int32_t seq, size_t extraTokens) const;
 
@@ -82,25 +79,25 @@ public:
     double KvBytes() const { return kvBytes_; }
     const std::vector<int32_t>& ReflectionIds() const { return options_.reflectionIds; }
     const EngineOptions& Options() const { return options_; }
-    const EngineStats& Stats() const { return stats_; }
+    EngineStats& Stats() { return stats_; }
     const llama_vocab* Vocab() const { return vocab_; }
-    Batch& SharedBatch() { return batch_; }
 
-    // Decodes the prepared batch in views of at most the batch size; on "no KV slot" the view
-    // is halved and retried (llama.cpp's parallel example), and a single token that still does
-    // not fit is KV_FULL. For every output row, onRow(batchIndex, logits) runs right after its
-    // view is decoded, before the next view overwrites the logits.
-    void DecodeBatch(const std::function<void(int32_t, const float*)>& onRow);
+    // llama_decode of tokens [offset, offset + count) of `batch`: 0 on success, 1 when no KV cell
+    // is free for them (nothing was decoded), anything else a failure. Counts the call.
+    int32_t DecodeView(const Batch& batch, int32_t offset, int32_t count);
+    // Logits of output row j of the last decoded view.
+    const float* ViewLogits(int32_t j) const { return llama_get_logits_ith(ctx_.get(), j); }
 
     // Summarises one logits row into the given block.
     void SummariseInto(const float* logits, RowBlock& block) const;
+    // Makes the last row of `block` the slot's pending distribution.
+    void SetPending(int32_t seq, const RowBlock& block, size_t row);
 
 private:
     EngineOptions options_;
     std::shared_ptr<llama_model> model_;  // declared before ctx_: the context is freed first
     ContextPtr ctx_;
     const llama_vocab* vocab_ = nullptr;
-    Batch batch_;
     std::vector<SequenceState> states_;
     int32_t nCtx_ = 0;
     int32_t nCtxSeq_ = 0;

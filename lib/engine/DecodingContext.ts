@@ -1,112 +1,154 @@
 import {SelfRagError} from "../errors.js";
-import type {NativeContext, NativeContextInfo, NativeContextStats, NativeGate, NativeRowBlock, NativeSegment,
-    NativeSequenceInfo} from "./types.js";
+import type {NativeCompletion, NativeContext, NativeContextInfo, NativeContextStats, NativeRowBlock, NativeRows, NativeSegment,
+    NativeSequenceInfo, NativeStopOptions, NativeWork} from "./types.js";
+import {SlotPool} from "./SlotPool.js";
+
+interface Waiting {
+    work: NativeWork;
+    resolve: (done: NativeCompletion) => void;
+    reject: (error: Error) => void;
+}
 
 /**
- * A llama.cpp context with N sequence slots that decode together: one `llama_decode` per step for
- * every active slot, KV fork so siblings share a prefix, fused reflection extraction per row.
- * Operations are queued (one native operation runs at a time); slots are handed out with
- * `acquire()` and given back with `release()`.
+ * A llama.cpp context with N sequence slots and one step loop (native/step_loop.cpp): every step
+ * decodes one token for each generating slot plus prefill chunks of waiting work, whoever
+ * submitted it. Any number of callers use it at once; work on one slot runs in the order it was
+ * submitted, so a flow can submit fork, prefill and generate without waiting in between, and each
+ * promise settles when its own work finishes. Slots are leased from a FIFO pool.
  *
  * ```ts
- * const [a, b] = ctx.acquire(2);
- * await ctx.evaluate([{seq: a, tokens: prompt}]);
- * await ctx.fork(a, b);
- * await ctx.evaluate([{seq: a, tokens: passage1}, {seq: b, tokens: passage2}]);
- * const [s1, s2] = await ctx.generate([{seq: a, maxTokens: 64}, {seq: b, maxTokens: 64}]);
+ * const [a, b] = await ctx.lease(2);
+ * await ctx.prefill(a, prompt);
+ * void ctx.fork(a, b);                       // ordered before b's prefill
+ * const [s1, s2] = await Promise.all([
+ *     ctx.prefill(a, passage1).then(() => ctx.generateOne(a, 64)),
+ *     ctx.prefill(b, passage2).then(() => ctx.generateOne(b, 64))]);
  * await ctx.release(a, b);
  * ```
  */
 export class DecodingContext {
     private native: NativeContext | undefined;
-    private readonly free: number[];
-    private readonly inUse = new Set<number>();
-    private queue: Promise<unknown> = Promise.resolve();
+    private readonly inFlight = new Map<number, Waiting>();
+    /** Work of the current tick, submitted in one native call so it joins one step. */
+    private buffer: Waiting[] = [];
+    private flushScheduled = false;
+    public readonly slots: SlotPool;
     public readonly sequences: number;
     public readonly reflectionIds: Int32Array;
+    private readonly contextInfo: NativeContextInfo;
 
-    /** @internal */
-    public constructor(native: NativeContext, reflectionIds: Int32Array) {
-        this.native = native;
+    /** @internal `create` wires the native callback to `complete`. */
+    public constructor(createNative: (onComplete: (done: NativeCompletion[]) => void) => NativeContext, reflectionIds: Int32Array) {
+        this.native = createNative((done) => this.complete(done));
         this.reflectionIds = reflectionIds;
-        this.sequences = native.info().sequences;
-        this.free = Array.from({length: this.sequences}, (_, i) => this.sequences - 1 - i);
+        this.contextInfo = this.native.info();
+        this.sequences = this.contextInfo.sequences;
+        this.slots = new SlotPool(this.sequences);
     }
 
     public get info(): NativeContextInfo {
-        return this.handle().info();
+        this.handle();
+        return this.contextInfo;
     }
 
-    /** Tokens decoded, decode calls and rows extracted since the context was created. */
+    /** Decode counters, safe to read while the loop runs. */
     public get stats(): NativeContextStats {
         return this.handle().stats();
     }
 
     public get freeSlots(): number {
-        return this.free.length;
+        return this.slots.available;
     }
 
-    /** Takes `count` free slots (lowest numbers first); throws SEQUENCE_OUT_OF_RANGE when fewer are free. */
+    /** Takes `count` free slots now (lowest numbers first); throws SEQUENCE_OUT_OF_RANGE when fewer are free. */
     public acquire(count = 1): number[] {
         this.handle();
-        if (count > this.free.length) {
-            throw new SelfRagError(`asked for ${count} sequence slot(s) but only ${this.free.length} of ` +
-                `${this.sequences} are free; load the model with more \`sequences\``, "SEQUENCE_OUT_OF_RANGE");
-        }
-        const slots: number[] = [];
-        for (let i = 0; i < count; i++) {
-            const seq = this.free.pop()!;
-            this.inUse.add(seq);
-            slots.push(seq);
-        }
-        return slots;
+        return this.slots.take(count);
+    }
+
+    /** Waits (first come, first served) for `count` slots. */
+    public lease(count: number, signal?: AbortSignal): Promise<number[]> {
+        this.handle();
+        return this.slots.lease(count, signal);
     }
 
     /**
-     * Returns slots to the pool; their KV is cleared in queue order, so a later acquire() and
-     * evaluate() of the same slot always see it empty.
+     * Returns slots to the pool. Their KV is cleared before any later work on them runs (the
+     * clear is ordered like every other operation), so the next lease always finds them empty.
      */
     public release(...slots: number[]): Promise<void> {
         this.handle();
-        const released = slots.filter((seq) => this.inUse.delete(seq));
-        for (const seq of released) this.free.push(seq);
-        this.free.sort((a, b) => b - a);
-        return this.enqueue(async (native) => {
-            for (const seq of released) native.release(seq);
-        });
+        this.slots.give(slots);
+        return this.clear(...slots);
     }
 
-    /** Appends tokens to each slot in one batched decode; summarises the last (or every) position. */
-    public evaluate(items: readonly {seq: number, tokens: Int32Array}[], options: {allPositions?: boolean} = {}): Promise<NativeRowBlock> {
-        return this.enqueue((native) => native.evaluate(items, options.allPositions ?? false));
+    /**
+     * Clears slots' KV without returning them to the pool (a caller reusing its own slots). Never
+     * rejects for a disposed context: its KV is gone anyway, and callers often do not wait.
+     */
+    public async clear(...slots: number[]): Promise<void> {
+        await Promise.all(slots.map((seq) => this.submit({kind: "release", seq}).catch((error: SelfRagError) => {
+            if (error.code !== "CONTEXT_DISPOSED") throw error;
+        })));
     }
 
-    /** Greedy segments for the slots, decoded together until each stops. */
-    public generate(items: readonly {seq: number, maxTokens: number}[],
-        options: {stopTokens?: Int32Array, gate?: NativeGate} = {}): Promise<NativeSegment[]> {
-        return this.enqueue((native) => native.generate(items, options));
+    /** Appends tokens to one slot; a row summarises the last position (every position with allPositions). */
+    public async prefill(seq: number, tokens: Int32Array, options: {allPositions?: boolean} = {}): Promise<NativeRows> {
+        return (await this.submit({kind: "prefill", seq, tokens, allPositions: options.allPositions ?? false})).rows!;
+    }
+
+    /** Several prefills in one step; item i owns rows [rowOffsets[i], rowOffsets[i + 1]). */
+    public async evaluate(items: readonly {seq: number, tokens: Int32Array}[], options: {allPositions?: boolean} = {}): Promise<NativeRowBlock> {
+        const parts = await Promise.all(items.map((item) => this.prefill(item.seq, item.tokens, options)));
+        return concatRows(parts, this.reflectionIds.length);
+    }
+
+    /** One greedy segment, generated in whatever steps are running; settles when it stops. */
+    public async generateOne(seq: number, maxTokens: number, options: NativeStopOptions = {}): Promise<NativeSegment> {
+        return (await this.submit({kind: "generate", seq, maxTokens, ...options})).segment!;
+    }
+
+    /** Segments for several slots (each item may carry its own stop options); settles when all stopped. */
+    public generate(items: readonly ({seq: number, maxTokens: number} & NativeStopOptions)[],
+        options: NativeStopOptions = {}): Promise<NativeSegment[]> {
+        return Promise.all(items.map((item) => this.generateOne(item.seq, item.maxTokens, {...options, ...stopOptionsOf(item)})));
     }
 
     /** Makes `dst` a copy of `src` (KV and pending distribution); with a unified KV nothing is copied. */
-    public fork(src: number, dst: number): Promise<void> {
-        return this.enqueue(async (native) => native.fork(src, dst));
+    public async fork(src: number, dst: number): Promise<void> {
+        await this.submit({kind: "fork", seq: src, dst});
     }
 
     /** Drops everything after the first `nPast` tokens of a slot. */
-    public trim(seq: number, nPast: number): Promise<void> {
-        return this.enqueue(async (native) => native.trim(seq, nPast));
+    public async trim(seq: number, nPast: number): Promise<void> {
+        await this.submit({kind: "trim", seq, nPast});
+    }
+
+    /**
+     * Ends every piece of work submitted so far on these slots at the next step (its promise
+     * rejects with ABORTED); the slots stay leased until released.
+     */
+    public cancel(...slots: number[]): void {
+        if (this.native == null || slots.length === 0) return;
+        this.flush();
+        this.native.cancel(Int32Array.from(slots));
     }
 
     public sequenceInfo(seq: number): NativeSequenceInfo {
         return this.handle().sequenceInfo(seq);
     }
 
-    /** Waits for queued work, then frees the KV cache. Idempotent. */
+    /** Stops the loop after its current step: work in flight rejects with CONTEXT_DISPOSED. Idempotent. */
     public async dispose(): Promise<void> {
-        if (this.native == null) return;
-        await this.queue.catch(() => undefined);
-        this.native?.dispose();
+        const native = this.native;
+        if (native == null) return;
+        this.flush();
         this.native = undefined;
+        const error = new SelfRagError("the context was disposed before this work finished", "CONTEXT_DISPOSED");
+        this.slots.close(error);
+        native.dispose(); // delivers CONTEXT_DISPOSED for everything unfinished
+        for (const w of this.inFlight.values()) w.reject(error);
+        this.inFlight.clear();
     }
 
     public get disposed(): boolean {
@@ -118,9 +160,79 @@ export class DecodingContext {
         return this.native;
     }
 
-    private enqueue<T>(operation: (native: NativeContext) => Promise<T>): Promise<T> {
-        const run = this.queue.then(() => operation(this.handle()));
-        this.queue = run.catch(() => undefined);
-        return run;
+    private submit(work: NativeWork): Promise<NativeCompletion> {
+        if (this.native == null) return Promise.reject(new SelfRagError("the context has been disposed", "CONTEXT_DISPOSED"));
+        return new Promise((resolve, reject) => {
+            this.buffer.push({work, resolve, reject});
+            if (!this.flushScheduled) {
+                this.flushScheduled = true;
+                // Everything submitted in this turn of the event loop (every question's continuation
+                // included) goes over in one call, so it joins the same step.
+                setImmediate(() => this.flush());
+            }
+        });
     }
+
+    private flush(): void {
+        this.flushScheduled = false;
+        const batch = this.buffer;
+        this.buffer = [];
+        if (batch.length === 0) return;
+        const native = this.native;
+        if (native == null) {
+            for (const w of batch) w.reject(new SelfRagError("the context has been disposed", "CONTEXT_DISPOSED"));
+            return;
+        }
+        try {
+            this.register(batch, native.submit(batch.map((w) => w.work)));
+        } catch {
+            // One invalid item refused the call: submit one by one so only that item fails.
+            for (const w of batch) {
+                try {
+                    this.register([w], native.submit([w.work]));
+                } catch (error) {
+                    w.reject(error as Error);
+                }
+            }
+        }
+    }
+
+    private register(batch: Waiting[], ids: Float64Array): void {
+        batch.forEach((w, i) => this.inFlight.set(ids[i], w));
+    }
+
+    private complete(done: NativeCompletion[]): void {
+        for (const c of done) {
+            const w = this.inFlight.get(c.id);
+            if (w == null) continue;
+            this.inFlight.delete(c.id);
+            if (c.error != null) w.reject(c.error);
+            else w.resolve(c);
+        }
+    }
+}
+
+function stopOptionsOf(item: NativeStopOptions): NativeStopOptions {
+    const out: NativeStopOptions = {};
+    if (item.stopTokens != null) out.stopTokens = item.stopTokens;
+    if (item.gate != null) out.gate = item.gate;
+    return out;
+}
+
+function concatRows(parts: readonly NativeRows[], nIds: number): NativeRowBlock {
+    const rows = parts.reduce((n, p) => n + p.argmax.length, 0);
+    const block: NativeRowBlock = {
+        argmax: new Int32Array(rows), argmaxLogprob: new Float32Array(rows), logSumExp: new Float32Array(rows),
+        reflection: new Float32Array(rows * nIds), rowOffsets: new Int32Array(parts.length + 1)
+    };
+    let at = 0;
+    parts.forEach((p, i) => {
+        block.argmax.set(p.argmax, at);
+        block.argmaxLogprob.set(p.argmaxLogprob, at);
+        block.logSumExp.set(p.logSumExp, at);
+        block.reflection.set(p.reflection, at * nIds);
+        at += p.argmax.length;
+        block.rowOffsets[i + 1] = at;
+    });
+    return block;
 }

@@ -29,17 +29,23 @@ export interface NativeContextOptions {
     threads: number;
     threadsBatch: number;
     batchSize: number;
+    /** Tokens per decode step: one per generating slot, the rest prefill chunks (default batchSize). */
+    stepTokens?: number;
     unifiedKv: boolean;
     reflectionIds: Int32Array;
 }
 
-/** Fused summaries of logits rows; item i owns rows [rowOffsets[i], rowOffsets[i + 1]). */
-export interface NativeRowBlock {
+/** Fused summaries of logits rows (one row per output position). */
+export interface NativeRows {
     argmax: Int32Array;
     argmaxLogprob: Float32Array;
     logSumExp: Float32Array;
     /** rows x reflection ids */
     reflection: Float32Array;
+}
+
+/** Rows of several items; item i owns rows [rowOffsets[i], rowOffsets[i + 1]). */
+export interface NativeRowBlock extends NativeRows {
     rowOffsets: Int32Array;
 }
 
@@ -60,6 +66,27 @@ export interface NativeGate {
     threshold: number;
 }
 
+/** Stop conditions of one generation: each carries its own, so any mix shares a step. */
+export interface NativeStopOptions {
+    stopTokens?: Int32Array;
+    gate?: NativeGate;
+}
+
+export type NativeWork =
+    | {kind: "prefill", seq: number, tokens: Int32Array, allPositions?: boolean}
+    | ({kind: "generate", seq: number, maxTokens: number} & NativeStopOptions)
+    | {kind: "fork", seq: number, dst: number}
+    | {kind: "trim", seq: number, nPast: number}
+    | {kind: "release", seq: number};
+
+export interface NativeCompletion {
+    id: number;
+    kind: NativeWork["kind"];
+    error?: Error;
+    rows?: NativeRows;
+    segment?: NativeSegment;
+}
+
 export interface NativeSequenceInfo {
     nPast: number;
     hasPending: boolean;
@@ -74,6 +101,7 @@ export interface NativeContextInfo {
     contextPerSequence: number;
     sequences: number;
     batchSize: number;
+    stepTokens: number;
     vocabSize: number;
     unifiedKv: boolean;
     threads: number;
@@ -84,18 +112,27 @@ export interface NativeContextStats {
     tokensEvaluated: number;
     decodeCalls: number;
     rowsExtracted: number;
+    /** Loop iterations that decoded something. */
+    steps: number;
+    /** Sum over steps of the slots that had a token in the step. */
+    busySlotSteps: number;
+    /** Sum over steps of all slots. */
+    slotSteps: number;
+    generatedTokens: number;
+    /** Work submitted and not finished. */
+    pendingWork: number;
 }
 
+/** The step loop of one llama_context (native/context.cpp). */
 export interface NativeContext {
-    evaluate(items: readonly {seq: number, tokens: Int32Array}[], allPositions: boolean): Promise<NativeRowBlock>;
-    generate(items: readonly {seq: number, maxTokens: number}[],
-        options: {stopTokens?: Int32Array, gate?: NativeGate}): Promise<NativeSegment[]>;
-    fork(src: number, dst: number): void;
-    trim(seq: number, nPast: number): void;
-    release(seq: number): void;
+    /** Appends work; returns its ids. Finished work comes back through the constructor's callback. */
+    submit(works: readonly NativeWork[]): Float64Array;
+    /** Work submitted so far on these slots ends with ABORTED at the next step. */
+    cancel(seqs: Int32Array): void;
     sequenceInfo(seq: number): NativeSequenceInfo;
     info(): NativeContextInfo;
     stats(): NativeContextStats;
+    /** Stops the loop; unfinished work completes with CONTEXT_DISPOSED (delivered before this returns). */
     dispose(): void;
 }
 
@@ -118,7 +155,7 @@ export type KernelIsa = "auto" | "scalar" | "avx2" | "avx512f";
 
 export interface NativeAddon {
     Model: new () => NativeModel;
-    Context: new (model: NativeModel, options: NativeContextOptions) => NativeContext;
+    Context: new (model: NativeModel, options: NativeContextOptions, onComplete: (done: NativeCompletion[]) => void) => NativeContext;
     setErrorClass(errorClass: new (message: string, code: string) => Error): void;
     extractReflectionLogprobs(logits: Float32Array, rows: number, vocab: number, ids: Int32Array,
         out: NativeExtractOutput, threads: number, isa: KernelIsa): boolean;

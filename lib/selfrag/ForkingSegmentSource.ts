@@ -1,8 +1,9 @@
-import {formatPassage, type Passage} from "./prompts.js";
+import type {EngineModel} from "../engine/EngineModel.js";
 import {R} from "../engine/ReflectionTokens.js";
-import type {NativeSegment} from "../engine/types.js";
-import type {CritiqueScore, CritiqueWeights, SegmentScorer} from "./SegmentScorer.js";
-import type {SelfRagModel} from "../SelfRagModel.js";
+import type {SlotLease} from "../engine/SlotLease.js";
+import type {SegmentEvent} from "./events.js";
+import {formatPassage, type Passage} from "./prompts.js";
+import type {CritiqueWeights, SegmentScorer} from "./SegmentScorer.js";
 import type {ExpandRequest, GeneratedSegment, SegmentSource, TreeNode} from "./TreeSearch.js";
 
 /**
@@ -18,6 +19,8 @@ export interface ForkingSourceOptions {
     maxNewTokens: number;
     threshold: number;
     weights?: CritiqueWeights;
+    /** Called as each child's segment is generated and scored. */
+    onSegment?: (event: SegmentEvent) => void;
 }
 
 interface Held {
@@ -30,15 +33,19 @@ interface Held {
 }
 
 /**
- * The engine's segment source: a node's prefix is encoded once and its children fork it, so each
- * child encodes only its passage and its own tokens; siblings (and cousins) decode in one batch.
- * The last child of a node takes over the node's slot, so a depth needs beamWidth x passages slots.
+ * The engine's segment source for one search: a node's prefix is encoded once and its children
+ * fork it, so each child encodes only its passage and its own tokens. Slots come from the
+ * question's lease (beamWidth x passages); the last child of a node takes over the node's slot.
+ * A depth's work is submitted at once (trim, rebuild, forks, passages, generations: ordered per
+ * slot by the engine) and each child is scored as soon as its own generation stops; other
+ * questions' work shares the same decode steps.
  */
 export class ForkingSegmentSource implements SegmentSource {
     private readonly held = new Map<number, Held>();
 
-    public constructor(private readonly model: SelfRagModel, private readonly scorer: SegmentScorer,
-        private readonly options: ForkingSourceOptions, root: TreeNode, rootSeq: number, rootLength: number) {
+    public constructor(private readonly model: EngineModel, private readonly scorer: SegmentScorer,
+        private readonly options: ForkingSourceOptions, private readonly lease: SlotLease,
+        root: TreeNode, rootSeq: number, rootLength: number) {
         this.held.set(root.id, {seq: rootSeq, prefixLength: rootLength, baseLength: rootLength, prefixReady: true});
     }
 
@@ -63,69 +70,50 @@ export class ForkingSegmentSource implements SegmentSource {
     }
 
     public async expand(requests: readonly ExpandRequest[]): Promise<GeneratedSegment[][]> {
-        const plan = this.plan(requests);
-        const [result] = await runExpansionPlans(this.model, this.scorer, [plan], this.options);
-        return plan.finish(result);
-    }
-
-    /**
-     * The engine work one depth of this search needs, as data, so the plans of several searches
-     * can run in the same decode calls (runExpansionPlans). Slots are taken here; nothing is
-     * decoded until the plan runs.
-     */
-    public plan(requests: readonly ExpandRequest[]): ExpansionPlan {
-        const plan: ExpansionPlan = {trims: [], rebuild: [], forks: [], appends: [], items: [], finish: () => []};
-        // 1. Each parent's prefix. "reference": drop the parent's passage and re-append its segment
-        //    (trim back to the context the passage was added to); "interleaved": the parent's slot
-        //    already holds context + passage + segment.
-        for (const {node} of requests) {
+        const ctx = this.model.context;
+        const stop = {
+            stopTokens: Int32Array.of(this.model.reflection.id("[Retrieval]")),
+            gate: {noRetrievalIndex: R.noRetrieval, retrievalIndex: R.retrieval, continueIndex: R.continueEvidence, threshold: this.options.threshold}
+        };
+        const work: Promise<unknown>[] = [];
+        return Promise.all(requests.map(async (request) => {
+            const {node, passages} = request;
             const held = this.held.get(node.id)!;
-            if (held.prefixReady) continue;
-            if (this.options.policy === "reference") {
-                plan.trims.push({seq: held.seq, nPast: held.baseLength});
-                if (node.tokens.length > 0) plan.rebuild.push({seq: held.seq, tokens: node.tokens});
+            // 1. The node's prefix. "reference": drop the node's passage and re-append its segment
+            //    (trim back to the context the passage was added to); "interleaved": the slot already
+            //    holds context + passage + segment.
+            if (!held.prefixReady) {
+                const prefixLength = this.prefixLength(node);
+                if (this.options.policy === "reference") {
+                    work.push(ctx.trim(held.seq, held.baseLength));
+                    if (node.tokens.length > 0) work.push(ctx.prefill(held.seq, node.tokens));
+                }
+                held.prefixLength = prefixLength;
+                held.prefixReady = true;
             }
-            held.prefixLength = this.prefixLength(node);
-            held.prefixReady = true;
-        }
-        // 2. One slot per child: forks of the parent, the last child takes the parent's slot over.
-        const childSeqs: number[][] = [];
-        const passageTokens: Int32Array[][] = [];
-        const bases: number[] = [];
-        for (const {node, passages} of requests) {
-            const held = this.held.get(node.id)!;
-            const fresh = this.model.context.acquire(passages.length - 1);
-            for (const seq of fresh) plan.forks.push({src: held.seq, dst: seq});
-            const seqs = [...fresh, held.seq];
-            bases.push(held.prefixLength);
+            // 2. One slot per child: forks of the node, the last child takes the node's slot over.
+            const seqs = [...this.lease.take(passages.length - 1), held.seq];
+            for (const seq of seqs.slice(0, -1)) work.push(ctx.fork(held.seq, seq));
             this.held.delete(node.id);
-            childSeqs.push(seqs);
-            const tokens = passages.map((p) => this.model.tokenize(formatPassage(p), {bos: false}));
-            passageTokens.push(tokens);
-            seqs.forEach((seq, i) => plan.appends.push({seq, tokens: tokens[i]}));
-        }
-        plan.items = childSeqs.flat().map((seq) => ({seq, maxTokens: this.options.maxNewTokens}));
-        plan.finish = ({segments, critiques}) => {
-            let k = 0;
-            return requests.map((request, r) => childSeqs[r].map((seq, i) => {
-                const segment = segments[k];
-                const critique = critiques[k++];
+            const base = held.prefixLength;
+            const passageTokens = passages.map((p) => this.model.tokenize(formatPassage(p), {bos: false}));
+            // 3. Each child: its passage, then its segment; scored when its own generation stops.
+            return Promise.all(seqs.map(async (seq, i): Promise<GeneratedSegment> => {
+                const prefilled = ctx.prefill(seq, passageTokens[i]);
+                const segment = await ctx.generateOne(seq, this.options.maxNewTokens, stop);
+                await prefilled;
+                await Promise.all(work);
+                const [critique] = this.scorer.score([segment], this.options.weights);
                 const asksRetrieval = segment.stopReason === "stop" || segment.stopReason === "retrieve";
                 // The retrieval request is not part of the segment: the next passage starts with [Retrieval].
                 const tokens = asksRetrieval ? segment.tokens.slice(0, segment.tokens.length - 1) : segment.tokens;
-                this.held.set(request.childIds[i], {seq, prefixLength: 0, baseLength: bases[r], prefixReady: false});
-                return {tokens, text: this.model.detokenize(tokens), passageTokens: passageTokens[r][i], critique,
-                    asksRetrieval, stopReason: segment.stopReason};
+                const text = this.model.detokenize(tokens);
+                this.held.set(request.childIds[i], {seq, prefixLength: 0, baseLength: base, prefixReady: false});
+                this.options.onSegment?.({type: "segment", node: request.childIds[i], parent: node.id, depth: node.depth + 1,
+                    passage: passages[i], text, critique, score: node.score * critique.score, asksRetrieval, stopReason: segment.stopReason});
+                return {tokens, text, passageTokens: passageTokens[i], critique, asksRetrieval, stopReason: segment.stopReason};
             }));
-        };
-        return plan;
-    }
-
-    /** Releases every slot still held (after the search, or when it failed half way). */
-    public async releaseAll(): Promise<void> {
-        const seqs = [...this.held.values()].map((h) => h.seq);
-        this.held.clear();
-        if (seqs.length > 0) await this.model.context.release(...seqs);
+        }));
     }
 
     public async discard(nodes: readonly TreeNode[]): Promise<void> {
@@ -136,42 +124,7 @@ export class ForkingSegmentSource implements SegmentSource {
             this.held.delete(node.id);
             seqs.push(held.seq);
         }
-        if (seqs.length > 0) await this.model.context.release(...seqs);
+        // Not awaited: a later fork into these slots is ordered after the clear anyway.
+        void this.lease.put(...seqs).catch(() => undefined);
     }
-}
-
-/** One depth of one search: the engine operations it needs, and how to read their results back. */
-export interface ExpansionPlan {
-    trims: {seq: number, nPast: number}[];
-    rebuild: {seq: number, tokens: Int32Array}[];
-    forks: {src: number, dst: number}[];
-    appends: {seq: number, tokens: Int32Array}[];
-    items: {seq: number, maxTokens: number}[];
-    finish(result: {segments: NativeSegment[], critiques: CritiqueScore[]}): GeneratedSegment[][];
-}
-
-/**
- * Runs the plans of several searches together: all trims, one evaluate for the rebuilt
- * segments, the forks, one evaluate for every child's passage, one generate for every child (one
- * llama_decode per step for all of them) and one scoring call. Returns each plan's share.
- */
-export async function runExpansionPlans(model: SelfRagModel, scorer: SegmentScorer, plans: readonly ExpansionPlan[],
-    options: {threshold: number, weights?: CritiqueWeights}): Promise<{segments: NativeSegment[], critiques: CritiqueScore[]}[]> {
-    const ctx = model.context;
-    for (const plan of plans) for (const t of plan.trims) await ctx.trim(t.seq, t.nPast);
-    const rebuild = plans.flatMap((p) => p.rebuild);
-    if (rebuild.length > 0) await ctx.evaluate(rebuild);
-    for (const plan of plans) for (const f of plan.forks) await ctx.fork(f.src, f.dst);
-    await ctx.evaluate(plans.flatMap((p) => p.appends));
-    const segments = await ctx.generate(plans.flatMap((p) => p.items), {
-        stopTokens: Int32Array.of(model.reflection.id("[Retrieval]")),
-        gate: {noRetrievalIndex: R.noRetrieval, retrievalIndex: R.retrieval, continueIndex: R.continueEvidence, threshold: options.threshold}
-    });
-    const critiques = scorer.score(segments, options.weights);
-    let offset = 0;
-    return plans.map((plan) => {
-        const share = {segments: segments.slice(offset, offset + plan.items.length), critiques: critiques.slice(offset, offset + plan.items.length)};
-        offset += plan.items.length;
-        return share;
-    });
 }

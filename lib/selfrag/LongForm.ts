@@ -1,11 +1,12 @@
 import {postProcessAnswer} from "./answers.js";
 import {SelfRagError, invalidParameterError, requirePositiveInteger} from "../errors.js";
-import {ExpansionRendezvous} from "./ExpansionRendezvous.js";
 import {ForkingSegmentSource, type ContextPolicy} from "./ForkingSegmentSource.js";
 import {formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.js";
 import {checkRetrievalOptions, decideRetrieval, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
 import {SegmentScorer, type CritiqueScore, type CritiqueWeights} from "./SegmentScorer.js";
-import type {SelfRagModel} from "../SelfRagModel.js";
+import type {EngineModel} from "../engine/EngineModel.js";
+import {SlotLease} from "../engine/SlotLease.js";
+import type {RunControl} from "./events.js";
 import {TreeSearch, type SearchStop, type TreeNode, type TreeSearchResult} from "./TreeSearch.js";
 
 export type Retriever = (query: string, k: number) => Promise<readonly Passage[]> | readonly Passage[];
@@ -93,15 +94,18 @@ export interface LongFormAnswer {
 
 /**
  * Long-form Self-RAG (SELF_RAG.md, "Long form"): root retrieval decision, then a segment-level
- * beam search in which every node's prefix is encoded once and forked by its children.
+ * beam search in which every node's prefix is encoded once and forked by its children. Written
+ * as per-question code: lease beamWidth x ndocs slots, decide, search, release. Each depth
+ * proceeds as soon as its own expansions are done; other questions share the decode steps.
  *
  * ```ts
  * const r = await answerLong(model, "Tell me a bio of Marie Curie.", {passages, beamWidth: 2, maxDepth: 4});
  * console.log(r.answer, r.stats.evaluatedTokens / r.stats.referenceTokens);
  * ```
  */
-export async function answerLong(model: SelfRagModel, question: string, options: LongFormOptions = {}): Promise<LongFormAnswer> {
-    const [answer] = await answerLongBatch(model, [question], options);
+export async function answerLong(model: EngineModel, question: string | LongFormQuestion, options: LongFormOptions = {},
+    control: RunControl = {}): Promise<LongFormAnswer> {
+    const [answer] = await answerLongBatch(model, [question], options, control);
     return answer;
 }
 
@@ -114,13 +118,9 @@ interface LongFormSettings {
     policy: ContextPolicy;
 }
 
-/**
- * Long-form answers for several questions. As many searches as the slots allow (beamWidth x ndocs
- * each) run at once: their prompts are prefilled in one batch and every depth of every search
- * decodes in the same steps.
- */
-export async function answerLongBatch(model: SelfRagModel, questions: readonly (string | LongFormQuestion)[],
-    options: LongFormOptions = {}): Promise<LongFormAnswer[]> {
+/** Several questions: "submit all, collect all"; they run as far as the slots allow and share decode steps. */
+export async function answerLongBatch(model: EngineModel, questions: readonly (string | LongFormQuestion)[],
+    options: LongFormOptions = {}, control: RunControl = {}): Promise<LongFormAnswer[]> {
     const items = questions.map((q, i) => {
         const item = typeof q === "string" ? {question: q} : q;
         if (typeof item?.question !== "string") throw invalidParameterError(`questions[${i}].question`, "a string", item?.question);
@@ -142,99 +142,70 @@ export async function answerLongBatch(model: SelfRagModel, questions: readonly (
         throw invalidParameterError("passages", "a passage list or a retriever", undefined);
     }
     const ctx = model.context;
-    // Static passages cap the children per node; a retriever may return up to ndocs.
-    const width = options.retriever == null || items.every((q) => q.passages != null)
-        ? Math.min(settings.ndocs, Math.max(1, ...items.map((q) => (q.passages ?? options.passages)?.length ?? 1)))
-        : settings.ndocs;
-    const perSearch = retrieval.mode === "never" ? 1 : settings.beamWidth * width;
-    if (perSearch > ctx.sequences) {
-        throw new SelfRagError(`the search needs beamWidth x ndocs = ${perSearch} sequence slots but the model was ` +
-            `loaded with sequences: ${ctx.sequences}`, "INVALID_ARGUMENT");
-    }
     const perSequence = ctx.info.contextPerSequence;
-    const prompts = items.map(({question}) => {
-        const prompt = model.tokenize(formatPrompt(taskInstruction(options.task ?? "none", question), options.input));
+    const prepared = items.map((item) => {
+        const prompt = model.tokenize(formatPrompt(taskInstruction(options.task ?? "none", item.question), options.input));
         if (prompt.length + 1 + settings.maxNewTokens > perSequence) {
             throw new SelfRagError(`the prompt (${prompt.length} tokens) plus maxNewTokens (${settings.maxNewTokens}) does not fit ` +
                 `the context of ${perSequence} tokens per sequence`, "CONTEXT_OVERFLOW");
         }
-        return prompt;
+        // Static passages cap the children per node; a retriever may return up to ndocs.
+        const given = item.passages ?? (options.retriever == null ? options.passages : undefined);
+        const width = given != null ? Math.min(settings.ndocs, Math.max(1, given.length)) : settings.ndocs;
+        const slots = retrieval.mode === "never" ? 1 : settings.beamWidth * width;
+        if (slots > ctx.sequences) {
+            throw new SelfRagError(`the search needs beamWidth x ndocs = ${slots} sequence slots but the model was ` +
+                `loaded with sequences: ${ctx.sequences}`, "INVALID_ARGUMENT");
+        }
+        return {...item, prompt, slots};
     });
     const scorer = await SegmentScorer.create(model.reflection.ids);
-    const waveSize = Math.max(1, Math.floor(ctx.sequences / perSearch));
-    const answers: LongFormAnswer[] = [];
-    for (let start = 0; start < items.length; start += waveSize) {
-        const wave = items.slice(start, start + waveSize).map((item, i) => ({...item, prompt: prompts[start + i]}));
-        answers.push(...await runWave(model, scorer, wave, settings, options));
-    }
-    return answers;
+    return Promise.all(prepared.map((item) => answerOne(model, scorer, item, settings, options, control)));
 }
 
-async function runWave(model: SelfRagModel, scorer: SegmentScorer, wave: (LongFormQuestion & {prompt: Int32Array})[],
-    settings: LongFormSettings, options: LongFormOptions): Promise<LongFormAnswer[]> {
+async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFormQuestion & {prompt: Int32Array, slots: number},
+    settings: LongFormSettings, options: LongFormOptions, control: RunControl): Promise<LongFormAnswer> {
     const ctx = model.context;
-    const roots = ctx.acquire(wave.length);
-    const unowned = new Set(roots); // root slots no search has taken over yet
-    const sources: ForkingSegmentSource[] = [];
+    const lease = await SlotLease.acquire(ctx, item.slots, control.signal);
     try {
-        const block = await ctx.evaluate(wave.map((w, i) => ({seq: roots[i], tokens: w.prompt})));
-        const decisions = wave.map((_, i) => decideRetrieval(block.reflection.subarray(i * 15, (i + 1) * 15), settings.retrieval));
-        const extraTokens = wave.map(() => 0);
-        if (options.rootDecision === "reference") {
-            for (let i = 0; i < wave.length; i++) {
-                if (!decisions[i].decision) continue;
-                const probe = await referenceRootCheck(model, roots[i], wave[i].prompt);
-                decisions[i].decision = probe.retrieve;
-                extraTokens[i] = probe.evaluated;
-            }
+        const [root] = lease.take(1);
+        const rows = await ctx.prefill(root, item.prompt);
+        const decision = decideRetrieval(rows.reflection, settings.retrieval);
+        let extraTokens = 0;
+        if (decision.decision && options.rootDecision === "reference") {
+            const probe = await referenceRootCheck(model, root, item.prompt);
+            decision.decision = probe.retrieve;
+            extraTokens = probe.evaluated;
         }
-        const answers: LongFormAnswer[] = new Array(wave.length);
-        const plain = wave.map((_, i) => i).filter((i) => !decisions[i].decision);
-        if (plain.length > 0) {
-            const results = await answerWithoutRetrieval(model, plain.map((i) => roots[i]), settings.maxNewTokens);
-            plain.forEach((i, k) => {
-                const r = results[k];
-                answers[i] = {
-                    answer: r.clean, retrieve: decisions[i], docs: [], tree: [],
-                    segments: [{text: r.text, clean: r.clean, score: 1, stopReason: r.stopReason}],
-                    stats: {evaluatedTokens: wave[i].prompt.length + extraTokens[i] + r.generated, // [No Retrieval] + generated - last
-                        referenceTokens: wave[i].prompt.length + 1 + r.generated, nodes: 0, depth: 0, stop: "no-retrieval"}
-                };
-            });
+        control.onEvent?.({type: "retrieval", retrieve: decision});
+        if (!decision.decision) {
+            const r = await answerWithoutRetrieval(model, root, settings.maxNewTokens);
+            return {
+                answer: r.clean, retrieve: decision, docs: [], tree: [],
+                segments: [{text: r.text, clean: r.clean, score: 1, stopReason: r.stopReason}],
+                stats: {evaluatedTokens: item.prompt.length + extraTokens + r.generated, // [No Retrieval] + generated - last
+                    referenceTokens: item.prompt.length + 1 + r.generated, nodes: 0, depth: 0, stop: "no-retrieval"}
+            };
         }
-        const searching = wave.map((_, i) => i).filter((i) => decisions[i].decision);
-        const rendezvous = new ExpansionRendezvous(model, scorer, {threshold: settings.retrieval.threshold, weights: options.weights}, searching.length);
-        const outcomes = await Promise.allSettled(searching.map(async (i) => {
-            try {
-                const root: TreeNode = {id: 0, parent: null, depth: 0, text: "", tokens: new Int32Array(0), score: 1, asksRetrieval: true,
-                    stopReason: "root", inBeam: true};
-                const source = new ForkingSegmentSource(model, scorer, {policy: settings.policy, maxNewTokens: settings.maxNewTokens,
-                    threshold: settings.retrieval.threshold, weights: options.weights}, root, roots[i], wave[i].prompt.length);
-                sources.push(source);
-                unowned.delete(roots[i]);
-                const question = wave[i].question;
-                const passagesFor = async (_node: TreeNode, path: readonly TreeNode[]) => {
-                    const given = wave[i].passages ?? (options.retriever == null ? options.passages : undefined);
-                    if (given != null || options.retriever == null) return (given ?? []).slice(0, settings.ndocs);
-                    const soFar = path.map((n) => postProcessAnswer(n.text)).join(" ");
-                    return (await options.retriever(soFar === "" ? question : `${question} ${soFar}`, settings.ndocs)).slice(0, settings.ndocs);
-                };
-                const result = await TreeSearch.run(root, rendezvous.source(source),
-                    {beamWidth: settings.beamWidth, maxDepth: settings.maxDepth, passagesFor});
-                answers[i] = assembleLongForm(result, decisions[i], options.ignoreCont ?? false, {
-                    evaluatedTokens: evaluatedTokens(result.nodes, wave[i].prompt.length, settings.policy) + extraTokens[i],
-                    referenceTokens: referenceTokens(result.nodes, wave[i].prompt.length, settings.policy)
-                });
-            } finally {
-                rendezvous.searchEnded();
-            }
-        }));
-        const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
-        if (failed != null) throw failed.reason;
-        return answers;
+        const rootNode: TreeNode = {id: 0, parent: null, depth: 0, text: "", tokens: new Int32Array(0), score: 1, asksRetrieval: true,
+            stopReason: "root", inBeam: true};
+        const source = new ForkingSegmentSource(model, scorer, {policy: settings.policy, maxNewTokens: settings.maxNewTokens,
+            threshold: settings.retrieval.threshold, weights: options.weights, onSegment: control.onEvent}, lease, rootNode, root, item.prompt.length);
+        const passagesFor = async (_node: TreeNode, path: readonly TreeNode[]) => {
+            const given = item.passages ?? (options.retriever == null ? options.passages : undefined);
+            if (given != null || options.retriever == null) return (given ?? []).slice(0, settings.ndocs);
+            const soFar = path.map((n) => postProcessAnswer(n.text)).join(" ");
+            const found = await options.retriever(soFar === "" ? item.question : `${item.question} ${soFar}`, settings.ndocs);
+            lease.checkAborted();
+            return found.slice(0, settings.ndocs);
+        };
+        const result = await TreeSearch.run(rootNode, source, {beamWidth: settings.beamWidth, maxDepth: settings.maxDepth, passagesFor});
+        return assembleLongForm(result, decision, options.ignoreCont ?? false, {
+            evaluatedTokens: evaluatedTokens(result.nodes, item.prompt.length, settings.policy) + extraTokens,
+            referenceTokens: referenceTokens(result.nodes, item.prompt.length, settings.policy)
+        });
     } finally {
-        await ctx.release(...unowned);
-        for (const source of sources) await source.releaseAll();
+        await lease.close();
     }
 }
 
@@ -256,24 +227,25 @@ function evaluatedTokens(nodes: readonly TreeNode[], promptLength: number, polic
 }
 
 /** The reference long-form rule: [Retrieval] must appear in a 25-token passage-free generation. */
-async function referenceRootCheck(model: SelfRagModel, seq: number, prompt: Int32Array): Promise<{retrieve: boolean, evaluated: number}> {
-    const [probe] = await model.context.generate([{seq, maxTokens: 25}]);
+async function referenceRootCheck(model: EngineModel, seq: number, prompt: Int32Array): Promise<{retrieve: boolean, evaluated: number}> {
+    const ctx = model.context;
+    const probe = await ctx.generateOne(seq, 25);
     // Put the slot back to the prompt with its pending distribution.
-    await model.context.trim(seq, prompt.length - 1);
-    await model.context.evaluate([{seq, tokens: prompt.subarray(prompt.length - 1)}]);
+    const trimmed = ctx.trim(seq, prompt.length - 1);
+    await ctx.prefill(seq, prompt.subarray(prompt.length - 1));
+    await trimmed;
     return {retrieve: probe.tokens.includes(model.reflection.id("[Retrieval]")), evaluated: probe.tokens.length}; // 25 decoded minus the last, plus the prompt token re-evaluated
 }
 
-/** Roots that skip retrieval: [No Retrieval], then one generation each, all in one batch. */
-async function answerWithoutRetrieval(model: SelfRagModel, seqs: readonly number[], maxNewTokens: number) {
+/** A root that skips retrieval: [No Retrieval], then one generation. */
+async function answerWithoutRetrieval(model: EngineModel, seq: number, maxNewTokens: number) {
     const ctx = model.context;
-    await ctx.evaluate(seqs.map((seq) => ({seq, tokens: Int32Array.of(model.reflection.id("[No Retrieval]"))})));
-    const segments = await ctx.generate(seqs.map((seq) => ({seq, maxTokens: maxNewTokens})));
-    return segments.map((segment) => {
-        // The reference keeps the text up to the first blank line.
-        const text = model.detokenize(segment.tokens).split("\n\n")[0];
-        return {text, clean: postProcessAnswer(text), stopReason: segment.stopReason, generated: segment.tokens.length};
-    });
+    const prefilled = ctx.prefill(seq, Int32Array.of(model.reflection.id("[No Retrieval]")));
+    const segment = await ctx.generateOne(seq, maxNewTokens);
+    await prefilled;
+    // The reference keeps the text up to the first blank line.
+    const text = model.detokenize(segment.tokens).split("\n\n")[0];
+    return {text, clean: postProcessAnswer(text), stopReason: segment.stopReason, generated: segment.tokens.length};
 }
 
 /** Encoding every child's context from scratch (the reference schedule) plus its generated tokens. */

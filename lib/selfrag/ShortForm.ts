@@ -1,10 +1,12 @@
 import {closedSetVote, postProcessAnswer} from "./answers.js";
 import {SelfRagError, invalidParameterError, requirePositiveInteger} from "../errors.js";
+import type {EngineModel} from "../engine/EngineModel.js";
+import {SlotLease} from "../engine/SlotLease.js";
 import type {NativeSegment} from "../engine/types.js";
+import type {RunControl} from "./events.js";
 import {CLOSED_SET_TASKS, formatPassage, formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.js";
 import {checkRetrievalOptions, decideRetrieval, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
 import {SegmentScorer, type CritiqueScore, type CritiqueWeights} from "./SegmentScorer.js";
-import type {SelfRagModel} from "../SelfRagModel.js";
 import {traceCandidate, type TraceRecord} from "./traces.js";
 
 export interface ShortFormQuestion {
@@ -63,15 +65,19 @@ export interface ShortFormAnswer {
 }
 
 interface Job {
-    index: number;
     id: string;
     task: Task;
     prompt: Int32Array;
     passages: Passage[];
-    slots: number[];
-    decision?: RetrievalDecision;
-    passageTokens: Int32Array[];
     warnings: string[];
+}
+
+/** Options checked once, shared by every question of a call. */
+interface Settings extends ShortFormOptions {
+    retrieval: ReturnType<typeof checkRetrievalOptions>;
+    ndocs: number;
+    maxNewTokens: number;
+    perSequence: number;
 }
 
 function normaliseQuestion(q: string | ShortFormQuestion, index: number): ShortFormQuestion {
@@ -80,111 +86,113 @@ function normaliseQuestion(q: string | ShortFormQuestion, index: number): ShortF
     return q;
 }
 
+function settingsOf(model: EngineModel, options: ShortFormOptions): Settings {
+    return {
+        ...options,
+        retrieval: checkRetrievalOptions(options),
+        ndocs: requirePositiveInteger("ndocs", options.ndocs ?? 5, 1024),
+        maxNewTokens: requirePositiveInteger("maxNewTokens", options.maxNewTokens ?? 100, 1 << 20),
+        perSequence: model.context.info.contextPerSequence
+    };
+}
+
+/** Tokenizes and checks a question before any slot is taken: a prompt that cannot fit fails here, alone. */
+function prepare(model: EngineModel, q: ShortFormQuestion, index: number, settings: Settings): Job {
+    const id = q.id ?? String(index);
+    const task = q.task ?? settings.task ?? "none";
+    const prompt = model.tokenize(formatPrompt(taskInstruction(task, q.question, q.choices), q.input));
+    if (prompt.length + 1 + settings.maxNewTokens > settings.perSequence) {
+        throw new SelfRagError(`question ${id}: the prompt (${prompt.length} tokens) plus maxNewTokens (${settings.maxNewTokens}) ` +
+            `does not fit the context of ${settings.perSequence} tokens per sequence`, "CONTEXT_OVERFLOW");
+    }
+    return {id, task, prompt, passages: [], warnings: []};
+}
+
 /**
- * Answers a batch of short-form questions with Self-RAG (SELF_RAG.md, "Short form"). Candidates of
- * several questions decode in the same steps: each wave takes as many questions as the context has
- * slots for, prefills their prompts in one batch, forks each prompt into one slot per passage, and
- * generates every candidate of the wave with one llama_decode per step.
+ * Short-form Self-RAG for one question (SELF_RAG.md, "Short form"), as plain per-question code:
+ * lease one slot per passage, prefill the prompt, decide, fork the prompt into the other slots,
+ * prefill each passage, generate and score each candidate, release. Whatever other questions are
+ * in flight share every decode step with it, whatever their options; a finished candidate's slot
+ * goes back to the pool at once.
  */
-export async function answerBatch(model: SelfRagModel, questions: readonly (string | ShortFormQuestion)[],
-    options: ShortFormOptions = {}): Promise<ShortFormAnswer[]> {
-    const retrieval = checkRetrievalOptions(options);
-    const ndocs = requirePositiveInteger("ndocs", options.ndocs ?? 5, 1024);
-    const maxNewTokens = requirePositiveInteger("maxNewTokens", options.maxNewTokens ?? 100, 1 << 20);
-    const scorer = await SegmentScorer.create(model.reflection.ids);
-    const ctx = model.context;
-    const perSequence = ctx.info.contextPerSequence;
-    const noRetrieval = model.reflection.id("[No Retrieval]");
+export async function answer(model: EngineModel, question: string | ShortFormQuestion, options: ShortFormOptions = {},
+    control: RunControl = {}): Promise<ShortFormAnswer> {
+    const settings = settingsOf(model, options);
+    const q = normaliseQuestion(question, 0);
+    const job = prepare(model, q, 0, settings);
+    return answerPrepared(model, q, job, settings, await SegmentScorer.create(model.reflection.ids), control);
+}
 
+/**
+ * Many questions: "submit all, collect all". They run concurrently as far as the slots allow and
+ * share decode steps; the answers are those of asking each alone.
+ */
+export async function answerBatch(model: EngineModel, questions: readonly (string | ShortFormQuestion)[],
+    options: ShortFormOptions = {}, control: RunControl = {}): Promise<ShortFormAnswer[]> {
+    const settings = settingsOf(model, options);
     const normalised = questions.map(normaliseQuestion);
-    const retrieved = await Promise.all(normalised.map((q) =>
-        (q.passages == null && options.passages == null && options.retriever != null && retrieval.mode !== "never"
-            ? options.retriever(q.question, ndocs) : undefined)));
-    const jobs: Job[] = normalised.map((q, index) => {
-        const task = q.task ?? options.task ?? "none";
-        const instruction = taskInstruction(task, q.question, q.choices);
-        const prompt = model.tokenize(formatPrompt(instruction, q.input));
-        if (prompt.length + 1 + maxNewTokens > perSequence) {
-            throw new SelfRagError(`question ${q.id ?? index}: the prompt (${prompt.length} tokens) plus maxNewTokens (${maxNewTokens}) ` +
-                `does not fit the context of ${perSequence} tokens per sequence`, "CONTEXT_OVERFLOW");
-        }
-        const passages = [...(q.passages ?? options.passages ?? retrieved[index] ?? [])].slice(0, ndocs);
-        return {index, id: q.id ?? String(index), task, prompt, passages, slots: [], passageTokens: [], warnings: []};
-    });
-    const slotsFor = (job: Job) => (retrieval.mode === "never" ? 1 : Math.max(1, job.passages.length));
-    for (const job of jobs) {
-        if (slotsFor(job) > ctx.sequences) {
-            throw new SelfRagError(`question ${job.id} needs ${slotsFor(job)} sequence slots (one per passage) but the model ` +
-                `was loaded with sequences: ${ctx.sequences}; lower ndocs or raise sequences`, "INVALID_ARGUMENT");
-        }
-    }
-
-    const results: ShortFormAnswer[] = new Array(jobs.length);
-    let next = 0;
-    while (next < jobs.length) {
-        const wave: Job[] = [];
-        let slots = 0;
-        while (next < jobs.length && slots + slotsFor(jobs[next]) <= ctx.sequences) {
-            slots += slotsFor(jobs[next]);
-            wave.push(jobs[next++]);
-        }
-        const answered = await runWave(model, scorer, wave, {...options, ...retrieval, maxNewTokens, perSequence, noRetrieval, slotsFor});
-        for (const answer of answered) results[answer.index] = answer.result;
-    }
-    return results;
+    const jobs = normalised.map((q, i) => prepare(model, q, i, settings));
+    const scorer = await SegmentScorer.create(model.reflection.ids);
+    return Promise.all(normalised.map((q, i) => answerPrepared(model, q, jobs[i], settings, scorer, control)));
 }
 
-interface WaveSettings extends ShortFormOptions {
-    maxNewTokens: number;
-    perSequence: number;
-    noRetrieval: number;
-    slotsFor: (job: Job) => number;
-}
-
-async function runWave(model: SelfRagModel, scorer: SegmentScorer, wave: Job[], settings: WaveSettings) {
+async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job, settings: Settings, scorer: SegmentScorer,
+    control: RunControl): Promise<ShortFormAnswer> {
     const ctx = model.context;
-    for (const job of wave) job.slots = ctx.acquire(settings.slotsFor(job));
+    const {retrieval} = settings;
+    if (q.passages != null || settings.passages != null) {
+        job.passages = [...(q.passages ?? settings.passages ?? [])].slice(0, settings.ndocs);
+    } else if (settings.retriever != null && retrieval.mode !== "never") {
+        job.passages = [...await settings.retriever(q.question, settings.ndocs)].slice(0, settings.ndocs);
+    }
+    const width = retrieval.mode === "never" ? 1 : Math.max(1, job.passages.length);
+    if (width > ctx.sequences) {
+        throw new SelfRagError(`question ${job.id} needs ${width} sequence slots (one per passage) but the model ` +
+            `was loaded with sequences: ${ctx.sequences}; lower ndocs or raise sequences`, "INVALID_ARGUMENT");
+    }
+    const lease = await SlotLease.acquire(ctx, width, control.signal);
     try {
-        // 1. All prompts in one batch; the first generated position decides retrieval.
-        const decisionRows = await ctx.evaluate(wave.map((job) => ({seq: job.slots[0], tokens: job.prompt})));
-        wave.forEach((job, i) => {
-            job.decision = decideRetrieval(decisionRows.reflection.subarray(i * 15, (i + 1) * 15), settings);
-            if (job.decision.decision && job.passages.length === 0) {
-                job.warnings.push("retrieval was decided but no passages were given: answered without retrieval");
-                job.decision = {...job.decision, decision: false};
-            }
-        });
-
-        // 2. Fork each retrieving prompt into one slot per passage and append the passages; the
-        //    others continue after [No Retrieval]. One batch for the whole wave.
-        const appends: {seq: number, tokens: Int32Array}[] = [];
-        for (const job of wave) {
-            if (!job.decision!.decision) {
-                appends.push({seq: job.slots[0], tokens: Int32Array.of(settings.noRetrieval)});
-                continue;
-            }
-            for (let j = 1; j < job.passages.length; j++) await ctx.fork(job.slots[0], job.slots[j]);
-            job.passageTokens = job.passages.map((p, j) => fitPassage(model, job, p, j, settings));
-            job.passages.forEach((_, j) => appends.push({seq: job.slots[j], tokens: job.passageTokens[j]}));
+        // 1. The prompt; its first generated position decides retrieval.
+        const [root, ...others] = lease.take(width);
+        const rows = await ctx.prefill(root, job.prompt);
+        let decision = decideRetrieval(rows.reflection, retrieval);
+        if (decision.decision && job.passages.length === 0) {
+            job.warnings.push("retrieval was decided but no passages were given: answered without retrieval");
+            decision = {...decision, decision: false};
         }
-        await ctx.evaluate(appends);
+        control.onEvent?.({type: "retrieval", retrieve: decision});
 
-        // 3. Every candidate of the wave, decoded together.
-        const items = wave.flatMap((job) => (job.decision!.decision ? job.slots.slice(0, job.passages.length) : [job.slots[0]])
-            .map((seq) => ({seq, maxTokens: settings.maxNewTokens})));
-        const segments = await ctx.generate(items);
-        const scores = scorer.score(segments, settings.weights);
-
-        let k = 0;
-        return wave.map((job) => {
-            const count = job.decision!.decision ? job.passages.length : 1;
-            const mine = segments.slice(k, k + count);
-            const myScores = scores.slice(k, k + count);
-            k += count;
-            return {index: job.index, result: assemble(model, job, mine, myScores, settings)};
-        });
+        // 2. Without retrieval: one candidate after [No Retrieval]; the other slots go back now.
+        //    With retrieval: fork the prompt into one slot per passage, append each passage and
+        //    generate, all submitted at once (work on a slot keeps its order).
+        const seqs = decision.decision ? [root, ...others] : [root];
+        if (!decision.decision) void lease.give(...others);
+        const candidates: CandidateResult[] = new Array(seqs.length);
+        const segments: NativeSegment[] = new Array(seqs.length);
+        const retrieved = decision.decision;
+        const passageTokens = retrieved ? job.passages.map((p, j) => fitPassage(model, job, p, j, settings)) : [];
+        for (const seq of seqs.slice(1)) void ctx.fork(root, seq).catch(() => undefined);
+        await Promise.all(seqs.map(async (seq, i) => {
+            const appended = retrieved ? passageTokens[i] : Int32Array.of(model.reflection.id("[No Retrieval]"));
+            const prefilled = ctx.prefill(seq, appended);
+            const segment = await ctx.generateOne(seq, settings.maxNewTokens);
+            await prefilled;
+            // The slot is not needed once its candidate is generated (the root only after its forks ran).
+            void lease.give(seq);
+            const [critique] = scorer.score([segment], settings.weights);
+            const text = model.detokenize(segment.tokens);
+            const candidate: CandidateResult = {
+                ...(retrieved ? {passage: job.passages[i]} : {}),
+                text, answer: postProcessAnswer(text, job.task), ...critique, tokens: segment.tokens.length, stopReason: segment.stopReason
+            };
+            segments[i] = segment;
+            candidates[i] = candidate;
+            control.onEvent?.({type: "candidate", index: i, ...(retrieved ? {passage: job.passages[i]} : {}), text, answer: candidate.answer,
+                critique, stopReason: segment.stopReason});
+        }));
+        return assemble(model, job, decision, candidates, segments, passageTokens, settings);
     } finally {
-        await ctx.release(...wave.flatMap((job) => job.slots));
+        await lease.close();
     }
 }
 
@@ -193,7 +201,7 @@ async function runWave(model: SelfRagModel, scorer: SegmentScorer, wave: Job[], 
  * A long passage is truncated (text shortened, `</paragraph>` kept) with a warning rather than
  * failing the question: one oversized passage in a top-k list should not lose the other k - 1.
  */
-function fitPassage(model: SelfRagModel, job: Job, passage: Passage, index: number, settings: WaveSettings): Int32Array {
+function fitPassage(model: EngineModel, job: Job, passage: Passage, index: number, settings: Settings): Int32Array {
     const room = settings.perSequence - job.prompt.length - settings.maxNewTokens;
     let tokens = model.tokenize(formatPassage(passage), {bos: false});
     if (tokens.length <= room) return tokens;
@@ -216,15 +224,9 @@ function fitPassage(model: SelfRagModel, job: Job, passage: Passage, index: numb
     return tokens;
 }
 
-function assemble(model: SelfRagModel, job: Job, segments: NativeSegment[], scores: CritiqueScore[], settings: WaveSettings): ShortFormAnswer {
-    const retrieved = job.decision!.decision;
-    const candidates: CandidateResult[] = segments.map((s, i) => {
-        const text = model.detokenize(s.tokens);
-        return {
-            ...(retrieved ? {passage: job.passages[i]} : {}),
-            text, answer: postProcessAnswer(text, job.task), ...scores[i], tokens: s.tokens.length, stopReason: s.stopReason
-        };
-    });
+function assemble(model: EngineModel, job: Job, decision: RetrievalDecision, candidates: CandidateResult[], segments: NativeSegment[],
+    passageTokens: Int32Array[], settings: Settings): ShortFormAnswer {
+    const retrieved = decision.decision;
     let best = 0;
     candidates.forEach((c, i) => {
         if (c.score > candidates[best].score) best = i;
@@ -239,10 +241,10 @@ function assemble(model: SelfRagModel, job: Job, segments: NativeSegment[], scor
         best = candidates.reduce((b, c, i) => (c.answer === answer && (b < 0 || c.score > candidates[b].score) ? i : b), -1);
     }
     const result: ShortFormAnswer = {
-        id: job.id, answer, retrieve: job.decision!, candidates, best, ...(votes != null ? {votes} : {}), warnings: job.warnings,
+        id: job.id, answer, retrieve: decision, candidates, best, ...(votes != null ? {votes} : {}), warnings: job.warnings,
         stats: {
             promptTokens: job.prompt.length,
-            passageTokens: job.passageTokens.reduce((n, t) => n + t.length, 0),
+            passageTokens: passageTokens.reduce((n, t) => n + t.length, 0),
             generatedTokens: segments.reduce((n, s) => n + s.tokens.length, 0)
         }
     };
@@ -253,11 +255,5 @@ function assemble(model: SelfRagModel, job: Job, segments: NativeSegment[], scor
             candidates: segments.map((s, i) => traceCandidate(s, candidates[i].text, retrieved ? job.passages[i] : undefined))
         };
     }
-    return result;
-}
-
-/** One question; see answerBatch. */
-export async function answer(model: SelfRagModel, question: string | ShortFormQuestion, options: ShortFormOptions = {}): Promise<ShortFormAnswer> {
-    const [result] = await answerBatch(model, [question], options);
     return result;
 }

@@ -1,20 +1,15 @@
-// Segment generation: greedy steps for a set of sequence slots, one llama_decode per step for
-// all of them, until each stops (end of generation, a stop token, a retrieval request decided by
-// the in-segment threshold, the token budget or the context). Results come back once per segment.
+// When a generating sequence stops: end of generation, a stop token, a retrieval request decided
+// by Self-RAG's in-segment threshold, its token budget. Each generation carries its own
+// conditions, so questions with different options share decode steps.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "sequence_engine.h"
-
 namespace selfrag {
 
-struct GenerateItem {
-    int32_t seq = 0;
-    int32_t maxTokens = 0;
-};
+class SequenceEngine;
 
 // Self-RAG's in-segment retrieval decision: where the model emits [No Retrieval], retrieve
 // anyway when (P([Retrieval]) + P([Continue to Use Evidence])) / (P([Retrieval]) + P([No
@@ -32,6 +27,9 @@ struct GenerateOptions {
     RetrievalGate gate;
 };
 
+// A finished (or growing) segment. The first token is the slot's pending greedy choice; every
+// token except the last is decoded into the slot; the last one is returned but not decoded (the
+// caller decides what follows it), and the slot's pending distribution is the one it was chosen from.
 struct SegmentResult {
     std::vector<int32_t> tokens;
     std::vector<float> logprobs;
@@ -39,11 +37,10 @@ struct SegmentResult {
     std::string stopReason;         // "eos" | "stop" | "retrieve" | "length" | "context" | "kv_full"
 };
 
-// The first token of every segment is the slot's pending greedy choice. Every generated token
-// except the last is decoded into the slot; the last one is returned but not decoded (the caller
-// decides what follows it), and the slot's pending distribution is the one it was chosen from.
-std::vector<SegmentResult> GenerateSegments(SequenceEngine& engine, const std::vector<GenerateItem>& items,
-                                            const GenerateOptions& options);
+// Records the token chosen from a summarised distribution; returns true (and sets stopReason)
+// when the segment ends with it.
+bool AcceptToken(const SequenceEngine& engine, const GenerateOptions& options, int32_t maxTokens,
+                 SegmentResult& segment, int32_t token, float logprob, const float* reflection);
 
 // Ratio used by the gate, from log-probs, stable for log-probs far below -100.
 double RetrievalRatio(float logRetrieval, float logContinue, float logNoRetrieval);

@@ -7,26 +7,31 @@ import {integerOption, requireModel} from "./options.js";
 
 const help = `Usage: selfrag serve [--model FILE] [--index DIR] [--port N] [options]
 
-An HTTP server (JSON) over one model. Concurrent requests with the same options are answered in
-shared batches (see the README's server section for the request fields).
-  POST /v1/answer   {"question", "passages"?, "long"?, "ndocs"?, "mode"?, "threshold"?, "maxNewTokens"?,
-                     "weights"?, "task"?, "choices"?, "beamWidth"?, "maxDepth"?, ...}
-  POST /v1/search   {"query", "k"?}                 (with --index)
-  GET  /health      GET /v1/stats
+An HTTP server over one model. Every question in flight shares each decode step, whatever its
+options; a request arriving while others generate starts at the next step (see the README's
+server section for the request fields).
+  POST /v1/answer            {"question", "passages"?, "long"?, "ndocs"?, "mode"?, "threshold"?, "maxNewTokens"?,
+                              "weights"?, "task"?, "choices"?, "beamWidth"?, "maxDepth"?, "stream"?, ...}
+                             "stream": true answers text/event-stream: retrieval, candidate|segment, answer
+  POST /v1/chat/completions  OpenAI-compatible (last user message = the question; Self-RAG data in "selfrag")
+  POST /v1/search            {"query", "k"?}                 (with --index)
+  GET  /health   GET /v1/stats   GET /metrics (Prometheus)   GET /v1/models
   --model FILE          a Self-RAG GGUF (default: $SELFRAG_MODEL or ~/.cache/selfrag/models/selfrag*.gguf)
   --index DIR           retrieve for requests that bring no passages
   --port N (8080)       --host H (127.0.0.1; the server has no authentication)
   --sequences N         decoding slots (10): a short-form question takes ndocs of them, a long-form one
                         beamWidth x ndocs; more slots let more questions share each decode step
   --context-size N      tokens per slot (2048)
-  --max-batch N         questions per batch (32)   --max-queue N   waiting requests before 503 (1024)
+  --step-tokens N       tokens per decode step (512): generation first, then prefill chunks
+  --max-queue N         requests waiting for slots before 503 (1024)
+  --timeout SECONDS     time limit per request, queue wait included (none); past it: 504
   --max-body BYTES      largest request body (1048576)
   --threads N --cpu`;
 
 export async function serveCommand(args: string[]): Promise<void> {
     const {values} = parseArgs({args, options: {
         model: {type: "string"}, index: {type: "string"}, port: {type: "string"}, host: {type: "string"}, sequences: {type: "string"},
-        "context-size": {type: "string"}, "max-batch": {type: "string"}, "max-queue": {type: "string"}, "max-body": {type: "string"},
+        "context-size": {type: "string"}, "step-tokens": {type: "string"}, timeout: {type: "string"}, "max-queue": {type: "string"}, "max-body": {type: "string"},
         threads: {type: "string"}, cpu: {type: "boolean"}, help: {type: "boolean"}
     }});
     if (values.help) {
@@ -42,11 +47,13 @@ export async function serveCommand(args: string[]): Promise<void> {
         model = await SelfRagModel.load({
             modelPath: requireModel(values.model), sequences: integerOption("--sequences", values.sequences) ?? 10,
             contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
-            gpu: values.cpu ? false : "auto"
+            stepTokens: integerOption("--step-tokens", values["step-tokens"]), gpu: values.cpu ? false : "auto"
         });
+        const timeout = values.timeout != null ? Number(values.timeout) : 0;
+        if (!Number.isFinite(timeout) || timeout < 0) throw invalidParameterError("--timeout", "a number of seconds >= 0", values.timeout);
         server = await SelfRagServer.listen({
             model, index, port, host: values.host, maxBodyBytes: integerOption("--max-body", values["max-body"]),
-            scheduler: {maxBatch: integerOption("--max-batch", values["max-batch"]), maxQueue: integerOption("--max-queue", values["max-queue"])}
+            scheduler: {maxQueue: integerOption("--max-queue", values["max-queue"]), timeoutMs: timeout * 1000}
         });
     } catch (error) {
         await model?.dispose();
@@ -55,7 +62,7 @@ export async function serveCommand(args: string[]): Promise<void> {
     }
     console.log(`selfrag: serving ${values.model ?? "the default model"} on ${server.url}` +
         `${index != null ? ` with ${index.size} passages from ${index.dir}` : ""} (Ctrl-C stops)`);
-    // Stop cleanly: no new connections, queued requests get 503, the running batch finishes.
+    // Stop cleanly: no new connections, queued requests get 503, running ones finish.
     await new Promise<void>((resolve) => {
         const stop = () => {
             process.off("SIGINT", stop);

@@ -32,6 +32,8 @@ export class DecodingContext {
     /** Work of the current tick, submitted in one native call so it joins one step. */
     private buffer: Waiting[] = [];
     private flushScheduled = false;
+    /** Slots whose work was cancelled: later work on them fails at once, until they are cleared. */
+    private readonly cancelled = new Set<number>();
     public readonly slots: SlotPool;
     public readonly sequences: number;
     public readonly reflectionIds: Int32Array;
@@ -86,51 +88,53 @@ export class DecodingContext {
      * Clears slots' KV without returning them to the pool (a caller reusing its own slots). Never
      * rejects for a disposed context: its KV is gone anyway, and callers often do not wait.
      */
-    public async clear(...slots: number[]): Promise<void> {
-        await Promise.all(slots.map((seq) => this.submit({kind: "release", seq}).catch((error: SelfRagError) => {
+    public clear(...slots: number[]): Promise<void> {
+        return handled(Promise.all(slots.map((seq) => this.submit({kind: "release", seq}).catch((error: SelfRagError) => {
             if (error.code !== "CONTEXT_DISPOSED") throw error;
-        })));
+        }))).then(() => undefined));
     }
 
     /** Appends tokens to one slot; a row summarises the last position (every position with allPositions). */
-    public async prefill(seq: number, tokens: Int32Array, options: {allPositions?: boolean} = {}): Promise<NativeRows> {
-        return (await this.submit({kind: "prefill", seq, tokens, allPositions: options.allPositions ?? false})).rows!;
+    public prefill(seq: number, tokens: Int32Array, options: {allPositions?: boolean} = {}): Promise<NativeRows> {
+        return handled(this.submit({kind: "prefill", seq, tokens, allPositions: options.allPositions ?? false}).then((c) => c.rows!));
     }
 
     /** Several prefills in one step; item i owns rows [rowOffsets[i], rowOffsets[i + 1]). */
-    public async evaluate(items: readonly {seq: number, tokens: Int32Array}[], options: {allPositions?: boolean} = {}): Promise<NativeRowBlock> {
-        const parts = await Promise.all(items.map((item) => this.prefill(item.seq, item.tokens, options)));
-        return concatRows(parts, this.reflectionIds.length);
+    public evaluate(items: readonly {seq: number, tokens: Int32Array}[], options: {allPositions?: boolean} = {}): Promise<NativeRowBlock> {
+        return handled(Promise.all(items.map((item) => this.prefill(item.seq, item.tokens, options)))
+            .then((parts) => concatRows(parts, this.reflectionIds.length)));
     }
 
     /** One greedy segment, generated in whatever steps are running; settles when it stops. */
-    public async generateOne(seq: number, maxTokens: number, options: NativeStopOptions = {}): Promise<NativeSegment> {
-        return (await this.submit({kind: "generate", seq, maxTokens, ...options})).segment!;
+    public generateOne(seq: number, maxTokens: number, options: NativeStopOptions = {}): Promise<NativeSegment> {
+        return handled(this.submit({kind: "generate", seq, maxTokens, ...options}).then((c) => c.segment!));
     }
 
     /** Segments for several slots (each item may carry its own stop options); settles when all stopped. */
     public generate(items: readonly ({seq: number, maxTokens: number} & NativeStopOptions)[],
         options: NativeStopOptions = {}): Promise<NativeSegment[]> {
-        return Promise.all(items.map((item) => this.generateOne(item.seq, item.maxTokens, {...options, ...stopOptionsOf(item)})));
+        return handled(Promise.all(items.map((item) => this.generateOne(item.seq, item.maxTokens, {...options, ...stopOptionsOf(item)}))));
     }
 
     /** Makes `dst` a copy of `src` (KV and pending distribution); with a unified KV nothing is copied. */
-    public async fork(src: number, dst: number): Promise<void> {
-        await this.submit({kind: "fork", seq: src, dst});
+    public fork(src: number, dst: number): Promise<void> {
+        return handled(this.submit({kind: "fork", seq: src, dst}).then(() => undefined));
     }
 
     /** Drops everything after the first `nPast` tokens of a slot. */
-    public async trim(seq: number, nPast: number): Promise<void> {
-        await this.submit({kind: "trim", seq, nPast});
+    public trim(seq: number, nPast: number): Promise<void> {
+        return handled(this.submit({kind: "trim", seq, nPast}).then(() => undefined));
     }
 
     /**
      * Ends every piece of work submitted so far on these slots at the next step (its promise
-     * rejects with ABORTED); the slots stay leased until released.
+     * rejects with ABORTED), and refuses work submitted later until the slots are released or
+     * cleared; the slots stay leased until released.
      */
     public cancel(...slots: number[]): void {
         if (this.native == null || slots.length === 0) return;
         this.flush();
+        for (const seq of slots) this.cancelled.add(seq);
         this.native.cancel(Int32Array.from(slots));
     }
 
@@ -162,7 +166,12 @@ export class DecodingContext {
 
     private submit(work: NativeWork): Promise<NativeCompletion> {
         if (this.native == null) return Promise.reject(new SelfRagError("the context has been disposed", "CONTEXT_DISPOSED"));
-        return new Promise((resolve, reject) => {
+        if (work.kind === "release") {
+            this.cancelled.delete(work.seq);
+        } else if (this.cancelled.has(work.seq) || (work.kind === "fork" && this.cancelled.has(work.dst))) {
+            return Promise.reject(new SelfRagError(`slot ${work.seq}: its work was cancelled (the request was aborted)`, "ABORTED"));
+        }
+        const promise = new Promise<NativeCompletion>((resolve, reject) => {
             this.buffer.push({work, resolve, reject});
             if (!this.flushScheduled) {
                 this.flushScheduled = true;
@@ -171,6 +180,10 @@ export class DecodingContext {
                 setImmediate(() => this.flush());
             }
         });
+        // Flows submit a slot's whole sequence of work at once and await only its end; when an
+        // earlier item fails, the later ones fail too and must not surface as unhandled rejections.
+        promise.catch(() => undefined);
+        return promise;
     }
 
     private flush(): void {
@@ -210,6 +223,12 @@ export class DecodingContext {
             else w.resolve(c);
         }
     }
+}
+
+/** Marks a promise as handled (callers that do not await it must not crash the process); awaiting it still throws. */
+function handled<T>(promise: Promise<T>): Promise<T> {
+    promise.catch(() => undefined);
+    return promise;
 }
 
 function stopOptionsOf(item: NativeStopOptions): NativeStopOptions {

@@ -44,6 +44,7 @@ export class SlotLease {
 
     /** Clears slots and keeps them for later use by the same question. */
     public async put(...slots: number[]): Promise<void> {
+        if (this.closed) return;
         if (slots.length === 0) return;
         const cleared = this.ctx.clear(...slots);
         for (const seq of slots) this.spare.push(seq);

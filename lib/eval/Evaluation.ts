@@ -2,11 +2,10 @@
 // output record per question as soon as its batch is done, the reference's metric over the gold
 // answers, and a summary.
 //
-// Throughput: questions are read ahead `batchSize` at a time and submitted together to a
-// RequestScheduler, which runs them as one answerBatch (or answerLongBatch): all prompts prefilled
-// in one decode and every wave's candidates generated in shared steps. A question that fails (a
-// prompt longer than the context) gets an error record and the run goes on: the scheduler re-runs
-// its batch one by one so the others are unaffected.
+// Throughput: up to `batchSize` questions are in flight at once through a RequestScheduler; the
+// engine's step loop decodes all of them together, and as each question finishes the next one
+// starts (no batch waits for its slowest member). A question that fails (a prompt longer than the
+// context) gets an error record and the run goes on; the others are unaffected.
 import {SelfRagError, requirePositiveInteger} from "../errors.js";
 import {readJsonRecords} from "../jsonRecords.js";
 import type {LongFormOptions, Retriever} from "../selfrag/LongForm.js";
@@ -83,7 +82,7 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
     const metric = options.metric ?? (options.long ? "str_em" : "match");
     const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 64, 1 << 16);
     const limit = options.limit ?? Number.POSITIVE_INFINITY;
-    const scheduler = new RequestScheduler(model, {maxBatch: batchSize, maxQueue: batchSize});
+    const scheduler = new RequestScheduler(model, {maxQueue: batchSize});
     const totals = {answered: 0, errors: 0, skipped: 0, malformed: 0, scored: 0, scoreSum: 0, retrieved: 0};
     const summary = (): EvalSummary => {
         const seconds = (Date.now() - started) / 1000;
@@ -95,19 +94,40 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
         };
     };
 
-    const flush = async (batch: EvalItem[]) => {
-        const settled = await Promise.allSettled(batch.map((item) => answerOne(scheduler, item, task, options)));
-        for (const [i, outcome] of settled.entries()) {
-            const item = batch[i];
+    // A sliding window: up to batchSize questions in flight; as each finishes another starts, and
+    // finished records are written in input order as soon as every earlier question is done too.
+    type Entry = {item: EvalItem, outcome?: PromiseSettledResult<EvalRecord>};
+    const window: Entry[] = [];
+    let inFlight = 0;
+    let wake: (() => void) | undefined;
+    const finishedOne = () => new Promise<void>((resolve) => {
+        wake = resolve;
+    });
+    const start = (item: EvalItem) => {
+        const entry: Entry = {item};
+        inFlight++;
+        window.push(entry);
+        void answerOne(scheduler, item, task, options).then((value) => ({status: "fulfilled" as const, value}),
+            (reason: unknown) => ({status: "rejected" as const, reason})).then((outcome) => {
+            entry.outcome = outcome;
+            inFlight--;
+            wake?.();
+        });
+    };
+    const writeReady = async () => {
+        while (window.length > 0 && window[0].outcome != null) await write(window.shift()!);
+    };
+    const write = async ({item, outcome}: Entry) => {
+        {
             let record: EvalRecord;
-            if (outcome.status === "rejected") {
-                const e = outcome.reason as Error & {code?: string};
+            if (outcome!.status === "rejected") {
+                const e = outcome!.reason as Error & {code?: string};
                 if (e.code === "ABORTED" || e.code === "SCHEDULER_CLOSED") throw e;
                 record = {id: item.id, question: item.question, prediction: "", golds: item.golds,
                     error: {code: e.code ?? "INTERNAL", message: `${item.where}: ${e.message}`}};
                 totals.errors++;
             } else {
-                record = outcome.value;
+                record = outcome!.value;
                 record.score = scoreOf(record, item, metric, task);
                 totals.answered++;
                 if (record.retrieve?.decision) totals.retrieved++;
@@ -121,9 +141,9 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
         options.onProgress?.(summary());
     };
 
+
     try {
         let seen = 0;
-        let batch: EvalItem[] = [];
         for await (const entry of readJsonRecords(file)) {
             if (seen >= limit) break;
             if (options.signal?.aborted) throw new SelfRagError("the evaluation was interrupted; the records written so far are complete", "ABORTED");
@@ -139,13 +159,17 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
                 totals.skipped++;
                 continue;
             }
-            batch.push(item);
-            if (batch.length >= batchSize) {
-                await flush(batch);
-                batch = [];
+            start(item);
+            await writeReady();
+            while (inFlight >= batchSize) {
+                await finishedOne();
+                await writeReady();
             }
         }
-        if (batch.length > 0) await flush(batch);
+        while (window.length > 0) {
+            if (window[0].outcome == null) await finishedOne();
+            await writeReady();
+        }
     } finally {
         await scheduler.close();
     }

@@ -167,6 +167,7 @@ async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFo
     settings: LongFormSettings, options: LongFormOptions, control: RunControl): Promise<LongFormAnswer> {
     const ctx = model.context;
     const lease = await SlotLease.acquire(ctx, item.slots, control.signal);
+    control.onStart?.();
     try {
         const [root] = lease.take(1);
         const rows = await ctx.prefill(root, item.prompt);

@@ -151,6 +151,7 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
             `was loaded with sequences: ${ctx.sequences}; lower ndocs or raise sequences`, "INVALID_ARGUMENT");
     }
     const lease = await SlotLease.acquire(ctx, width, control.signal);
+    control.onStart?.();
     try {
         // 1. The prompt; its first generated position decides retrieval.
         const [root, ...others] = lease.take(width);

@@ -42,4 +42,6 @@ export interface RunControl {
     /** Aborting cancels the question's work at the next decode step and frees its slots. */
     signal?: AbortSignal;
     onEvent?: (event: AnswerEvent) => void;
+    /** Called once the question holds its slots (it waited in the slot pool until then). */
+    onStart?: () => void;
 }

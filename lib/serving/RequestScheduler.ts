@@ -1,214 +1,186 @@
-// Request batching for a model shared by many callers (an HTTP server, a job queue).
-//
-// The engine does its best work on a batch: answerBatch prefills every prompt in one decode,
-// forks passages and generates every candidate of a wave in shared decode steps. Callers, though,
-// arrive one question at a time. The scheduler queues them; whenever the model is free it takes
-// the oldest request and every queued request that can share its batch (same kind, same
-// batch-level options) up to `maxBatch`, and runs them as one answerBatch / answerLongBatch.
-// Requests arriving while a batch runs form the next one, so under load batches fill up by
-// themselves and with one caller nothing waits; requests submitted in the same tick start together.
-//
-// A batch that fails is re-run one request at a time, so one bad request (a prompt longer than
-// the context, say) fails alone instead of failing the requests it happened to share a batch
-// with.
+// Admission of concurrent requests to one model. Batching is not done here: the engine's step
+// loop batches whatever questions are in flight, whatever their options. The scheduler only
+// decides who may enter and for how long: a queue limit (requests waiting for slots), first
+// come first served (the slot pool is FIFO), abort that frees a request's slots mid-generation,
+// a per-request timeout, and counters for /v1/stats and /metrics.
 import {SelfRagError, requirePositiveInteger} from "../errors.js";
+import {abortError} from "../engine/SlotPool.js";
+import type {AnswerEvent} from "../selfrag/events.js";
 import type {LongFormAnswer, LongFormOptions, LongFormQuestion} from "../selfrag/LongForm.js";
-import type {SelfRagModel} from "../SelfRagModel.js";
 import type {ShortFormAnswer, ShortFormOptions, ShortFormQuestion} from "../selfrag/ShortForm.js";
+import type {SelfRagModel} from "../SelfRagModel.js";
+import {EngineMonitor} from "./EngineMonitor.js";
 
 export interface RequestSchedulerOptions {
-    /** Questions per batch (32). answerBatch splits a batch into waves that fit the slots. */
-    maxBatch?: number;
-    /** Requests waiting at most; one more is refused with QUEUE_FULL (1024). */
+    /** Requests admitted but still waiting for slots at most; one more is refused with QUEUE_FULL (1024). */
     maxQueue?: number;
+    /** Default time limit per request in milliseconds, queue wait included (0: none). */
+    timeoutMs?: number;
 }
 
 export interface RequestOptions {
-    /** Aborting removes a request that has not started; a started one runs to the end of its batch. */
+    /** Aborting ends the request wherever it is: waiting, prefilling or generating; its slots are freed. */
     signal?: AbortSignal;
+    /** Overrides the scheduler's timeout for this request (0: none). */
+    timeoutMs?: number;
+    /** Progress: the retrieval decision, then each scored candidate (short form) or segment (long form). */
+    onEvent?: (event: AnswerEvent) => void;
 }
 
 export interface SchedulerStats {
+    /** Admitted, waiting for slots. */
     queued: number;
+    /** Holding slots. */
     running: number;
-    /** Batches run, and the requests they carried (requests / batches = mean batch size). */
-    batches: number;
-    requests: number;
-    /** Batches that failed and were re-run one request at a time. */
-    splitBatches: number;
+    admitted: number;
+    completed: number;
+    failed: number;
+    aborted: number;
+    timedOut: number;
+    rejected: number;
+    /** Mean wait for slots (ms) of the requests that started. */
+    meanQueueWaitMs: number;
+    /** Mean time from admission to the first event (the retrieval decision), ms. */
+    meanTimeToFirstEventMs: number;
 }
 
-type Pending<Q, O, R> = {
-    kind: "short" | "long";
-    question: Q;
-    options: O;
-    key: string;
-    resolve: (value: R) => void;
-    reject: (error: Error) => void;
-    signal?: AbortSignal;
-    onAbort?: () => void;
-};
-
-type AnyPending = Pending<ShortFormQuestion, ShortFormOptions, ShortFormAnswer> | Pending<LongFormQuestion, LongFormOptions, LongFormAnswer>;
+type Kind = "short" | "long";
 
 /**
  * ```ts
- * const scheduler = new RequestScheduler(model, {maxBatch: 32});
- * // concurrent callers; those queued together run as one answerBatch
+ * const scheduler = new RequestScheduler(model, {timeoutMs: 60_000});
+ * // any number of concurrent callers, each with its own options; they share decode steps
  * const [a, b] = await Promise.all([
- *     scheduler.answer({question: "Who wrote Carmen?"}, {retriever}),
- *     scheduler.answer({question: "Where is Paris?"}, {retriever})
+ *     scheduler.answer({question: "Who wrote Carmen?"}, {retriever, threshold: 0.1}),
+ *     scheduler.answerLong({question: "Tell me about Bizet."}, {retriever, beamWidth: 2})
  * ]);
  * await scheduler.close();
  * ```
  */
 export class RequestScheduler {
-    private readonly queue: AnyPending[] = [];
-    private readonly maxBatch: number;
+    public readonly monitor: EngineMonitor;
     private readonly maxQueue: number;
-    private runningCount = 0;
-    private pumpScheduled = false;
+    private readonly timeoutMs: number;
+    private readonly inflight = new Set<{controller: AbortController, started: boolean, done?: Promise<unknown>}>();
     private closed = false;
-    private idle: Promise<void> = Promise.resolve();
-    private readonly counters = {batches: 0, requests: 0, splitBatches: 0};
-    /** Identities of the functions (retrievers) seen in options, for batchKey. */
-    private readonly functionIds = new WeakMap<object, number>();
-    private nextFunctionId = 1;
+    private readonly counters = {admitted: 0, completed: 0, failed: 0, aborted: 0, timedOut: 0, rejected: 0};
+    private waitTotal = 0;
+    private waitCount = 0;
+    private firstEventTotal = 0;
+    private firstEventCount = 0;
 
     public constructor(private readonly model: SelfRagModel, options: RequestSchedulerOptions = {}) {
-        this.maxBatch = requirePositiveInteger("maxBatch", options.maxBatch ?? 32, 4096);
         this.maxQueue = requirePositiveInteger("maxQueue", options.maxQueue ?? 1024, 1 << 20);
+        const timeoutMs = options.timeoutMs ?? 0;
+        if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw new SelfRagError(`timeoutMs must be >= 0, got ${timeoutMs}`, "INVALID_ARGUMENT");
+        this.timeoutMs = timeoutMs;
+        this.monitor = new EngineMonitor(model.context);
     }
 
-    /** Short-form Self-RAG for one question, batched with other queued questions of the same options. */
+    /** Short-form Self-RAG for one question. */
     public answer(question: string | ShortFormQuestion, options: ShortFormOptions = {}, request: RequestOptions = {}): Promise<ShortFormAnswer> {
         const q = typeof question === "string" ? {question} : question;
-        return this.enqueue({kind: "short", question: q, options, key: "short\0" + this.batchKey(options)}, request);
+        return this.run("short", request, (control) => this.model.answer(q, options, control));
     }
 
-    /** Long-form Self-RAG for one question, batched with other queued questions of the same options. */
+    /** Long-form Self-RAG for one question. */
     public answerLong(question: string | LongFormQuestion, options: LongFormOptions = {}, request: RequestOptions = {}): Promise<LongFormAnswer> {
         const q = typeof question === "string" ? {question} : question;
-        return this.enqueue({kind: "long", question: q, options, key: "long\0" + this.batchKey(options)}, request);
+        return this.run("long", request, (control) => this.model.answerLong(q, options, control));
     }
 
     public get stats(): SchedulerStats {
-        return {queued: this.queue.length, running: this.runningCount, ...this.counters};
+        // An aborted request has been answered; its flow may still be cleaning up, but it no longer counts.
+        let running = 0;
+        let queued = 0;
+        for (const r of this.inflight) {
+            if (r.controller.signal.aborted) continue;
+            if (r.started) running++;
+            else queued++;
+        }
+        return {
+            queued, running, ...this.counters,
+            meanQueueWaitMs: this.waitCount > 0 ? this.waitTotal / this.waitCount : 0,
+            meanTimeToFirstEventMs: this.firstEventCount > 0 ? this.firstEventTotal / this.firstEventCount : 0
+        };
     }
 
-    /** Refuses new requests, rejects queued ones (SCHEDULER_CLOSED) and waits for the running batch. */
+    /** Refuses new requests, ends those still waiting for slots (SCHEDULER_CLOSED) and waits for the running ones. */
     public async close(): Promise<void> {
         this.closed = true;
-        for (const p of this.queue.splice(0)) {
-            this.detach(p);
-            p.reject(new SelfRagError("the scheduler was closed before this request ran", "SCHEDULER_CLOSED"));
+        for (const r of this.inflight) {
+            if (!r.started) r.controller.abort(new SelfRagError("the scheduler was closed before this request started", "SCHEDULER_CLOSED"));
         }
-        await this.idle;
+        await Promise.allSettled([...this.inflight].map((r) => r.done));
+        this.monitor.stop();
     }
 
-    private enqueue<R>(entry: Omit<AnyPending, "resolve" | "reject">, request: RequestOptions): Promise<R> {
-        if (this.closed) return Promise.reject(new SelfRagError("the scheduler is closed", "SCHEDULER_CLOSED"));
-        if (request.signal?.aborted) return Promise.reject(abortError());
-        if (this.queue.length >= this.maxQueue) {
-            return Promise.reject(new SelfRagError(`${this.queue.length} requests are already waiting (maxQueue ${this.maxQueue}); try again later`,
-                "QUEUE_FULL"));
+    private async run<R>(_kind: Kind, request: RequestOptions, start: (control: {signal: AbortSignal, onEvent: (e: AnswerEvent) => void,
+        onStart: () => void}) => Promise<R>): Promise<R> {
+        if (this.closed) throw new SelfRagError("the scheduler is closed", "SCHEDULER_CLOSED");
+        if (request.signal?.aborted) throw abortError(request.signal, "the request was aborted before it ran");
+        if (this.stats.queued >= this.maxQueue) {
+            this.counters.rejected++;
+            throw new SelfRagError(`${this.stats.queued} requests are already waiting (maxQueue ${this.maxQueue}); try again later`, "QUEUE_FULL");
         }
-        return new Promise<R>((resolve, reject) => {
-            const pending = {...entry, resolve, reject, signal: request.signal} as AnyPending;
-            if (request.signal != null) {
-                pending.onAbort = () => {
-                    const at = this.queue.indexOf(pending);
-                    if (at < 0) return; // already running: it finishes with its batch
-                    this.queue.splice(at, 1);
-                    reject(abortError());
-                };
-                request.signal.addEventListener("abort", pending.onAbort, {once: true});
-            }
-            this.queue.push(pending);
-            this.schedulePump();
-        });
-    }
-
-    /**
-     * Batches start on a microtask, not inside answer(): requests submitted in the same tick (a
-     * loop over a file, Promise.all over questions) then start as one batch.
-     */
-    private schedulePump(): void {
-        if (this.pumpScheduled) return;
-        this.pumpScheduled = true;
-        queueMicrotask(() => {
-            this.pumpScheduled = false;
-            this.pump();
-        });
-    }
-
-    private pump(): void {
-        if (this.runningCount > 0 || this.queue.length === 0) return;
-        const head = this.queue[0];
-        const batch: AnyPending[] = [];
-        for (let i = 0; i < this.queue.length && batch.length < this.maxBatch;) {
-            if (this.queue[i].key === head.key) batch.push(...this.queue.splice(i, 1));
-            else i++;
-        }
-        for (const p of batch) this.detach(p);
-        this.runningCount = batch.length;
-        this.counters.batches++;
-        this.counters.requests += batch.length;
-        this.idle = this.run(batch).finally(() => {
-            this.runningCount = 0;
-            // The next batch starts on a fresh tick, so callers resolved just now can queue first.
-            setImmediate(() => this.schedulePump());
-        });
-    }
-
-    private async run(batch: AnyPending[]): Promise<void> {
+        const controller = new AbortController();
+        const entry: {controller: AbortController, started: boolean, done?: Promise<unknown>} = {controller, started: false};
+        const admittedAt = performance.now();
+        let firstEvent = false;
+        const forward = () => controller.abort(request.signal!.reason ?? new SelfRagError("the request was aborted", "ABORTED"));
+        request.signal?.addEventListener("abort", forward, {once: true});
+        const timeoutMs = request.timeoutMs ?? this.timeoutMs;
+        const timer = timeoutMs > 0
+            ? setTimeout(() => controller.abort(new SelfRagError(`the request took longer than its time limit of ${timeoutMs} ms`, "TIMEOUT")), timeoutMs)
+            : undefined;
+        this.inflight.add(entry);
+        this.counters.admitted++;
         try {
-            const results = await this.execute(batch);
-            batch.forEach((p, i) => (p.resolve as (value: unknown) => void)(results[i]));
-        } catch (error) {
-            if (batch.length === 1) {
-                batch[0].reject(error as Error);
-                return;
-            }
-            // Re-run one by one: only the request(s) at fault fail.
-            this.counters.splitBatches++;
-            for (const p of batch) {
-                try {
-                    (p.resolve as (value: unknown) => void)((await this.execute([p]))[0]);
-                } catch (single) {
-                    p.reject(single as Error);
+            entry.done = start({
+                signal: controller.signal,
+                onStart: () => {
+                    entry.started = true;
+                    this.waitTotal += performance.now() - admittedAt;
+                    this.waitCount++;
+                },
+                onEvent: (event) => {
+                    if (!firstEvent) {
+                        firstEvent = true;
+                        this.firstEventTotal += performance.now() - admittedAt;
+                        this.firstEventCount++;
+                    }
+                    if (!controller.signal.aborted) request.onEvent?.(event);
                 }
+            });
+            // An abort (client gone, timeout) answers at once; the flow cleans up behind it (its
+            // work is cancelled at the next decode step and its slots released).
+            entry.done.catch(() => undefined);
+            const result = await Promise.race([entry.done as Promise<R>, rejectOnAbort(controller.signal)]);
+            this.counters.completed++;
+            return result;
+        } catch (error) {
+            if (controller.signal.aborted) {
+                const reasonCode = (controller.signal.reason as SelfRagError | undefined)?.code;
+                if (reasonCode === "SCHEDULER_CLOSED") throw controller.signal.reason as SelfRagError;
+                // Whatever part of the flow noticed first, the caller learns why it was stopped.
+                const reason = abortError(controller.signal, "the request was aborted");
+                if (reason.code === "TIMEOUT") this.counters.timedOut++;
+                else this.counters.aborted++;
+                throw reason;
             }
+            this.counters.failed++;
+            throw error;
+        } finally {
+            if (timer != null) clearTimeout(timer);
+            request.signal?.removeEventListener("abort", forward);
+            void Promise.resolve(entry.done).catch(() => undefined).finally(() => this.inflight.delete(entry));
         }
-    }
-
-    private execute(batch: AnyPending[]): Promise<unknown[]> {
-        const first = batch[0];
-        if (first.kind === "short") {
-            return this.model.answerBatch(batch.map((p) => p.question as ShortFormQuestion), first.options);
-        }
-        return this.model.answerLongBatch(batch.map((p) => p.question as LongFormQuestion), first.options);
-    }
-
-    /**
-     * Requests share a batch when their batch-level options are equal. Functions (a retriever) are
-     * compared by identity: the same retriever object batches, two different ones do not.
-     */
-    private batchKey(options: object): string {
-        return JSON.stringify(options, (_key, value: unknown) => {
-            if (typeof value !== "function") return value;
-            let id = this.functionIds.get(value);
-            if (id == null) this.functionIds.set(value, id = this.nextFunctionId++);
-            return `\0fn${id}`;
-        });
-    }
-
-    private detach(p: AnyPending): void {
-        if (p.onAbort != null) p.signal?.removeEventListener("abort", p.onAbort);
     }
 }
 
-function abortError(): SelfRagError {
-    return new SelfRagError("the request was aborted before it ran", "ABORTED");
+function rejectOnAbort(signal: AbortSignal): Promise<never> {
+    return new Promise((_resolve, reject) => {
+        if (signal.aborted) reject(abortError(signal, "the request was aborted"));
+        else signal.addEventListener("abort", () => reject(abortError(signal, "the request was aborted")), {once: true});
+    });
 }
-

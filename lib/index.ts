@@ -1,10 +1,12 @@
 export {SelfRagModel, type SelfRagModelOptions, type InspectResult} from "./SelfRagModel.js";
 export {DecodingContext} from "./engine/DecodingContext.js";
+export {SlotPool} from "./engine/SlotPool.js";
+export type {EngineModel} from "./engine/EngineModel.js";
+export type {NativeContextStats, NativeSegment, NativeRows} from "./engine/types.js";
 export {ReflectionTokens, REFLECTION_TOKENS, REFLECTION_COUNT, R, type ReflectionGroup, type ReflectionTokenText} from "./engine/ReflectionTokens.js";
 export {SelfRagError, type SelfRagErrorCode} from "./errors.js";
 export {extractReflectionLogprobs, type ExtractedRows} from "./engine/ReflectionKernel.js";
 export {retrievalProbability, logAddExp} from "./selfrag/scoring.js";
-export {writeFixtureModel, type FixtureKind} from "./fixtures/FixtureModel.js";
 export {loadAddon, type GpuOption} from "./engine/addon.js";
 export {answer, answerBatch, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion, type CandidateResult} from "./selfrag/ShortForm.js";
 export {SegmentScorer, type CritiqueScore, type CritiqueWeights, type ScoredSegment} from "./selfrag/SegmentScorer.js";
@@ -26,11 +28,13 @@ export {VectorIndex, DEFAULT_VECTOR_INDEX, type VectorIndexConfig, type VectorDt
 export {PassageStore, type StoredPassage} from "./retrieval/PassageStore.js";
 export {openCorpus, type Corpus, type CorpusFormat, type CorpusItem} from "./retrieval/corpusReaders.js";
 export {readManifest, type IndexManifest} from "./retrieval/IndexManifest.js";
-export {writeBertFixture} from "./fixtures/BertFixture.js";
 export {calibrateSearch, chooseSearchPlan, recallPerQuery, recallEstimate, DEFAULT_CALIBRATION,
     type SearchCalibrationOptions, type CalibrationReport, type SearchPlan, type MeasuredSearch} from "./retrieval/SearchCalibration.js";
 export {FlatVectors, FlatVectorWriter, type ExactMatches} from "./retrieval/ExactSearch.js";
 export {RequestScheduler, type RequestSchedulerOptions, type RequestOptions, type SchedulerStats} from "./serving/RequestScheduler.js";
+export {createHandler, type HandlerOptions, type SelfRagHandler} from "./serving/handler.js";
+export {EngineMonitor, type EngineReport} from "./serving/EngineMonitor.js";
+export type {AnswerEvent, CandidateEvent, SegmentEvent, RetrievalEvent, RunControl} from "./selfrag/events.js";
 export {SelfRagServer, type SelfRagServerOptions} from "./serving/SelfRagServer.js";
 export {shortFormJson, searchResultsJson} from "./serving/responses.js";
 export {runEvaluation, type EvaluationOptions, type EvalRecord, type EvalSummary} from "./eval/Evaluation.js";

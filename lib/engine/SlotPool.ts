@@ -42,8 +42,7 @@ export class SlotPool {
 
     /** Takes `count` free slots now (lowest numbers first) or throws SEQUENCE_OUT_OF_RANGE. */
     public take(count: number): number[] {
-        this.check(count);
-        if (count > this.free.length) {
+        if (!Number.isInteger(count) || count < 1 || count > this.free.length) {
             throw new SelfRagError(`asked for ${count} sequence slot(s) but only ${this.free.length} of ` +
                 `${this.size} are free; load the model with more \`sequences\``, "SEQUENCE_OUT_OF_RANGE");
         }

@@ -1,0 +1,293 @@
+// Serving many callers, on the `bench` fixture model (random weights, ~53M parameters, f32), 12
+// slots, 3 passages per question, one thread, three systems measured in one run:
+//   - selfrag: SelfRagServer over real sockets (continuous batching: one step loop, per-question
+//     flows, any options in the same steps);
+//   - static: the former policy (option-keyed groups, one at a time, waves waiting for their
+//     slowest question), re-implemented on the same engine in this process (bench/baselines);
+//   - llama-server: llama.cpp's own server built from the same llama.cpp source (continuous
+//     batching, 12 slots), driven by a Self-RAG client that scores from the top-20 log-probs
+//     (bench/peer), as FlashRAG does.
+// Every HTTP request sends `Connection: close` to both servers (llama-server's fixed pool of HTTP
+// threads waits on idle keep-alive connections). The peer runs in mode "always": on random
+// weights [Retrieval] / [No Retrieval] are outside its top 20, so its adaptive rule would never
+// retrieve and would do a third of the work; ours retrieves for every question here (p ~ 0.5 >
+// every threshold used), so both do the same work.
+// Workloads: one question at a time; (a) 12 concurrent requests with 12 different thresholds,
+// weights and budgets (and the same 12 with equal options, for the decode-call ratio); (b) 48
+// requests arriving over time (seeded Poisson), one in four long form, mixed budgets; (c) 48
+// short-form requests at once (saturation). Timings feed ratios and the report; nothing asserts.
+import http from "node:http";
+import os from "node:os";
+import {Bench} from "tinybench";
+import type {Passage} from "../lib/selfrag/prompts.js";
+import {mulberry32} from "../lib/random.js";
+import {SelfRagModel} from "../lib/SelfRagModel.js";
+import {SelfRagServer} from "../lib/serving/SelfRagServer.js";
+import {StaticBatchScheduler} from "./baselines/StaticBatchScheduler.js";
+import {ensureBenchModel, MODEL_FILE} from "./benchModel.js";
+import {environment, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
+import {LlamaServerPeer} from "./peer/LlamaServerPeer.js";
+import {peerAnswer, peerAnswerLong} from "./peer/topKSelfRag.js";
+
+const SEQUENCES = 12;
+const NDOCS = 3;
+const CONTEXT = 512;
+const REPS = Number(process.env.SELFRAG_BENCH_REPS ?? 3);
+const ARRIVAL_RATE = 6; // requests per second, above what any of the three sustains
+
+const TOPICS = ["Eiffel Tower", "Carmen", "Danube", "Marie Curie", "Mount Fuji", "Amazon River", "Ada Lovelace", "Great Wall",
+    "Sahara", "Beethoven", "Nile", "Kilimanjaro"];
+
+function passagesFor(topic: string): Passage[] {
+    return [
+        {title: topic, text: `${topic} is the subject of this passage, which gives its history, its place and the people linked to it.`},
+        {title: `${topic} (history)`, text: `The history of ${topic} spans several centuries and is documented in many sources.`},
+        {title: `${topic} (culture)`, text: `${topic} appears in literature, painting and film, and draws visitors every year.`}
+    ];
+}
+
+interface Request {
+    long: boolean;
+    question: string;
+    passages: Passage[];
+    maxNewTokens: number;
+    threshold: number;
+    utility: number;
+    /** Arrival time from the start of the workload (ms). */
+    at: number;
+}
+
+const BUDGETS_A = [20, 44, 24, 40, 28, 36, 32, 32, 30, 34, 26, 38]; // mean 32
+const BUDGETS_B = [16, 24, 32, 48];
+
+function shortRequest(i: number, maxNewTokens: number, threshold: number, utility: number, at = 0): Request {
+    const topic = TOPICS[i % TOPICS.length];
+    return {long: false, question: `What is known about ${topic}? (${i})`, passages: passagesFor(topic), maxNewTokens, threshold, utility, at};
+}
+
+const WORKLOADS: Record<string, {label: string, requests: Request[], sequential?: boolean}> = {
+    single: {label: "one question at a time (12, 32 tokens)", sequential: true,
+        requests: Array.from({length: 12}, (_, i) => shortRequest(i, 32, 0.2, 0.5))},
+    equal: {label: "(a) 12 concurrent, equal options", requests: Array.from({length: 12}, (_, i) => shortRequest(i, 32, 0.2, 0.5))},
+    mixed: {label: "(a) 12 concurrent, 12 different thresholds/weights/budgets",
+        requests: Array.from({length: 12}, (_, i) => shortRequest(i, BUDGETS_A[i], 0.1 + 0.01 * i, 0.3 + 0.05 * i))},
+    arrivals: {label: "(b) 48 arriving over time, 1 in 4 long form, mixed budgets", requests: arrivals()},
+    saturation: {label: "(c) 48 at once, mixed budgets",
+        requests: Array.from({length: 48}, (_, i) => shortRequest(i, BUDGETS_B[i % 4], 0.1 + 0.002 * i, 0.5))}
+};
+
+function arrivals(): Request[] {
+    const random = mulberry32(20261130);
+    let at = 0;
+    return Array.from({length: 48}, (_, i) => {
+        at += -Math.log(1 - random()) / ARRIVAL_RATE * 1000;
+        const request = shortRequest(i, BUDGETS_B[i % 4], 0.1 + 0.002 * i, 0.3 + 0.01 * i, at);
+        return i % 4 === 3 ? {...request, long: true, maxNewTokens: 24, question: `Tell me about ${TOPICS[i % TOPICS.length]}. (${i})`} : request;
+    });
+}
+
+const LONG = {beamWidth: 2, maxDepth: 3};
+
+/** One answered request: its latency, and for streamed ones the time to the first event. */
+interface Outcome {
+    answer: string;
+    latencyMs: number;
+    firstEventMs?: number;
+}
+
+type System = (request: Request) => Promise<Outcome>;
+
+/** POST over a fresh connection (`Connection: close`), timing the first body bytes and the end. */
+function post(port: number, path: string, body: unknown): Promise<{status: number, text: string, firstByteMs: number, totalMs: number}> {
+    const started = performance.now();
+    return new Promise((resolve, reject) => {
+        const payload = Buffer.from(JSON.stringify(body));
+        const request = http.request({host: "127.0.0.1", port, method: "POST", path, agent: false,
+            headers: {"Connection": "close", "Content-Type": "application/json", "Content-Length": String(payload.length)}}, (response) => {
+            const chunks: Buffer[] = [];
+            let firstByteMs = -1;
+            response.on("data", (chunk: Buffer) => {
+                if (firstByteMs < 0) firstByteMs = performance.now() - started;
+                chunks.push(chunk);
+            });
+            response.on("end", () => resolve({status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8"), firstByteMs,
+                totalMs: performance.now() - started}));
+            response.on("error", reject);
+        });
+        request.on("error", reject);
+        request.end(payload);
+    });
+}
+
+function selfragSystem(port: number): System {
+    return async (r) => {
+        const body = {question: r.question, passages: r.passages, ndocs: NDOCS, maxNewTokens: r.maxNewTokens, threshold: r.threshold,
+            weights: {utility: r.utility}, stream: true, ...(r.long ? {long: true, ...LONG} : {})};
+        const res = await post(port, "/v1/answer", body);
+        if (res.status !== 200) throw new Error(`selfrag: HTTP ${res.status}: ${res.text.slice(0, 300)}`);
+        const last = res.text.trim().split("\n\n").at(-1)!;
+        if (!last.startsWith("event: answer")) throw new Error(`selfrag: the stream did not end with an answer: ${last.slice(0, 300)}`);
+        const answer = (JSON.parse(last.slice(last.indexOf("data: ") + 6)) as {answer: string}).answer;
+        return {answer, latencyMs: res.totalMs, firstEventMs: res.firstByteMs};
+    };
+}
+
+function staticSystem(scheduler: StaticBatchScheduler): System {
+    return async (r) => {
+        const started = performance.now();
+        const options = {ndocs: NDOCS, maxNewTokens: r.maxNewTokens, threshold: r.threshold, weights: {utility: r.utility}};
+        const result = (r.long
+            ? await scheduler.answerLong({question: r.question, passages: r.passages}, {...options, ...LONG})
+            : await scheduler.answer({question: r.question, passages: r.passages}, options)) as {answer: string};
+        return {answer: result.answer, latencyMs: performance.now() - started};
+    };
+}
+
+function peerSystem(peer: LlamaServerPeer): System {
+    return async (r) => {
+        const started = performance.now();
+        const input = {question: r.question, passages: r.passages};
+        const options = {ndocs: NDOCS, maxNewTokens: r.maxNewTokens, threshold: r.threshold, mode: "always" as const,
+            weights: {use: r.utility}};
+        const result = r.long ? await peerAnswerLong(peer, input, {...options, ...LONG}) : await peerAnswer(peer, input, options);
+        return {answer: result.answer, latencyMs: performance.now() - started};
+    };
+}
+
+/** Runs a workload: arrivals on schedule (or one after another), every request to completion. */
+async function runWorkload(system: System, workload: {requests: Request[], sequential?: boolean}): Promise<{wallMs: number, outcomes: Outcome[]}> {
+    const started = performance.now();
+    const outcomes: Outcome[] = [];
+    if (workload.sequential) {
+        for (const r of workload.requests) outcomes.push(await system(r));
+    } else {
+        outcomes.push(...await Promise.all(workload.requests.map(async (r) => {
+            const wait = r.at - (performance.now() - started);
+            if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+            return system(r);
+        })));
+    }
+    return {wallMs: performance.now() - started, outcomes};
+}
+
+function percentile(values: readonly number[], p: number): number {
+    const sorted = [...values].sort((a, b) => a - b);
+    if (sorted.length === 0) return NaN;
+    return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p / 100 * sorted.length) - 1))];
+}
+
+export async function run(): Promise<BenchResult> {
+    await ensureBenchModel();
+    // One thread each: on 2 shared vCPUs a second llama.cpp thread stalls on its spinning barrier (see shortForm.bench.ts).
+    const model = await SelfRagModel.load({modelPath: MODEL_FILE, contextSize: CONTEXT, sequences: SEQUENCES, threads: 1, gpu: false});
+    const server = await SelfRagServer.listen({model, port: 0});
+    const port = Number(new URL(server.url).port);
+    const staticScheduler = new StaticBatchScheduler(model);
+    const peer = await LlamaServerPeer.start({model: MODEL_FILE, parallel: SEQUENCES, ctxPerSlot: CONTEXT, threads: 1});
+    const systems: Record<string, System> = {selfrag: selfragSystem(port), static: staticSystem(staticScheduler), "llama-server": peerSystem(peer)};
+    const latencies = new Map<string, number[]>();
+    const firstEvents = new Map<string, number[]>();
+    const decodeCalls = new Map<string, number[]>();
+    const occupancy = new Map<string, number[]>();
+    const measurements: Measurement[] = [];
+    try {
+        // Warm every system (first-request costs, the peer's prompt cache state) and check that
+        // ours answers as the static baseline does: same engine, same answers.
+        for (const system of Object.values(systems)) await runWorkload(system, {requests: WORKLOADS.equal.requests.slice(0, 4)});
+        const ours = await runWorkload(systems.selfrag, WORKLOADS.mixed);
+        const theirs = await runWorkload(systems.static, WORKLOADS.mixed);
+        if (JSON.stringify(ours.outcomes.map((o) => o.answer)) !== JSON.stringify(theirs.outcomes.map((o) => o.answer))) {
+            throw new Error("selfrag and the static baseline disagree on the answers");
+        }
+
+        const bench = new Bench({name: "serving", iterations: REPS, time: 0, warmupIterations: 0, warmupTime: 0, throws: true});
+        for (const [workloadId, workload] of Object.entries(WORKLOADS)) {
+            for (const [systemId, system] of Object.entries(systems)) {
+                if (workloadId === "equal" && systemId === "llama-server") continue; // only needed for our decode-call ratio
+                const id = `${systemId}:${workloadId}`;
+                bench.add(`${systemId}: ${workload.label}`, async () => {
+                    const stats = model.context.stats;
+                    const {wallMs, outcomes} = await runWorkload(system, workload);
+                    const after = model.context.stats;
+                    if (systemId !== "llama-server") {
+                        (decodeCalls.get(id) ?? decodeCalls.set(id, []).get(id)!).push(after.decodeCalls - stats.decodeCalls);
+                        (occupancy.get(id) ?? occupancy.set(id, []).get(id)!).push(
+                            (after.busySlotSteps - stats.busySlotSteps) / Math.max(1, after.slotSteps - stats.slotSteps));
+                    }
+                    (latencies.get(id) ?? latencies.set(id, []).get(id)!).push(...outcomes.map((o) => o.latencyMs));
+                    const first = outcomes.filter((o) => o.firstEventMs != null).map((o) => o.firstEventMs!);
+                    if (first.length > 0) (firstEvents.get(id) ?? firstEvents.set(id, []).get(id)!).push(...first);
+                    // Time per request: the inverse of throughput.
+                    return {overriddenDuration: wallMs / workload.requests.length, overriddenIterationCost: wallMs};
+                });
+            }
+        }
+        await bench.run();
+        for (const task of bench.tasks) {
+            const [systemId] = task.name.split(": ");
+            const workloadId = Object.entries(WORKLOADS).find(([, w]) => task.name.endsWith(w.label))![0];
+            const latency = task.result.state === "completed" ? task.result.latency : undefined;
+            if (latency == null) throw new Error(`benchmark task "${task.name}" did not complete (${task.result.state})`);
+            measurements.push({id: `${systemId}:${workloadId}`, label: `${task.name} (wall time per request)`, unit: "request",
+                medianUs: latency.p50 * 1000, meanUs: latency.mean * 1000, rmePercent: latency.rme, samples: latency.samplesCount});
+        }
+    } finally {
+        await peer.close();
+        await server.close();
+        await model.dispose();
+    }
+
+    const perRequest = (id: string) => measurements.find((m) => m.id === id)!.medianUs;
+    const lat = (id: string, p: number) => percentile(latencies.get(id) ?? [], p);
+    const median = (values: readonly number[] | undefined) => percentile(values ?? [], 50);
+    const comparisons: Comparison[] = [
+        {label: "(a) decode calls, 12 different options / 12 equal options (selfrag)",
+            value: median(decodeCalls.get("selfrag:mixed")) / median(decodeCalls.get("selfrag:equal")), unit: "x", target: {kind: "max", value: 1.1}},
+        {label: "(a) decode calls, 12 different options / 12 equal options (static)",
+            value: median(decodeCalls.get("static:mixed")) / median(decodeCalls.get("static:equal")), unit: "x"},
+        {label: "(b) throughput, selfrag / static", value: perRequest("static:arrivals") / perRequest("selfrag:arrivals"), unit: "x",
+            target: {kind: "min", value: 1.5}},
+        {label: "(b) p50 latency, static / selfrag", value: lat("static:arrivals", 50) / lat("selfrag:arrivals", 50), unit: "x", target: {kind: "min", value: 1}},
+        {label: "(b) p99 latency, static / selfrag", value: lat("static:arrivals", 99) / lat("selfrag:arrivals", 99), unit: "x", target: {kind: "min", value: 1}},
+        {label: "(c) slot occupancy under saturation (selfrag)", value: median(occupancy.get("selfrag:saturation")), unit: "x",
+            target: {kind: "min", value: 0.9}},
+        {label: "(c) slot occupancy under saturation (static)", value: median(occupancy.get("static:saturation")), unit: "x"},
+        {label: "(d) time to first streamed event / time to the full answer, p50 (selfrag, arrivals)",
+            value: median(firstEvents.get("selfrag:arrivals")) / lat("selfrag:arrivals", 50), unit: "x"}
+    ];
+    for (const workload of ["single", "mixed", "arrivals", "saturation"]) {
+        const name = WORKLOADS[workload].label;
+        comparisons.push(
+            {label: `(e) ${name}: throughput, selfrag / llama-server`, value: perRequest(`llama-server:${workload}`) / perRequest(`selfrag:${workload}`),
+                unit: "x", target: {kind: "min", value: 1}},
+            {label: `(e) ${name}: p50 latency, llama-server / selfrag`, value: lat(`llama-server:${workload}`, 50) / lat(`selfrag:${workload}`, 50),
+                unit: "x", target: {kind: "min", value: 1}},
+            {label: `(e) ${name}: p99 latency, llama-server / selfrag`, value: lat(`llama-server:${workload}`, 99) / lat(`selfrag:${workload}`, 99),
+                unit: "x", target: {kind: "min", value: 1}});
+    }
+    const latencyTable = [...latencies.keys()].map((id) =>
+        `${id}: p50 ${lat(id, 50).toFixed(0)} ms, p99 ${lat(id, 99).toFixed(0)} ms` +
+        (decodeCalls.has(id) ? `, decode calls ${median(decodeCalls.get(id))}, occupancy ${median(occupancy.get(id)).toFixed(3)}` : "") +
+        (firstEvents.has(id) ? `, first event p50 ${median(firstEvents.get(id)).toFixed(0)} ms` : ""));
+    const result: BenchResult = {
+        name: "serving",
+        title: "Serving: continuous batching (selfrag) vs the former static batching vs llama-server with a top-20 Self-RAG client",
+        environment: environment("auto"),
+        measurements,
+        comparisons,
+        notes: [
+            `Model: the bench fixture (random weights, ~53M parameters, f32). ${SEQUENCES} slots of ${CONTEXT} tokens, ${NDOCS} passages ` +
+            `per question, 1 thread, on ${os.cpus().length} logical CPUs; ${REPS} repetitions of every workload; latencies pooled over them.`,
+            "Measurement medians are wall time per request (the inverse of throughput); latencies are per request, submission to answer.",
+            `Long form (arrivals): beam ${LONG.beamWidth}, max depth ${LONG.maxDepth}, 24 tokens per segment. Arrivals: seeded Poisson at ` +
+            `${ARRIVAL_RATE}/s. selfrag requests are streamed (first event = the retrieval decision).`,
+            ...latencyTable,
+            "static = option-keyed groups run one at a time in waves (the former RequestScheduler + answerBatch), on the same engine.",
+            "llama-server: built from node-llama-cpp's llama.cpp source (bench/peer), --parallel 12 --cont-batching -t 1, mode \"always\" " +
+            "(see the header of bench/serving.bench.ts); it scores from top-20 log-probs, selfrag from the full distribution.",
+            "Machines are shared and noisy: compare ratios, not absolute times."
+        ]
+    };
+    writeResult(result);
+    return result;
+}

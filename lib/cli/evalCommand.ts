@@ -12,19 +12,20 @@ import {integerOption, numberOption, requireModel, weightOptions, weightsFrom} f
 
 const help = `Usage: selfrag eval [--model FILE] --input FILE --output FILE.jsonl [--task T] [options]
 
-Answers every question of an evaluation file in batches and scores the answers with the Self-RAG
+Answers every question of an evaluation file (many in flight at once, sharing every decode step)
+and scores the answers with the Self-RAG
 scripts' metric. Reads the released evaluation data as is: PopQA / TriviaQA / PubHealth
 ({"question", "answers", "ctxs"}), ARC-Challenge ({"question", "choices", "answerKey", "ctxs"}),
 ASQA ({"question", "qa_pairs", "docs"}); JSONL or a JSON array.
   --input FILE          the evaluation file (.jsonl or .json)
   --output FILE         one JSONL record per question: {"id", "question", "prediction", "golds", "score",
-                        "retrieve", "passage" | "docs", "error"?}, written as each batch completes
+                        "retrieve", "passage" | "docs", "error"?}, in input order as questions finish
   --resume              keep the records already in --output and answer only the missing questions
   --task T              popqa | triviaqa | fever (PubHealth) | arc_c | asqa | ... (default none)
   --metric M            match (default; any gold string in the prediction) | accuracy | str_em (default with --long)
   --index DIR           retrieve for questions whose record has no passages
   --limit N             the first N questions only
-  --batch N             questions submitted together (64)
+  --batch N             questions in flight at once (64); as one finishes the next starts
   --strict              stop at the first malformed record (default: report it, skip it)
   --json                print the summary as JSON
   short form: --ndocs N (5) --mode adaptive|always|never --threshold X (0.2) --max-new-tokens N (100)

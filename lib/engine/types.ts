@@ -163,6 +163,5 @@ export interface NativeAddon {
     kernelIsa(): Exclude<KernelIsa, "auto">;
     scoreSegments(offsets: Int32Array, tokens: Int32Array, logprobs: Float32Array, reflection: Float32Array,
         reflectionIds: Int32Array, weights: NativeScoreWeights): Float64Array;
-    groupedTopK(scores: Float64Array, groups: Int32Array, k: number): Int32Array;
     systemInfo(): string;
 }

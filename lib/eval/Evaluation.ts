@@ -1,5 +1,5 @@
 // Batch inference over an evaluation file: every question answered (short or long form), one
-// output record per question as soon as its batch is done, the reference's metric over the gold
+// output record per question as soon as it (and every question before it) is done, the reference's metric over the gold
 // answers, and a summary.
 //
 // Throughput: up to `batchSize` questions are in flight at once through a RequestScheduler; the
@@ -28,7 +28,7 @@ export interface EvaluationOptions {
     longForm?: Omit<LongFormOptions, "passages" | "retriever" | "task">;
     /** Passages for questions whose record carries none (e.g. an index's asRetriever()). */
     retriever?: Retriever;
-    /** Questions read ahead and submitted together (64). */
+    /** Questions in flight at once (64): as one finishes, the next starts. */
     batchSize?: number;
     /** Stop after this many questions (counting skipped ones). */
     limit?: number;
@@ -37,7 +37,7 @@ export interface EvaluationOptions {
     /** Fail at the first malformed record instead of reporting and skipping it. */
     strict?: boolean;
     signal?: AbortSignal;
-    /** Each question's record, in input order, as soon as its batch is done. */
+    /** Each question's record, in input order, as soon as it and every earlier question are done. */
     onRecord?: (record: EvalRecord) => void | Promise<void>;
     onMalformed?: (message: string) => void;
     onProgress?: (progress: EvalSummary) => void;

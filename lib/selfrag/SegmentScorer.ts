@@ -93,9 +93,4 @@ export class SegmentScorer {
             score: out[i * 5], relevance: out[i * 5 + 1], support: out[i * 5 + 2], utility: out[i * 5 + 3], seq: out[i * 5 + 4]
         }));
     }
-
-    /** Indices of the best `k` candidates of each group, best first (beam selection). */
-    public topKPerGroup(scores: readonly number[], groups: readonly number[], k: number): number[] {
-        return Array.from(this.addon.groupedTopK(Float64Array.from(scores), Int32Array.from(groups), k));
-    }
 }

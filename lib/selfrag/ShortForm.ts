@@ -37,6 +37,13 @@ export interface ShortFormOptions extends RetrievalDecisionOptions {
     closedSet?: boolean;
     /** Record token ids, log-probs and reflection rows of every candidate (JSONL trace format). */
     traces?: boolean;
+    /**
+     * Prefill the passages while the retrieval decision is computed (default true): a retrieving
+     * question then needs no round trip to JavaScript between its prompt and its candidates; one
+     * that does not retrieve wastes that prefill. Set false when most questions do not retrieve
+     * and passages are long.
+     */
+    prefetchPassages?: boolean;
 }
 
 export interface CandidateResult extends CritiqueScore {
@@ -153,9 +160,17 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
     const lease = await SlotLease.acquire(ctx, width, control.signal);
     control.onStart?.();
     try {
-        // 1. The prompt; its first generated position decides retrieval.
+        // 1. The prompt; its first generated position decides retrieval. The passages are
+        //    prefetched meanwhile (forks of the prompt, then each passage, ordered after it by the
+        //    engine), so a retrieving question goes from prompt to passages to generation in
+        //    consecutive steps without waiting for JavaScript; a question that turns out not to
+        //    retrieve drops them (its root slot is trimmed back to the prompt).
         const [root, ...others] = lease.take(width);
-        const rows = await ctx.prefill(root, job.prompt);
+        const promptRows = ctx.prefill(root, job.prompt);
+        const prefetched = settings.prefetchPassages !== false && retrieval.mode !== "never" && job.passages.length > 0
+            ? fitPassages(model, job, settings) : undefined;
+        if (prefetched != null) submitPassages(ctx, root, [root, ...others], prefetched.tokens);
+        const rows = await promptRows;
         let decision = decideRetrieval(rows.reflection, retrieval);
         if (decision.decision && job.passages.length === 0) {
             job.warnings.push("retrieval was decided but no passages were given: answered without retrieval");
@@ -164,20 +179,24 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
         control.onEvent?.({type: "retrieval", retrieve: decision});
 
         // 2. Without retrieval: one candidate after [No Retrieval]; the other slots go back now.
-        //    With retrieval: fork the prompt into one slot per passage, append each passage and
-        //    generate, all submitted at once (work on a slot keeps its order).
-        const seqs = decision.decision ? [root, ...others] : [root];
-        if (!decision.decision) void lease.give(...others);
+        //    With retrieval: one candidate per passage slot, all generated in the same steps.
+        const retrieved = decision.decision;
+        const seqs = retrieved ? [root, ...others] : [root];
+        let passageTokens: Int32Array[] = [];
+        if (retrieved) {
+            const fitted = prefetched ?? fitPassages(model, job, settings, true)!;
+            if (prefetched == null) submitPassages(ctx, root, seqs, fitted.tokens);
+            passageTokens = fitted.tokens;
+            job.warnings.push(...fitted.warnings);
+        } else {
+            void lease.give(...others);
+            if (prefetched != null) void ctx.trim(root, job.prompt.length);
+            void ctx.prefill(root, Int32Array.of(model.reflection.id("[No Retrieval]")));
+        }
         const candidates: CandidateResult[] = new Array(seqs.length);
         const segments: NativeSegment[] = new Array(seqs.length);
-        const retrieved = decision.decision;
-        const passageTokens = retrieved ? job.passages.map((p, j) => fitPassage(model, job, p, j, settings)) : [];
-        for (const seq of seqs.slice(1)) void ctx.fork(root, seq).catch(() => undefined);
         await Promise.all(seqs.map(async (seq, i) => {
-            const appended = retrieved ? passageTokens[i] : Int32Array.of(model.reflection.id("[No Retrieval]"));
-            const prefilled = ctx.prefill(seq, appended);
             const segment = await ctx.generateOne(seq, settings.maxNewTokens);
-            await prefilled;
             // The slot is not needed once its candidate is generated (the root only after its forks ran).
             void lease.give(seq);
             const [critique] = scorer.score([segment], settings.weights);
@@ -198,11 +217,31 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
 }
 
 /**
+ * Every passage's tokens, fitted to the slot; undefined (unless `required`) when one cannot fit
+ * at all, which then fails the question only if it retrieves.
+ */
+function fitPassages(model: EngineModel, job: Job, settings: Settings, required = false): {tokens: Int32Array[], warnings: string[]} | undefined {
+    const warnings: string[] = [];
+    try {
+        return {tokens: job.passages.map((p, j) => fitPassage(model, job, p, j, settings, warnings)), warnings};
+    } catch (error) {
+        if (required) throw error;
+        return undefined;
+    }
+}
+
+/** Forks the prompt into the other slots and appends one passage per slot (ordered per slot by the engine). */
+function submitPassages(ctx: EngineModel["context"], root: number, seqs: readonly number[], tokens: readonly Int32Array[]): void {
+    for (const seq of seqs) if (seq !== root) void ctx.fork(root, seq);
+    seqs.forEach((seq, i) => void ctx.prefill(seq, tokens[i]));
+}
+
+/**
  * The passage tokens for one candidate, cut to fit the slot: prompt + passage + budget must fit.
  * A long passage is truncated (text shortened, `</paragraph>` kept) with a warning rather than
  * failing the question: one oversized passage in a top-k list should not lose the other k - 1.
  */
-function fitPassage(model: EngineModel, job: Job, passage: Passage, index: number, settings: Settings): Int32Array {
+function fitPassage(model: EngineModel, job: Job, passage: Passage, index: number, settings: Settings, warnings: string[]): Int32Array {
     const room = settings.perSequence - job.prompt.length - settings.maxNewTokens;
     let tokens = model.tokenize(formatPassage(passage), {bos: false});
     if (tokens.length <= room) return tokens;
@@ -220,7 +259,7 @@ function fitPassage(model: EngineModel, job: Job, passage: Passage, index: numbe
             `the prompt (${job.prompt.length} tokens) and maxNewTokens (${settings.maxNewTokens}) leave ${room} of ${settings.perSequence}`,
         "CONTEXT_OVERFLOW");
     }
-    job.warnings.push(`passage ${index} (${passage.id ?? passage.title}) truncated from ${original} to ${tokens.length} tokens ` +
+    warnings.push(`passage ${index} (${passage.id ?? passage.title}) truncated from ${original} to ${tokens.length} tokens ` +
         `to fit the context of ${settings.perSequence} tokens per sequence`);
     return tokens;
 }

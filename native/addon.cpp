@@ -109,19 +109,6 @@ Napi::Value ScoreSegmentsJs(const Napi::CallbackInfo& info) {
     return out;
 }
 
-// groupedTopK(scores: Float64Array, groups: Int32Array, k) -> Int32Array of candidate indices.
-Napi::Value GroupedTopKJs(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray()) ThrowJs(env, "INVALID_ARGUMENT", "groupedTopK(scores, groups, k) expected");
-    Napi::Float64Array scores = info[0].As<Napi::Float64Array>();
-    Napi::Int32Array groups = info[1].As<Napi::Int32Array>();
-    if (scores.ElementLength() != groups.ElementLength()) ThrowJs(env, "INVALID_ARGUMENT", "groupedTopK(): scores and groups differ in length");
-    const std::vector<int32_t> top = GroupedTopK(scores.Data(), groups.Data(), static_cast<int32_t>(scores.ElementLength()),
-                                                 info[2].As<Napi::Number>().Int32Value());
-    Napi::Int32Array out = Napi::Int32Array::New(env, top.size());
-    std::copy(top.begin(), top.end(), out.Data());
-    return out;
-}
 
 Napi::Value KernelIsaJs(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), KernelIsa()); }
 
@@ -144,7 +131,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("extractReflectionLogprobs", Napi::Function::New(env, ExtractReflectionLogprobs));
     exports.Set("retrievalRatio", Napi::Function::New(env, RetrievalRatioJs));
     exports.Set("scoreSegments", Napi::Function::New(env, ScoreSegmentsJs));
-    exports.Set("groupedTopK", Napi::Function::New(env, GroupedTopKJs));
     exports.Set("kernelIsa", Napi::Function::New(env, KernelIsaJs));
     exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
     return exports;

@@ -259,13 +259,6 @@ namespace {
 bool KernelForIsa(const char* isa, SummariseFn* out);
 }  // namespace
 
-void ExtractReflectionRows(const float* logits, int64_t rows, int32_t vocab, const int32_t* ids,
-                           int32_t nIds, int32_t* argmax, float* argmaxLogprob, float* logSumExp,
-                           float* idLogprobs, int threads) {
-    ExtractReflectionRowsWith(nullptr, logits, rows, vocab, ids, nIds, argmax, argmaxLogprob,
-                              logSumExp, idLogprobs, threads);
-}
-
 namespace {
 bool KernelForIsa(const char* isa, SummariseFn* out) {
     if (isa == nullptr || std::strcmp(isa, "auto") == 0) {

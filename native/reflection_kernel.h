@@ -17,14 +17,11 @@ struct RowSummary {
 RowSummary SummariseRow(const float* row, int32_t vocab);
 
 // For `rows` rows of `vocab` logits: argmax, log-prob of the argmax, logsumexp and the log-probs
-// of `nIds` token ids per row (row-major rows x nIds). Rows are split over up to `threads`
-// threads when the work is large enough to pay for them.
-void ExtractReflectionRows(const float* logits, int64_t rows, int32_t vocab, const int32_t* ids,
-                           int32_t nIds, int32_t* argmax, float* argmaxLogprob, float* logSumExp,
-                           float* idLogprobs, int threads);
-
-// Same with an explicit instruction set ("auto", "scalar", "avx2", "avx512f") so every code path
-// can be tested on one machine; returns false when this CPU cannot run the requested one.
+// of `nIds` token ids per row (row-major rows x nIds), with an instruction set ("auto", "scalar",
+// "avx2", "avx512f"; nullptr = auto) so every code path can be tested on one machine; returns
+// false when this CPU cannot run the requested one. Rows are split over up to `threads` threads
+// when the work is large enough to pay for them. (The engine summarises rows one at a time with
+// SummariseRow; this is the kernel's standalone face for extractReflectionLogprobs.)
 bool ExtractReflectionRowsWith(const char* isa, const float* logits, int64_t rows, int32_t vocab,
                                const int32_t* ids, int32_t nIds, int32_t* argmax,
                                float* argmaxLogprob, float* logSumExp, float* idLogprobs,

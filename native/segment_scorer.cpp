@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <map>
 #include <numeric>
 
 namespace selfrag {
@@ -65,23 +64,6 @@ CandidateScore ScoreCandidate(const int32_t* tokens, const float* logprobs, cons
     }
     out.score = (weights.useSequenceScore ? std::exp(out.sequence) : 0.0) + weights.relevance * out.relevance +
                 weights.support * out.support + weights.utility * out.utility;
-    return out;
-}
-
-std::vector<int32_t> GroupedTopK(const double* scores, const int32_t* groups, int32_t n, int32_t k) {
-    std::vector<int32_t> order;
-    std::map<int32_t, std::vector<int32_t>> members;
-    for (int32_t i = 0; i < n; ++i) {
-        if (members.find(groups[i]) == members.end()) order.push_back(groups[i]);
-        members[groups[i]].push_back(i);
-    }
-    std::vector<int32_t> out;
-    for (int32_t g : order) {
-        auto& m = members[g];
-        // Stable: equal scores keep candidate order, so ties go to the earlier passage.
-        std::stable_sort(m.begin(), m.end(), [&](int32_t a, int32_t b) { return scores[a] > scores[b]; });
-        for (int32_t i = 0; i < std::min<int32_t>(k, static_cast<int32_t>(m.size())); ++i) out.push_back(m[i]);
-    }
     return out;
 }
 

@@ -42,7 +42,4 @@ CandidateScore ScoreCandidate(const int32_t* tokens, const float* logprobs, cons
                               const int32_t* reflectionIds, int32_t nIds, const ScoreWeights& weights,
                               const ReflectionLayout& layout = ReflectionLayout());
 
-// Indices of the best k scores in each group, best first, groups in order of first appearance.
-std::vector<int32_t> GroupedTopK(const double* scores, const int32_t* groups, int32_t n, int32_t k);
-
 }  // namespace selfrag

@@ -90,10 +90,6 @@ describe("critique scoring (native) against the TypeScript formulas", () => {
         assert.equal(on.utility, 0);
     });
 
-    it("grouped top-k keeps the best k per group, ties to the earlier candidate", () => {
-        assert.deepEqual(scorer.topKPerGroup([0.5, 0.9, 0.9, 0.1, 0.7], [0, 0, 0, 1, 1], 2), [1, 2, 4, 3]);
-    });
-
     it("rejects candidates whose arrays disagree", () => {
         assert.throws(() => scorer.score([{tokens: Int32Array.of(1, 2), logprobs: Float32Array.of(0), reflection: new Float32Array(30)}]), SelfRagError);
     });

@@ -70,7 +70,7 @@ export class DecodingContext {
 
     /** Waits (first come, first served) for `count` slots. */
     public lease(count: number, signal?: AbortSignal): Promise<number[]> {
-        this.handle();
+        if (this.native == null) return Promise.reject(new SelfRagError("the context has been disposed", "CONTEXT_DISPOSED"));
         return this.slots.lease(count, signal);
     }
 

@@ -81,6 +81,8 @@ export interface LongFormAnswer {
     /** The cited passages in citation order. */
     docs: Passage[];
     tree: LongFormNodeJson[];
+    /** Why the answer is not what the options asked for (e.g. no passages found), when it is not. */
+    warnings?: string[];
     stats: {
         /** Tokens that went through llama_decode for this answer (prompt, passages, generation steps). */
         evaluatedTokens: number;
@@ -201,6 +203,23 @@ async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFo
             return found.slice(0, settings.ndocs);
         };
         const result = await TreeSearch.run(rootNode, source, {beamWidth: settings.beamWidth, maxDepth: settings.maxDepth, passagesFor});
+        if (result.bestPath.length === 0) {
+            // Nothing to search with (the retriever found no passage, or maxDepth 1): answer as
+            // without retrieval, as short form does, and say so.
+            const [seq] = lease.take(1);
+            const reprefilled = ctx.prefill(seq, item.prompt);
+            const r = await answerWithoutRetrieval(model, seq, settings.maxNewTokens);
+            await reprefilled;
+            return {
+                answer: r.clean, retrieve: decision, docs: [], tree: [],
+                segments: [{text: r.text, clean: r.clean, score: 1, stopReason: r.stopReason}],
+                warnings: [result.stop === "no-passages"
+                    ? "retrieval was decided but no passages were found: answered without retrieval"
+                    : `the search generated no segment (stop: ${result.stop}): answered without retrieval`],
+                stats: {evaluatedTokens: 2 * item.prompt.length + extraTokens + r.generated, referenceTokens: item.prompt.length + 1 + r.generated,
+                    nodes: 0, depth: 0, stop: result.stop}
+            };
+        }
         return assembleLongForm(result, decision, options.ignoreCont ?? false, {
             evaluatedTokens: evaluatedTokens(result.nodes, item.prompt.length, settings.policy) + extraTokens,
             referenceTokens: referenceTokens(result.nodes, item.prompt.length, settings.policy)

@@ -71,7 +71,7 @@ export interface TreeSearchResult {
     nodes: TreeNode[];
     /** Node ids kept at each depth, best first (depth 0: the root). */
     levels: number[][];
-    /** The best node of the deepest non-empty level and its ancestors, root excluded. */
+    /** The best node of the deepest non-empty level and its ancestors, root excluded (empty when no segment was generated). */
     bestPath: TreeNode[];
     stop: SearchStop;
 }
@@ -148,7 +148,10 @@ export class TreeSearch {
         }
         let deepest = levels.length - 1;
         while (deepest > 0 && levels[deepest].length === 0) deepest--;
-        if (deepest === 0) throw new SelfRagError("the search produced no segment", "INTERNAL");
-        return {nodes, levels, bestPath: pathOf(nodes[levels[deepest][0]]), stop};
+        if (deepest === 0 && stop === "context") {
+            throw new SelfRagError(`the first segment cannot be generated: ${root.notExpanded ?? "the context is full"}`, "CONTEXT_OVERFLOW");
+        }
+        // No segment at all (no passages for the root, or maxDepth 1): an empty path; the caller decides.
+        return {nodes, levels, bestPath: deepest === 0 ? [] : pathOf(nodes[levels[deepest][0]]), stop};
     }
 }

@@ -34,6 +34,12 @@ export interface SelfRagModelOptions {
      * already generating by at most one step of this size.
      */
     stepTokens?: number;
+    /**
+     * Microseconds the step loop waits, after handing finished work to JavaScript, for the work
+     * that follows from it (a question's candidates, the next question on freed slots) so it joins
+     * the next step (default 2000; 0: never wait).
+     */
+    reactionWindowUs?: number;
     /** "auto" (default) picks CUDA, Vulkan or Metal when node-llama-cpp finds one; false forces the CPU. */
     gpu?: GpuOption;
     /** Layers to offload when a GPU is used (default: all). */
@@ -127,7 +133,7 @@ export class SelfRagModel implements EngineModel {
         try {
             reflection = ReflectionTokens.resolve((texts) => native.findTokens(texts), modelPath);
             context = new DecodingContext((onComplete) => new loaded.addon.Context(native, {
-                contextSize, sequences, threads, threadsBatch, batchSize, stepTokens,
+                contextSize, sequences, threads, threadsBatch, batchSize, stepTokens, reactionWindowUs: options.reactionWindowUs,
                 unifiedKv: options.unifiedKv ?? true, reflectionIds: reflection.ids
             }, onComplete), reflection.ids);
         } catch (error) {

@@ -128,6 +128,11 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
                              ? RequireInt(env, o.Get("stepTokens"), "stepTokens")
                              : options.batchSize;
     options.unifiedKv = o.Get("unifiedKv").ToBoolean().Value();
+    if (o.Has("reactionWindowUs") && !o.Get("reactionWindowUs").IsUndefined()) {
+        const int32_t us = RequireInt(env, o.Get("reactionWindowUs"), "reactionWindowUs");
+        if (us < 0) ThrowJs(env, "INVALID_ARGUMENT", "reactionWindowUs must not be negative");
+        options.reactionWindow = std::chrono::microseconds(us);
+    }
     options.reflectionIds = RequireInt32Array(env, o.Get("reflectionIds"), "reflectionIds");
     if (options.contextSize < 1 || options.sequences < 1 || options.batchSize < 1 || options.threads < 1 ||
         options.threadsBatch < 1 || options.stepTokens < 1) {
@@ -345,6 +350,7 @@ Napi::Value Context::Stats(const Napi::CallbackInfo& info) {
     out.Set("busySlotSteps", static_cast<double>(s.busySlotSteps.load()));
     out.Set("slotSteps", static_cast<double>(s.slotSteps.load()));
     out.Set("generatedTokens", static_cast<double>(s.generatedTokens.load()));
+    out.Set("reactionWaitMs", static_cast<double>(s.reactionWaitUs.load()) / 1000.0);
     out.Set("pendingWork", static_cast<double>(loop_->PendingCount()));
     return out;
 }

@@ -8,6 +8,7 @@
 #include <llama.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,6 +26,9 @@ struct EngineOptions {
     int32_t batchSize = 512;
     int32_t stepTokens = 512;  // tokens per decode step (generation first, then prefill chunks)
     bool unifiedKv = true;
+    // After handing finished work to JavaScript, how long the loop waits for the work that follows
+    // from it before starting the next step without it (0: never wait).
+    std::chrono::microseconds reactionWindow{2000};
     std::vector<int32_t> reflectionIds;  // ids whose log-probs are extracted at every position
 };
 
@@ -54,6 +58,7 @@ struct EngineStats {
     std::atomic<uint64_t> busySlotSteps{0};    // sum over steps of the slots with a token in the step
     std::atomic<uint64_t> slotSteps{0};        // sum over steps of all slots
     std::atomic<uint64_t> generatedTokens{0};  // tokens accepted into segments
+    std::atomic<uint64_t> reactionWaitUs{0};   // time spent waiting for JavaScript's follow-up work
 };
 
 class SequenceEngine {

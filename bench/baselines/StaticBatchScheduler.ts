@@ -22,6 +22,11 @@ export class StaticBatchScheduler {
 
     public constructor(private readonly model: SelfRagModel, private readonly maxBatch = 32) {}
 
+    /** Requests not yet started. */
+    public get pending(): number {
+        return this.queue.length;
+    }
+
     public answer(question: ShortFormQuestion, options: ShortFormOptions): Promise<unknown> {
         return this.enqueue("short", question, options);
     }

@@ -31,6 +31,8 @@ export interface NativeContextOptions {
     batchSize: number;
     /** Tokens per decode step: one per generating slot, the rest prefill chunks (default batchSize). */
     stepTokens?: number;
+    /** Microseconds the loop waits, after finished work, for the work that follows from it (default 2000). */
+    reactionWindowUs?: number;
     unifiedKv: boolean;
     reflectionIds: Int32Array;
 }
@@ -119,6 +121,8 @@ export interface NativeContextStats {
     /** Sum over steps of all slots. */
     slotSteps: number;
     generatedTokens: number;
+    /** Milliseconds the loop waited for JavaScript's follow-up work after handing over finished work. */
+    reactionWaitMs: number;
     /** Work submitted and not finished. */
     pendingWork: number;
 }

@@ -164,8 +164,8 @@ function peerSystem(peer: LlamaServerPeer): System {
  * that caches prompts (llama-server does, per slot) must not answer a repeated run from its cache.
  */
 let runNumber = 0;
-async function runWorkload(system: System, workload: {requests: Request[], sequential?: boolean}): Promise<{wallMs: number, outcomes: Outcome[]}> {
-    const tag = `[run ${++runNumber}] `;
+async function runWorkload(system: System, workload: {requests: Request[], sequential?: boolean},
+    tag = `[run ${++runNumber}] `): Promise<{wallMs: number, outcomes: Outcome[]}> {
     workload = {...workload, requests: workload.requests.map((r) => ({...r, question: tag + r.question}))};
     const started = performance.now();
     const outcomes: Outcome[] = [];
@@ -206,8 +206,8 @@ export async function run(): Promise<BenchResult> {
         // Warm every system (first-request costs, the peer's prompt cache state) and check that
         // ours answers as the static baseline does: same engine, same answers.
         for (const system of Object.values(systems)) await runWorkload(system, {requests: WORKLOADS.equal.requests.slice(0, 4)});
-        const ours = await runWorkload(systems.selfrag, WORKLOADS.mixed);
-        const theirs = await runWorkload(systems.static, WORKLOADS.mixed);
+        const ours = await runWorkload(systems.selfrag, WORKLOADS.mixed, "[check] ");
+        const theirs = await runWorkload(systems.static, WORKLOADS.mixed, "[check] ");
         if (JSON.stringify(ours.outcomes.map((o) => o.answer)) !== JSON.stringify(theirs.outcomes.map((o) => o.answer))) {
             throw new Error("selfrag and the static baseline disagree on the answers");
         }

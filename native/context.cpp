@@ -1,5 +1,6 @@
 #include "context.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -215,7 +216,7 @@ void Context::EnsureUsable(Napi::Env env) const {
     if (!engine_) ThrowJs(env, "CONTEXT_DISPOSED", "the context has been disposed");
 }
 
-// submit(works: {kind, seq, dst?, nPast?, tokens?, allPositions?, maxTokens?, stopTokens?, gate?}[]) -> ids (Float64Array)
+// submit(works: {kind, seq, dst?, nPast?, tokens?, allPositions?, shareWith?, maxTokens?, stopTokens?, gate?}[]) -> ids (Float64Array)
 Napi::Value Context::Submit(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureUsable(env);
@@ -261,6 +262,21 @@ Napi::Value Context::Submit(const Napi::CallbackInfo& info) {
                                                                   std::to_string(engine_->ContextPerSequence()) + " per sequence");
                     }
                     work->allPositions = item.Get("allPositions").ToBoolean().Value();
+                    if (item.Has("shareWith") && !item.Get("shareWith").IsUndefined()) {
+                        work->shareWith = RequireInt32Array(env, item.Get("shareWith"), field + ".shareWith");
+                        if (!work->shareWith.empty() && !engine_->Options().unifiedKv) {
+                            throw EngineError("INVALID_ARGUMENT", field + ".shareWith: a prefill shared by several slots needs the "
+                                                                          "unified KV cache (unifiedKv: true)");
+                        }
+                        for (size_t k = 0; k < work->shareWith.size(); ++k) {
+                            const int32_t other = work->shareWith[k];
+                            engine_->CheckSequence(other);
+                            if (other == work->seq || std::find(work->shareWith.begin(), work->shareWith.begin() + static_cast<std::ptrdiff_t>(k), other) !=
+                                                          work->shareWith.begin() + static_cast<std::ptrdiff_t>(k)) {
+                                throw EngineError("INVALID_ARGUMENT", field + ".shareWith: slot " + std::to_string(other) + " appears twice");
+                            }
+                        }
+                    }
                     break;
                 case WorkKind::Generate:
                     work->maxTokens = RequireInt(env, item.Get("maxTokens"), field + ".maxTokens");

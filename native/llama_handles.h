@@ -5,6 +5,7 @@
 #include <llama.h>
 
 #include <memory>
+#include <vector>
 
 namespace selfrag {
 
@@ -33,6 +34,16 @@ public:
         batch_.pos[i] = pos;
         batch_.n_seq_id[i] = 1;
         batch_.seq_id[i][0] = seq;
+        batch_.logits[i] = output ? 1 : 0;
+    }
+    // A token shared by several sequences (decoded once, its KV cell tagged with all of them);
+    // `seqs` holds at most the seqsPerToken the batch was created with.
+    void Add(llama_token token, llama_pos pos, const std::vector<llama_seq_id>& seqs, bool output) {
+        const int32_t i = batch_.n_tokens++;
+        batch_.token[i] = token;
+        batch_.pos[i] = pos;
+        batch_.n_seq_id[i] = static_cast<int32_t>(seqs.size());
+        for (size_t k = 0; k < seqs.size(); ++k) batch_.seq_id[i][k] = seqs[k];
         batch_.logits[i] = output ? 1 : 0;
     }
     int32_t Size() const { return batch_.n_tokens; }

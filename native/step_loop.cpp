@@ -10,7 +10,8 @@ namespace selfrag {
 namespace {
 
 bool Touches(const Work& work, int32_t seq) {
-    return work.seq == seq || (work.kind == WorkKind::Fork && work.dst == seq);
+    return work.seq == seq || (work.kind == WorkKind::Fork && work.dst == seq) ||
+           std::find(work.shareWith.begin(), work.shareWith.end(), seq) != work.shareWith.end();
 }
 
 }  // namespace
@@ -18,7 +19,7 @@ bool Touches(const Work& work, int32_t seq) {
 StepLoop::StepLoop(SequenceEngine& engine, std::function<void()> notify)
     : engine_(engine),
       notify_(std::move(notify)),
-      batch_(engine.Options().stepTokens + engine.Sequences(), 1),
+      batch_(engine.Options().stepTokens + engine.Sequences(), engine.Sequences()),
       thread_([this] { Run(); }) {}
 
 StepLoop::~StepLoop() { Stop(); }
@@ -84,13 +85,22 @@ void StepLoop::Complete(Work& work) {
     work.done = true;
 }
 
+std::vector<int32_t> StepLoop::SeqsOf(const Work& work) {
+    std::vector<int32_t> seqs{work.seq};
+    if (work.kind == WorkKind::Fork) seqs.push_back(work.dst);
+    seqs.insert(seqs.end(), work.shareWith.begin(), work.shareWith.end());
+    return seqs;
+}
+
 void StepLoop::Fail(Work& work, const std::string& code, const std::string& message) {
-    // A prefill that fails part-way leaves its slot as it was before it started.
+    // A prefill that fails part-way leaves its slots as they were before it started.
     if (work.kind == WorkKind::Prefill && work.started && work.consumed > 0) {
-        engine_.RemoveFrom(work.seq, work.positionBase);
-        SequenceState& state = engine_.State(work.seq);
-        state.nPast = work.positionBase;
-        state.hasPending = false;
+        for (int32_t seq : SeqsOf(work)) {
+            engine_.RemoveFrom(seq, work.positionBase);
+            SequenceState& state = engine_.State(seq);
+            state.nPast = work.positionBase;
+            state.hasPending = false;
+        }
     }
     Completion c;
     c.id = work.id;
@@ -109,9 +119,18 @@ void StepLoop::RemoveFinished() {
 
 bool StepLoop::Schedule(std::vector<StepEntry>& step) {
     const int32_t nSeq = engine_.Sequences();
-    std::vector<char> blocked(static_cast<size_t>(nSeq), 0);
-    std::vector<Work*> prefills;
-    int32_t generating = 0;
+    // Per slot: 0 free, 1 blocked by earlier work, 2 its earlier prefill ends in this step (a
+    // following prefill may join the step right after it, at chainEnd).
+    std::vector<char> slot(static_cast<size_t>(nSeq), 0);
+    std::vector<int32_t> chainEnd(static_cast<size_t>(nSeq), 0);
+    // Prefill chunks fill what generation leaves of the step's budget (at least a few tokens, so
+    // prefill advances even when generation alone fills the budget).
+    const int32_t budget = engine_.Options().stepTokens;
+    int32_t generators = 0;
+    for (auto& owned : pending_) {
+        if (!owned->done && owned->kind == WorkKind::Generate) generators += 1;
+    }
+    int32_t room = std::max(budget - generators, std::min(16, budget));
     for (auto& owned : pending_) {
         Work& w = *owned;
         if (w.done) continue;
@@ -119,13 +138,20 @@ bool StepLoop::Schedule(std::vector<StepEntry>& step) {
             Fail(w, "ABORTED", "the work was cancelled: its request was aborted");
             continue;
         }
-        const bool ready = !blocked[static_cast<size_t>(w.seq)] &&
-                           !(w.kind == WorkKind::Fork && blocked[static_cast<size_t>(w.dst)]);
+        const std::vector<int32_t> seqs = SeqsOf(w);
+        bool blocked = false;
+        bool chained = false;
+        for (int32_t seq : seqs) {
+            const char state = slot[static_cast<size_t>(seq)];
+            if (state == 1) blocked = true;
+            if (state == 2) chained = true;
+        }
+        // Only a prefill may follow, in the same step, a prefill of its slot that ends in it.
+        if (chained && (w.kind != WorkKind::Prefill || w.started || seqs.size() > 1)) blocked = true;
         auto block = [&] {
-            blocked[static_cast<size_t>(w.seq)] = 1;
-            if (w.kind == WorkKind::Fork) blocked[static_cast<size_t>(w.dst)] = 1;
+            for (int32_t seq : seqs) slot[static_cast<size_t>(seq)] = 1;
         };
-        if (!ready) {
+        if (blocked) {
             block();
             continue;
         }
@@ -143,20 +169,56 @@ bool StepLoop::Schedule(std::vector<StepEntry>& step) {
                     engine_.Release(w.seq);
                     Complete(w);
                     break;
-                case WorkKind::Prefill:
+                case WorkKind::Prefill: {
                     if (!w.started) {
-                        engine_.CheckFits(w.seq, w.tokens.size());
+                        const int32_t base = chained ? chainEnd[static_cast<size_t>(w.seq)] : engine_.State(w.seq).nPast;
+                        for (int32_t seq : w.shareWith) {
+                            if (engine_.State(seq).nPast != base) {
+                                throw EngineError("INVALID_ARGUMENT", "a shared prefill needs its slots at the same length: slot " +
+                                                                          std::to_string(seq) + " holds " +
+                                                                          std::to_string(engine_.State(seq).nPast) + " tokens, slot " +
+                                                                          std::to_string(w.seq) + " " + std::to_string(base));
+                            }
+                        }
+                        const size_t total = static_cast<size_t>(base) + w.tokens.size();
+                        if (total > static_cast<size_t>(engine_.ContextPerSequence())) {
+                            throw EngineError("CONTEXT_OVERFLOW",
+                                              "sequence " + std::to_string(w.seq) + " would hold " + std::to_string(total) + " tokens (" +
+                                                  std::to_string(base) + " already + " + std::to_string(w.tokens.size()) +
+                                                  " new) but the context holds " + std::to_string(engine_.ContextPerSequence()) +
+                                                  " per sequence");
+                        }
                         if (w.tokens.empty()) {
+                            if (chained) {
+                                block();  // nothing to decode, but its slot's earlier prefill has not finished yet
+                                break;
+                            }
                             Complete(w);
                             break;
                         }
                         w.started = true;
-                        w.positionBase = engine_.State(w.seq).nPast;
-                        engine_.State(w.seq).hasPending = false;
+                        w.positionBase = base;
+                        for (int32_t seq : seqs) engine_.State(seq).hasPending = false;
                     }
-                    prefills.push_back(&w);
-                    block();
+                    const int32_t remaining = static_cast<int32_t>(w.tokens.size() - w.consumed);
+                    const int32_t count = std::min(room, remaining);
+                    if (count <= 0) {
+                        if (w.consumed == 0) w.started = false;  // starts again (and re-checks) in a later step
+                        block();
+                        break;
+                    }
+                    step.push_back({&w, count});
+                    room -= count;
+                    if (count == remaining) {
+                        for (int32_t seq : seqs) {
+                            slot[static_cast<size_t>(seq)] = 2;
+                            chainEnd[static_cast<size_t>(seq)] = w.positionBase + static_cast<int32_t>(w.tokens.size());
+                        }
+                    } else {
+                        block();
+                    }
                     break;
+                }
                 case WorkKind::Generate: {
                     SequenceState& state = engine_.State(w.seq);
                     if (!w.started) {
@@ -177,7 +239,6 @@ bool StepLoop::Schedule(std::vector<StepEntry>& step) {
                         break;
                     }
                     step.push_back({&w, 1});
-                    generating += 1;
                     block();
                     break;
                 }
@@ -186,17 +247,9 @@ bool StepLoop::Schedule(std::vector<StepEntry>& step) {
             Fail(w, error.code(), error.what());
         }
     }
-    // Prefill chunks fill what generation leaves of the step's budget (at least a few tokens, so
-    // prefill advances even when generation alone fills the budget).
-    const int32_t budget = engine_.Options().stepTokens;
-    int32_t room = std::max(budget - generating, std::min(16, budget));
-    for (Work* w : prefills) {
-        if (room <= 0) break;
-        const int32_t remaining = static_cast<int32_t>(w->tokens.size() - w->consumed);
-        const int32_t count = std::min(room, remaining);
-        step.push_back({w, count});
-        room -= count;
-    }
+    // Generation first in the batch, then prefill in submission order (a chained prefill comes
+    // after the prefill it continues).
+    std::stable_partition(step.begin(), step.end(), [](const StepEntry& e) { return e.work->kind == WorkKind::Generate; });
     return !step.empty();
 }
 
@@ -244,11 +297,13 @@ int32_t StepLoop::DecodeStep(const std::vector<StepEntry>& step, const std::vect
             // Prefill.
             w.consumed += 1;
             state.nPast = w.positionBase + static_cast<int32_t>(w.consumed);
+            for (int32_t seq : w.shareWith) engine_.State(seq).nPast = state.nPast;
             if (logits != nullptr) engine_.SummariseInto(logits, w.rows);
             if (w.consumed == w.tokens.size() && w.rows.argmax.empty()) {
                 Fail(w, "INTERNAL", "llama.cpp returned no logits for the last prompt position");
             } else if (w.consumed == w.tokens.size()) {
                 engine_.SetPending(w.seq, w.rows, w.rows.argmax.size() - 1);
+                for (int32_t seq : w.shareWith) engine_.SetPending(seq, w.rows, w.rows.argmax.size() - 1);
                 Complete(w);
             }
         }
@@ -309,10 +364,19 @@ void StepLoop::Run() {
                 owner.push_back(static_cast<int32_t>(e));
                 continue;
             }
+            const std::vector<int32_t> seqs = SeqsOf(w);
+            for (int32_t seq : w.shareWith) {
+                if (!seen[static_cast<size_t>(seq)]) {
+                    seen[static_cast<size_t>(seq)] = 1;
+                    busy += 1;
+                }
+            }
             for (int32_t k = 0; k < step[e].count; ++k) {
                 const size_t index = w.consumed + static_cast<size_t>(k);
                 const bool last = index + 1 == w.tokens.size();
-                batch_.Add(w.tokens[index], w.positionBase + static_cast<int32_t>(index), w.seq, w.allPositions || last);
+                const llama_pos pos = w.positionBase + static_cast<int32_t>(index);
+                if (seqs.size() == 1) batch_.Add(w.tokens[index], pos, w.seq, w.allPositions || last);
+                else batch_.Add(w.tokens[index], pos, seqs, w.allPositions || last);
                 owner.push_back(static_cast<int32_t>(e));
             }
         }
@@ -321,6 +385,11 @@ void StepLoop::Run() {
         const int32_t decoded = DecodeStep(step, owner, failure);
         {
             std::unique_lock<std::mutex> lock(mutex_);
+            // A prefill that got no token in (no KV cell, or the prefill it was chained to did not
+            // finish) starts again, with fresh checks, when it is next due.
+            for (const auto& entry : step) {
+                if (entry.work->kind == WorkKind::Prefill && !entry.work->done && entry.work->consumed == 0) entry.work->started = false;
+            }
             if (decoded > 0) {
                 EngineStats& stats = engine_.Stats();
                 stats.steps += 1;

@@ -8,8 +8,10 @@
 // own stop conditions, and hands every finished item over as soon as it finishes. Work on one
 // sequence runs in submission order; work on different sequences is independent. When the KV
 // cache has no free cell, work waits for cells instead of failing (only a step that can make no
-// progress at all fails its youngest item). The shape follows llama-server's update_slots and
-// vLLM's scheduler.
+// progress at all fails its youngest item). A prefill may be shared by several slots (a question's
+// prompt, decoded once for all its candidates), and a prefill that follows one finishing in the
+// same step joins that step (prompt and passages decode together). The shape follows
+// llama-server's update_slots and vLLM's scheduler.
 #pragma once
 
 #include <condition_variable>
@@ -33,6 +35,7 @@ struct Work {
     uint64_t id = 0;
     WorkKind kind = WorkKind::Prefill;
     int32_t seq = -1;
+    std::vector<int32_t> shareWith;  // prefill: more slots these tokens are decoded into (once, shared cells)
     int32_t dst = -1;    // fork destination
     int32_t nPast = 0;   // trim length
     std::vector<llama_token> tokens;  // prefill
@@ -94,6 +97,8 @@ private:
     void RemoveFinished();
     // Decodes `batch` view by view and applies each row; returns the number of batch tokens decoded.
     int32_t DecodeStep(const std::vector<StepEntry>& step, const std::vector<int32_t>& owner, std::string& failure);
+    // The sequences a work touches (its slot, a fork's destination, a shared prefill's slots).
+    static std::vector<int32_t> SeqsOf(const Work& work);
     // Ends the youngest work of a step that could not decode a single token (no free KV cell).
     void FailYoungest(const std::vector<StepEntry>& step);
 

@@ -3,6 +3,7 @@ import type {NativeSegment} from "../lib/engine/types.js";
 import {R} from "../lib/engine/ReflectionTokens.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {SelfRagError} from "../lib/errors.js";
+import {rejectsWith} from "../test-support/assertions.js";
 import {passage, prompt, randomModel, tinyModel} from "../test-support/fixtures.js";
 
 const PROMPTS = [
@@ -72,6 +73,40 @@ for (const unifiedKv of [true, false]) {
             const [expected] = await ctx.generate([{seq: reference, maxTokens: 4}]);
             assertSameSegments(again, expected, "parent after fork", 1e-4);
             await ctx.release(parent, child, scratch, reference);
+        });
+
+        it("a prompt shared by several slots is decoded once, its passages join the same step, and they continue like forks", async () => {
+            const ctx = model.context;
+            const question = model.tokenize(PROMPTS[0]);
+            const evidence = [1, 2].map((i) => model.tokenize(passage(`P${i}`, `Passage ${i} says something about France.`), {bos: false}));
+            // Reference: prompt, then forks, then passages (three steps' worth of dependencies).
+            const [root, x, y] = ctx.acquire(3);
+            await ctx.prefill(root, question);
+            await Promise.all([ctx.fork(root, x), ctx.fork(root, y)]);
+            await Promise.all([ctx.prefill(x, evidence[0]), ctx.prefill(y, evidence[1])]);
+            const forked = await ctx.generate([{seq: x, maxTokens: 16}, {seq: y, maxTokens: 16}]);
+            await ctx.release(root, x, y);
+
+            const [a, b, c] = ctx.acquire(3);
+            const before = ctx.stats;
+            const shared = ctx.prefill(a, question, {shareWith: [b, c]});
+            const appended = [ctx.prefill(b, evidence[0]), ctx.prefill(c, evidence[1])];
+            if (!unifiedKv) {
+                await assert.rejects(shared, rejectsWith("INVALID_ARGUMENT", /unified KV/));
+                await Promise.allSettled(appended);
+                await ctx.release(a, b, c);
+                return;
+            }
+            await Promise.all([shared, ...appended]);
+            const after = ctx.stats;
+            assert.equal(after.steps - before.steps, 1, "prompt and both passages in one step");
+            assert.equal(after.tokensEvaluated - before.tokensEvaluated, question.length + evidence[0].length + evidence[1].length,
+                "the prompt is decoded once for the three slots");
+            assert.equal(ctx.sequenceInfo(a).nPast, question.length);
+            assert.equal(ctx.sequenceInfo(c).nPast, question.length + evidence[1].length);
+            const together = await ctx.generate([{seq: b, maxTokens: 16}, {seq: c, maxTokens: 16}]);
+            together.forEach((segment, i) => assertSameSegments(segment, forked[i], `passage ${i}`, 1e-3));
+            await ctx.release(a, b, c);
         });
 
         it("trims a sequence back to a prefix and regenerates the same continuation", async () => {

@@ -94,9 +94,16 @@ export class DecodingContext {
         }))).then(() => undefined));
     }
 
-    /** Appends tokens to one slot; a row summarises the last position (every position with allPositions). */
-    public prefill(seq: number, tokens: Int32Array, options: {allPositions?: boolean} = {}): Promise<NativeRows> {
-        return handled(this.submit({kind: "prefill", seq, tokens, allPositions: options.allPositions ?? false}).then((c) => c.rows!));
+    /**
+     * Appends tokens to one slot; a row summarises the last position (every position with
+     * allPositions). `shareWith`: more slots, at the same length, that get the same tokens decoded
+     * once into shared KV cells (a prompt for all of a question's candidates; unified KV only).
+     * A prefill submitted right after another on the same slot joins the same decode step.
+     */
+    public prefill(seq: number, tokens: Int32Array, options: {allPositions?: boolean, shareWith?: readonly number[]} = {}): Promise<NativeRows> {
+        const work: NativeWork = {kind: "prefill", seq, tokens, allPositions: options.allPositions ?? false};
+        if (options.shareWith != null && options.shareWith.length > 0) work.shareWith = Int32Array.from(options.shareWith);
+        return handled(this.submit(work).then((c) => c.rows!));
     }
 
     /** Several prefills in one step; item i owns rows [rowOffsets[i], rowOffsets[i + 1]). */
@@ -168,7 +175,8 @@ export class DecodingContext {
         if (this.native == null) return Promise.reject(new SelfRagError("the context has been disposed", "CONTEXT_DISPOSED"));
         if (work.kind === "release") {
             this.cancelled.delete(work.seq);
-        } else if (this.cancelled.has(work.seq) || (work.kind === "fork" && this.cancelled.has(work.dst))) {
+        } else if (this.cancelled.has(work.seq) || (work.kind === "fork" && this.cancelled.has(work.dst)) ||
+            (work.kind === "prefill" && work.shareWith?.some((seq) => this.cancelled.has(seq)))) {
             return Promise.reject(new SelfRagError(`slot ${work.seq}: its work was cancelled (the request was aborted)`, "ABORTED"));
         }
         const promise = new Promise<NativeCompletion>((resolve, reject) => {

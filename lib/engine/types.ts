@@ -75,7 +75,7 @@ export interface NativeStopOptions {
 }
 
 export type NativeWork =
-    | {kind: "prefill", seq: number, tokens: Int32Array, allPositions?: boolean}
+    | {kind: "prefill", seq: number, tokens: Int32Array, allPositions?: boolean, shareWith?: Int32Array}
     | ({kind: "generate", seq: number, maxTokens: number} & NativeStopOptions)
     | {kind: "fork", seq: number, dst: number}
     | {kind: "trim", seq: number, nPast: number}

@@ -166,10 +166,13 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
         //    consecutive steps without waiting for JavaScript; a question that turns out not to
         //    retrieve drops them (its root slot is trimmed back to the prompt).
         const [root, ...others] = lease.take(width);
-        const promptRows = ctx.prefill(root, job.prompt);
         const prefetched = settings.prefetchPassages !== false && retrieval.mode !== "never" && job.passages.length > 0
             ? fitPassages(model, job, settings) : undefined;
-        if (prefetched != null) submitPassages(ctx, root, [root, ...others], prefetched.tokens);
+        // With a unified KV cache the prompt is decoded once into all the question's slots and
+        // the passages join the same step; otherwise the prompt is forked after it is decoded.
+        const shared = prefetched != null && others.length > 0 && ctx.info.unifiedKv;
+        const promptRows = ctx.prefill(root, job.prompt, shared ? {shareWith: others} : {});
+        if (prefetched != null) submitPassages(ctx, root, [root, ...others], prefetched.tokens, shared);
         const rows = await promptRows;
         let decision = decideRetrieval(rows.reflection, retrieval);
         if (decision.decision && job.passages.length === 0) {
@@ -185,12 +188,12 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
         let passageTokens: Int32Array[] = [];
         if (retrieved) {
             const fitted = prefetched ?? fitPassages(model, job, settings, true)!;
-            if (prefetched == null) submitPassages(ctx, root, seqs, fitted.tokens);
+            if (prefetched == null) submitPassages(ctx, root, seqs, fitted.tokens, false);
             passageTokens = fitted.tokens;
             job.warnings.push(...fitted.warnings);
         } else {
-            void lease.give(...others);
             if (prefetched != null) void ctx.trim(root, job.prompt.length);
+            void lease.give(...others);
             void ctx.prefill(root, Int32Array.of(model.reflection.id("[No Retrieval]")));
         }
         const candidates: CandidateResult[] = new Array(seqs.length);
@@ -230,9 +233,12 @@ function fitPassages(model: EngineModel, job: Job, settings: Settings, required 
     }
 }
 
-/** Forks the prompt into the other slots and appends one passage per slot (ordered per slot by the engine). */
-function submitPassages(ctx: EngineModel["context"], root: number, seqs: readonly number[], tokens: readonly Int32Array[]): void {
-    for (const seq of seqs) if (seq !== root) void ctx.fork(root, seq);
+/**
+ * Appends one passage per slot after the prompt: forked from the root first unless the prompt
+ * was decoded into every slot already (`shared`). Ordered per slot by the engine.
+ */
+function submitPassages(ctx: EngineModel["context"], root: number, seqs: readonly number[], tokens: readonly Int32Array[], shared: boolean): void {
+    if (!shared) for (const seq of seqs) if (seq !== root) void ctx.fork(root, seq);
     seqs.forEach((seq, i) => void ctx.prefill(seq, tokens[i]));
 }
 

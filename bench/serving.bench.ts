@@ -212,12 +212,14 @@ export async function run(): Promise<BenchResult> {
             throw new Error("selfrag and the static baseline disagree on the answers");
         }
 
-        const bench = new Bench({name: "serving", iterations: REPS, time: 0, warmupIterations: 0, warmupTime: 0, throws: true});
-        for (const [workloadId, workload] of Object.entries(WORKLOADS)) {
+        // One task per (run, workload, system), added run by run so the systems alternate: a
+        // neighbour's load drifting over minutes then biases none of them.
+        const bench = new Bench({name: "serving", iterations: 1, time: 0, warmupIterations: 0, warmupTime: 0, throws: true});
+        for (let rep = 1; rep <= REPS; rep++) for (const [workloadId, workload] of Object.entries(WORKLOADS)) {
             for (const [systemId, system] of Object.entries(systems)) {
                 if (workloadId === "equal" && systemId === "llama-server") continue; // only needed for our decode-call ratio
                 const id = `${systemId}:${workloadId}`;
-                bench.add(`${systemId}: ${workload.label}`, async () => {
+                bench.add(`${systemId}: ${workload.label} #${rep}`, async () => {
                     const stats = model.context.stats;
                     // Under saturation (requests waiting for slots), occupancy is read from the start
                     // until the last request has its slots; the drain after it is not saturation.
@@ -246,13 +248,22 @@ export async function run(): Promise<BenchResult> {
             }
         }
         await bench.run();
+        const perRun = new Map<string, number[]>();
         for (const task of bench.tasks) {
             const [systemId] = task.name.split(": ");
-            const workloadId = Object.entries(WORKLOADS).find(([, w]) => task.name.endsWith(w.label))![0];
+            const workloadId = Object.entries(WORKLOADS).find(([, w]) => task.name.includes(`: ${w.label} #`))![0];
             const latency = task.result.state === "completed" ? task.result.latency : undefined;
             if (latency == null) throw new Error(`benchmark task "${task.name}" did not complete (${task.result.state})`);
-            measurements.push({id: `${systemId}:${workloadId}`, label: `${task.name} (wall time per request)`, unit: "request",
-                medianUs: latency.p50 * 1000, meanUs: latency.mean * 1000, rmePercent: latency.rme, samples: latency.samplesCount});
+            const id = `${systemId}:${workloadId}`;
+            (perRun.get(id) ?? perRun.set(id, []).get(id)!).push(latency.mean * 1000);
+        }
+        for (const [id, values] of perRun) {
+            const [systemId, workloadId] = id.split(":");
+            const mean = values.reduce((a, b) => a + b, 0) / values.length;
+            const sd = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, values.length - 1));
+            measurements.push({id, label: `${systemId}: ${WORKLOADS[workloadId].label} (wall time per request)`, unit: "request",
+                medianUs: percentile(values, 50), meanUs: mean, rmePercent: values.length > 1 ? 100 * 1.96 * sd / Math.sqrt(values.length) / mean : 0,
+                samples: values.length});
         }
     } finally {
         await peer.close();
@@ -302,7 +313,8 @@ export async function run(): Promise<BenchResult> {
         comparisons,
         notes: [
             `Model: the bench fixture (random weights, ~53M parameters, f32). ${SEQUENCES} slots of ${CONTEXT} tokens, ${NDOCS} passages ` +
-            `per question, 1 thread, on ${os.cpus().length} logical CPUs; ${REPS} repetitions of every workload; latencies pooled over them.`,
+            `per question, 1 thread, on ${os.cpus().length} logical CPUs; ${REPS} runs of every workload, the systems alternating run by run; ` +
+            "latencies pooled over the runs.",
             "Measurement medians are wall time per request (the inverse of throughput); latencies are per request, submission to answer.",
             `Long form (arrivals): beam ${LONG.beamWidth}, max depth ${LONG.maxDepth}, 24 tokens per segment. Arrivals: seeded Poisson at ` +
             `${ARRIVAL_RATE}/s. selfrag requests are streamed (first event = the retrieval decision).`,

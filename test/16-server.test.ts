@@ -352,7 +352,8 @@ describe("HTTP server: streaming, OpenAI compatibility, metrics, createHandler",
         assert.equal(completion.choices[0].message.role, "assistant");
         assert.equal(completion.choices[0].message.content, plain.answer);
         assert.equal((completion as unknown as {selfrag: {best: number}}).selfrag.best, plain.best);
-        assert.ok(completion.usage!.prompt_tokens > 0 && completion.usage!.completion_tokens === plain.stats.generatedTokens);
+        assert.deepEqual(completion.usage, {prompt_tokens: plain.stats.promptTokens + plain.stats.passageTokens,
+            completion_tokens: plain.stats.generatedTokens, total_tokens: plain.stats.promptTokens + plain.stats.passageTokens + plain.stats.generatedTokens});
 
         const stream = await client.chat.completions.create({
             model: "selfrag", messages: [{role: "system", content: ""}, {role: "user", content: [{type: "text", text: QUESTIONS[0]}]}],

@@ -16,6 +16,7 @@ import path from "node:path";
 import {SelfRagError} from "../errors.js";
 import type {PassageIndex} from "../retrieval/PassageIndex.js";
 import type {AnswerEvent} from "../selfrag/events.js";
+import {formatPrompt, taskInstruction} from "../selfrag/prompts.js";
 import type {LongFormAnswer} from "../selfrag/LongForm.js";
 import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
@@ -132,7 +133,11 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
             const chat = parseChatRequest(raw, modelName);
             const id = completionId();
             const created = Math.floor(Date.now() / 1000);
-            const promptTokens = () => model.tokenize(chat.answer.question.question).length;
+            // Long form: the formatted prompt's tokens (short form reads its own counts from the answer).
+            const promptTokens = () => (chat.answer.long
+                ? model.tokenize(formatPrompt(taskInstruction(chat.answer.options.task ?? "none", chat.answer.question.question),
+                    chat.answer.options.input)).length
+                : 0);
             if (!chat.stream) {
                 const result = await run(chat.answer, signal);
                 return {kind: "json", body: {

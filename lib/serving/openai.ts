@@ -104,11 +104,19 @@ export function selfragField(result: ShortFormAnswer | LongFormAnswer, long: boo
     return {retrieve: r.retrieve, docs: r.docs, segments: r.segments, stats: r.stats};
 }
 
+/**
+ * OpenAI's usage. Short form: the prompt and the passages read, and the tokens generated over all
+ * candidates. Long form: the formatted prompt, and every other token the search decoded (passages
+ * and segments).
+ */
 export function usageOf(result: ShortFormAnswer | LongFormAnswer, long: boolean, promptTokens: number) {
-    const completion = long
-        ? (result as LongFormAnswer).stats.evaluatedTokens - promptTokens
-        : (result as ShortFormAnswer).stats.generatedTokens;
-    return {prompt_tokens: promptTokens, completion_tokens: Math.max(0, completion), total_tokens: promptTokens + Math.max(0, completion)};
+    if (!long) {
+        const stats = (result as ShortFormAnswer).stats;
+        const prompt = stats.promptTokens + stats.passageTokens;
+        return {prompt_tokens: prompt, completion_tokens: stats.generatedTokens, total_tokens: prompt + stats.generatedTokens};
+    }
+    const completion = Math.max(0, (result as LongFormAnswer).stats.evaluatedTokens - promptTokens);
+    return {prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion};
 }
 
 export function finishReason(result: ShortFormAnswer | LongFormAnswer, long: boolean): "stop" | "length" {

@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
-import {writeFixtureModel} from "../lib/fixtures/FixtureModel.js";
+import {writeFixtureModel, type FixtureKind} from "../lib/fixtures/FixtureModel.js";
 
 /** bench/.cache in the source tree (this file runs as dist/bench/benchModel.js). */
 const cacheDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bench", ".cache");
@@ -11,13 +11,19 @@ export const MODEL_FILE = path.join(cacheDir, "bench.gguf");
 
 /** Writing the 210 MB fixture takes a while: do it once, through a temporary file so a killed run leaves no half file. */
 export async function ensureBenchModel(): Promise<void> {
-    if (fs.existsSync(MODEL_FILE)) return;
-    fs.mkdirSync(cacheDir, {recursive: true});
-    const partial = `${MODEL_FILE}.${process.pid}.partial`;
+    await ensureFixtureModel(MODEL_FILE, "bench");
+}
+
+/** A fixture model at `file`, written once through a temporary file (a killed run leaves no half file). */
+export async function ensureFixtureModel(file: string, kind: FixtureKind): Promise<string> {
+    if (fs.existsSync(file)) return file;
+    fs.mkdirSync(path.dirname(file), {recursive: true});
+    const partial = `${file}.${process.pid}.partial`;
     try {
-        await writeFixtureModel(partial, "bench");
-        fs.renameSync(partial, MODEL_FILE);
+        await writeFixtureModel(partial, kind);
+        fs.renameSync(partial, file);
     } finally {
         fs.rmSync(partial, {force: true});
     }
+    return file;
 }

@@ -62,15 +62,14 @@ void SequenceEngine::CheckSequence(int32_t seq) const {
     }
 }
 
-void SequenceEngine::CheckFits(int32_t seq, size_t extraTokens) const {
+void SequenceEngine::CheckFits(int32_t seq, int32_t base, size_t extraTokens) const {
     CheckSequence(seq);
-    const size_t total = static_cast<size_t>(State(seq).nPast) + extraTokens;
+    const size_t total = static_cast<size_t>(base) + extraTokens;
     if (total > static_cast<size_t>(nCtxSeq_)) {
         throw EngineError("CONTEXT_OVERFLOW",
-                          "sequence " + std::to_string(seq) + " would hold " + std::to_string(total) +
-                              " tokens (" + std::to_string(State(seq).nPast) + " already + " +
-                              std::to_string(extraTokens) + " new) but the context holds " +
-                              std::to_string(nCtxSeq_) + " per sequence");
+                          "sequence " + std::to_string(seq) + " would hold " + std::to_string(total) + " tokens (" +
+                              std::to_string(base) + " already + " + std::to_string(extraTokens) +
+                              " new) but the context holds " + std::to_string(nCtxSeq_) + " per sequence");
     }
 }
 

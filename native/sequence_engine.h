@@ -72,7 +72,8 @@ public:
     void RemoveFrom(int32_t seq, int32_t from);
 
     void CheckSequence(int32_t seq) const;
-    void CheckFits(int32_t seq, size_t extraTokens) const;
+    // CONTEXT_OVERFLOW unless `extraTokens` appended at position `base` fit the slot.
+    void CheckFits(int32_t seq, int32_t base, size_t extraTokens) const;
 
     SequenceState& State(int32_t seq) { return states_[static_cast<size_t>(seq)]; }
     const SequenceState& State(int32_t seq) const { return states_[static_cast<size_t>(seq)]; }

@@ -180,14 +180,7 @@ bool StepLoop::Schedule(std::vector<StepEntry>& step) {
                                                                           std::to_string(w.seq) + " " + std::to_string(base));
                             }
                         }
-                        const size_t total = static_cast<size_t>(base) + w.tokens.size();
-                        if (total > static_cast<size_t>(engine_.ContextPerSequence())) {
-                            throw EngineError("CONTEXT_OVERFLOW",
-                                              "sequence " + std::to_string(w.seq) + " would hold " + std::to_string(total) + " tokens (" +
-                                                  std::to_string(base) + " already + " + std::to_string(w.tokens.size()) +
-                                                  " new) but the context holds " + std::to_string(engine_.ContextPerSequence()) +
-                                                  " per sequence");
-                        }
+                        engine_.CheckFits(w.seq, base, w.tokens.size());
                         if (w.tokens.empty()) {
                             if (chained) {
                                 block();  // nothing to decode, but its slot's earlier prefill has not finished yet

@@ -7,8 +7,7 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import {writeFixtureModel} from "../../lib/fixtures/FixtureModel.js";
-import {ensureBenchModel, MODEL_FILE} from "../benchModel.js";
+import {ensureBenchModel, ensureFixtureModel, MODEL_FILE} from "../benchModel.js";
 import {LlamaServerPeer, type PeerMetrics} from "./LlamaServerPeer.js";
 import {benchCacheDir} from "./repoRoot.js";
 import {peerAnswer, peerAnswerLong, type PeerAnswer, type PeerQuestion} from "./topKSelfRag.js";
@@ -28,20 +27,9 @@ function question(topic: string): PeerQuestion {
     };
 }
 
-/** The tiny fixture in bench/.cache, written once (through a temporary file, like benchModel.ts). */
-async function tinyModelFile(): Promise<string> {
-    const file = path.join(benchCacheDir(), "tiny.gguf");
-    if (!fs.existsSync(file)) {
-        fs.mkdirSync(benchCacheDir(), {recursive: true});
-        const partial = `${file}.${process.pid}.partial`;
-        try {
-            await writeFixtureModel(partial, "tiny");
-            fs.renameSync(partial, file);
-        } finally {
-            fs.rmSync(partial, {force: true});
-        }
-    }
-    return file;
+/** The tiny fixture in bench/.cache, written once. */
+function tinyModelFile(): Promise<string> {
+    return ensureFixtureModel(path.join(benchCacheDir(), "tiny.gguf"), "tiny");
 }
 
 /**

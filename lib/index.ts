@@ -11,8 +11,12 @@ export {loadAddon, type GpuOption} from "./engine/addon.js";
 export {answer, answerBatch, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion, type CandidateResult} from "./selfrag/ShortForm.js";
 export {SegmentScorer, type CritiqueScore, type CritiqueWeights, type ScoredSegment} from "./selfrag/SegmentScorer.js";
 export {decideRetrieval, type RetrievalMode, type RetrieveRatio, type RetrievalDecision} from "./selfrag/RetrievalDecision.js";
-export {formatPrompt, formatPassage, taskInstruction, TASK_INSTRUCTIONS, type Passage, type Task} from "./selfrag/prompts.js";
-export {postProcessAnswer, closedSetVote} from "./selfrag/answers.js";
+export {formatPrompt, formatPassage, taskInstruction, TASK_INSTRUCTIONS, TASKS, type Passage, type Task, type InstructionOptions} from "./selfrag/prompts.js";
+export {postProcessAnswer, closedSetVote, REFERENCE_CONTROL_TOKENS, type PostProcessOptions} from "./selfrag/answers.js";
+export {PROFILES, SHORT_FORM_DEFAULTS, LONG_FORM_DEFAULTS, type Profile} from "./selfrag/profiles.js";
+export {ReferenceBeamSearch, redecideNoRetrieval, type ReferenceGenerator, type ReferenceGeneration, type ReferenceNode,
+    type ReferenceSearchOptions, type ReferenceSearchResult} from "./selfrag/ReferenceBeamSearch.js";
+export {referencePostprocess, fixSpacing, referenceAlceOutput, referenceFactScoreOutput, type ReferencePath} from "./selfrag/referenceText.js";
 export {readPassagesJsonl} from "./selfrag/passages.js";
 export {readTraces, rerankTrace, type TraceRecord} from "./selfrag/traces.js";
 export {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions, type LongFormSegment, type Retriever} from "./selfrag/LongForm.js";
@@ -38,5 +42,7 @@ export type {AnswerEvent, CandidateEvent, SegmentEvent, RetrievalEvent, RunContr
 export {SelfRagServer, type SelfRagServerOptions} from "./serving/SelfRagServer.js";
 export {shortFormJson, searchResultsJson} from "./serving/responses.js";
 export {runEvaluation, type EvaluationOptions, type EvalRecord, type EvalSummary} from "./eval/Evaluation.js";
-export {toEvalItem, type EvalItem} from "./eval/EvalItems.js";
+export {toEvalItem, formatEvalPrompt, type EvalItem, type EvalPromptOptions} from "./eval/EvalItems.js";
+export {PAPER_PRESETS, describePresets, type PaperPreset} from "./eval/paperPresets.js";
+export {formatReferenceOutput, referenceOutputPath, type ReferenceOutputOptions} from "./eval/referenceOutput.js";
 export {match, accuracy, strEm, normalizeAnswer, scoredPrediction, type MetricName} from "./eval/metrics.js";

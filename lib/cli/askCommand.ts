@@ -10,7 +10,8 @@ import {SelfRagModel} from "../SelfRagModel.js";
 import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
 import type {ContextPolicy} from "../selfrag/ForkingSegmentSource.js";
 import type {LongFormAnswer} from "../selfrag/LongForm.js";
-import {integerOption, numberOption, requireModel, weightOptions, weightsFrom} from "./options.js";
+import {integerOption, numberOption, requireModel, weightOptions, weightsFrom, type WeightValues} from "./options.js";
+import {LONG_FORM_DEFAULTS, PROFILES, SHORT_FORM_DEFAULTS, type Profile} from "../selfrag/profiles.js";
 
 const help = `Usage: selfrag ask [--model FILE] (--passages FILE.jsonl | --index DIR) [options] "question"
 
@@ -23,11 +24,13 @@ a segment-level beam search whose nodes share their encoded prefix, with [n] cit
   --mode M              adaptive (default) | always | never
   --threshold X         retrieve when P([Retrieval]) / (P([Retrieval]) + P([No Retrieval])) > X (0.2)
   --reference-retrieve-ratio  use the reference script's log-prob ratio (inverted meaning; for reproducing it)
-  --ndocs N             passages to use (5)
-  --max-new-tokens N    tokens per candidate (100)
+  --ndocs N             passages to use (5; reference profile 10)
+  --max-new-tokens N    tokens per candidate (100; reference profile 15)
+  --profile P           default | reference (the released scripts' strings, defaults and bugs)
   --task T              popqa | triviaqa | fever | arc_c | asqa | ... (adds the reference's instruction)
   --choices "A|B|C|D"   answer choices for arc_c
   --w-rel X --w-sup X --w-use X --no-seqscore   critique weights (1, 1, 0.5, sequence score on)
+  --use-groundness --use-utility --use-seqscore  the scripts' flags (the reference profile counts those terms only when given)
   --save-traces FILE    append this question's trace (JSONL) for \`selfrag rerank\` (short form)
   --long                long form: --beam-width N (2) --max-depth N (7) --ignore-cont
                         --context reference|interleaved (what children see: generated text only, or earlier passages too)
@@ -40,7 +43,7 @@ export async function askCommand(args: string[]): Promise<void> {
         task: {type: "string"}, choices: {type: "string"}, "save-traces": {type: "string"}, threads: {type: "string"},
         "context-size": {type: "string"}, cpu: {type: "boolean"}, json: {type: "boolean"}, help: {type: "boolean"},
         long: {type: "boolean"}, "beam-width": {type: "string"}, "max-depth": {type: "string"}, "ignore-cont": {type: "boolean"},
-        context: {type: "string"}, ...weightOptions
+        context: {type: "string"}, profile: {type: "string"}, ...weightOptions
     }});
     if (values.help) {
         console.log(help);
@@ -61,16 +64,19 @@ export async function askCommand(args: string[]): Promise<void> {
 }
 
 /** The parsed option values of `ask`. */
-interface AskValues {
+interface AskValues extends WeightValues {
     model?: string; mode?: string; threshold?: string; "reference-retrieve-ratio"?: boolean; ndocs?: string;
     "max-new-tokens"?: string; task?: string; choices?: string; "save-traces"?: string; threads?: string;
     "context-size"?: string; cpu?: boolean; json?: boolean; long?: boolean; "beam-width"?: string; "max-depth"?: string;
-    "ignore-cont"?: boolean; context?: string; "w-rel"?: string; "w-sup"?: string; "w-use"?: string; "no-seqscore"?: boolean;
+    "ignore-cont"?: boolean; context?: string; profile?: string;
 }
 
 async function ask(values: AskValues, question: string, passages: Passage[] | undefined, index: PassageIndex | undefined): Promise<void> {
-    const ndocs = integerOption("--ndocs", values.ndocs) ?? 5;
-    const maxNewTokens = integerOption("--max-new-tokens", values["max-new-tokens"]) ?? 100;
+    const profile = (values.profile ?? "default") as Profile;
+    if (!PROFILES.includes(profile)) throw invalidParameterError("--profile", PROFILES.join(" | "), values.profile);
+    const defaults = (values.long ? LONG_FORM_DEFAULTS : SHORT_FORM_DEFAULTS)[profile];
+    const ndocs = integerOption("--ndocs", values.ndocs) ?? defaults.ndocs;
+    const maxNewTokens = integerOption("--max-new-tokens", values["max-new-tokens"]) ?? defaults.maxNewTokens;
     const beamWidth = integerOption("--beam-width", values["beam-width"]) ?? 2;
     const usable = Math.max(1, Math.min(ndocs, passages?.length ?? ndocs));
     const model = await SelfRagModel.load({
@@ -82,7 +88,7 @@ async function ask(values: AskValues, question: string, passages: Passage[] | un
         passages, retriever: index?.asRetriever(), ndocs, maxNewTokens, mode: values.mode as RetrievalMode | undefined,
         threshold: numberOption("--threshold", values.threshold),
         retrieveRatio: values["reference-retrieve-ratio"] ? "reference-logprob" as const : undefined,
-        weights: weightsFrom(values), task: values.task as Task | undefined
+        weights: weightsFrom(values), task: values.task as Task | undefined, profile
     };
     try {
         if (values.long) {

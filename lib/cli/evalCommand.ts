@@ -4,36 +4,55 @@ import {SelfRagError, invalidParameterError} from "../errors.js";
 import {runEvaluation, summarizeRecords, type EvalRecord, type EvalSummary} from "../eval/Evaluation.js";
 import {METRICS, type MetricName} from "../eval/metrics.js";
 import type {ContextPolicy} from "../selfrag/ForkingSegmentSource.js";
-import {TASK_INSTRUCTIONS, type Task} from "../selfrag/prompts.js";
-import type {RetrievalMode} from "../selfrag/RetrievalDecision.js";
+import {describePresets, PAPER_PRESETS} from "../eval/paperPresets.js";
+import {formatReferenceOutput, referenceOutputPath} from "../eval/referenceOutput.js";
+import {LONG_FORM_DEFAULTS, SHORT_FORM_DEFAULTS, checkProfile, weightsOver, type Profile} from "../selfrag/profiles.js";
+import {TASKS, type Task} from "../selfrag/prompts.js";
+import type {RetrievalMode, RetrieveRatio} from "../selfrag/RetrievalDecision.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import {integerOption, numberOption, requireModel, weightOptions, weightsFrom} from "./options.js";
 
 const help = `Usage: selfrag eval [--model FILE] --input FILE --output FILE.jsonl [--task T] [options]
+       selfrag eval --paper popqa|arc_c|pubhealth|asqa|factscore --input FILE --output FILE.jsonl [options]
+       selfrag eval --paper list
 
 Answers every question of an evaluation file (many in flight at once, sharing every decode step)
 and scores the answers with the Self-RAG
 scripts' metric. Reads the released evaluation data as is: PopQA / TriviaQA / PubHealth
 ({"question", "answers", "ctxs"}), ARC-Challenge ({"question", "choices", "answerKey", "ctxs"}),
 ASQA ({"question", "qa_pairs", "docs"}); JSONL or a JSON array.
+  --paper NAME          the Self-RAG README's command for that dataset (ndocs, max-new-tokens, threshold,
+                        weights and use flags, mode, task, max-depth) under --profile reference;
+                        --paper list prints them; any flag given overrides the preset
+  --profile P           default | reference (the released scripts' strings, defaults and bugs; see the
+                        README's "Differences from the reference scripts")
+  --output-format F     jsonl (default) | reference: also write the scripts' output file next to --output
+                        (FILE.reference.json; FactScore: FILE.reference.jsonl)
   --input FILE          the evaluation file (.jsonl or .json)
   --output FILE         one JSONL record per question: {"id", "question", "prediction", "golds", "score",
                         "retrieve", "passage" | "docs", "error"?}, in input order as questions finish
   --resume              keep the records already in --output and answer only the missing questions
-  --task T              popqa | triviaqa | fever (PubHealth) | arc_c | asqa | ... (default none)
+  --task T              popqa | triviaqa | fever (PubHealth) | arc_c | asqa | factscore | ... (default none)
   --metric M            match (default; any gold string in the prediction) | accuracy | str_em (default with --long)
   --index DIR           retrieve for questions whose record has no passages
   --limit N             the first N questions only
   --batch N             questions in flight at once (64); as one finishes the next starts
   --strict              stop at the first malformed record (default: report it, skip it)
   --json                print the summary as JSON
-  short form: --ndocs N (5) --mode adaptive|always|never --threshold X (0.2) --max-new-tokens N (100)
+  short form: --ndocs N (5; reference 10) --mode adaptive|always|never --threshold X (0.2)
+              --max-new-tokens N (100; reference 15) --retrieve-ratio probability|reference-logprob
               --w-rel X --w-sup X --w-use X --no-seqscore
+              --use-groundness --use-utility --use-seqscore (the scripts' flags; the reference
+              profile counts those terms only when flagged, the default profile always)
   long form:  --long --beam-width N (2) --max-depth N (7) --ignore-cont --context reference|interleaved
   --sequences N (slots; default: enough for 4 questions) --context-size N (2048) --threads N --cpu`;
 
-const TASKS = new Set<string>([...Object.keys(TASK_INSTRUCTIONS), "popqa", "triviaqa", "none"]);
+const MODES: Record<string, RetrievalMode> = {
+    adaptive: "adaptive", always: "always", never: "never",
+    // the scripts' names
+    adaptive_retrieval: "adaptive", always_retrieve: "always", no_retrieval: "never"
+};
 
 export async function evalCommand(args: string[]): Promise<void> {
     const {values} = parseArgs({args, options: {
@@ -42,26 +61,43 @@ export async function evalCommand(args: string[]): Promise<void> {
         json: {type: "boolean"}, ndocs: {type: "string"}, mode: {type: "string"}, threshold: {type: "string"},
         "max-new-tokens": {type: "string"}, long: {type: "boolean"}, "beam-width": {type: "string"}, "max-depth": {type: "string"},
         "ignore-cont": {type: "boolean"}, context: {type: "string"}, sequences: {type: "string"}, "context-size": {type: "string"},
-        threads: {type: "string"}, cpu: {type: "boolean"}, help: {type: "boolean"}, ...weightOptions
+        threads: {type: "string"}, cpu: {type: "boolean"}, help: {type: "boolean"}, ...weightOptions,
+        paper: {type: "string"}, profile: {type: "string"}, "output-format": {type: "string"}, "retrieve-ratio": {type: "string"}
     }});
     if (values.help) {
         console.log(help);
         return;
     }
+    if (values.paper === "list") {
+        console.log(describePresets());
+        return;
+    }
+    const preset = values.paper != null ? PAPER_PRESETS[values.paper] : undefined;
+    if (values.paper != null && preset == null) throw invalidParameterError("--paper", `list | ${Object.keys(PAPER_PRESETS).join(" | ")}`, values.paper);
+    const profile: Profile = checkProfileFlag(values.profile ?? (preset != null ? "reference" : undefined));
+    const outputFormat = values["output-format"] ?? "jsonl";
+    if (outputFormat !== "jsonl" && outputFormat !== "reference") throw invalidParameterError("--output-format", "jsonl | reference", outputFormat);
+    const retrieveRatio = values["retrieve-ratio"] as RetrieveRatio | undefined;
+    if (retrieveRatio != null && retrieveRatio !== "probability" && retrieveRatio !== "reference-logprob") {
+        throw invalidParameterError("--retrieve-ratio", "probability | reference-logprob", retrieveRatio);
+    }
+    const long = values.long ?? preset?.long ?? false;
     if (values.input == null) throw invalidParameterError("--input", "an evaluation file (.jsonl or .json)", values.input);
     if (!fs.existsSync(values.input)) throw new SelfRagError(`evaluation file not found: ${values.input}`, "CORPUS_NOT_FOUND");
     if (values.output == null) throw invalidParameterError("--output", "the JSONL file to write", values.output);
-    const task = (values.task ?? "none") as Task;
-    if (!TASKS.has(task)) throw invalidParameterError("--task", [...TASKS].join(" | "), values.task);
+    const task = (values.task ?? preset?.task ?? "none") as Task;
+    if (!TASKS.includes(task)) throw invalidParameterError("--task", TASKS.join(" | "), values.task);
     if (values.metric != null && !METRICS.includes(values.metric as MetricName)) throw invalidParameterError("--metric", METRICS.join(" | "), values.metric);
-    if (values.mode != null && !["adaptive", "always", "never"].includes(values.mode)) {
-        throw invalidParameterError("--mode", "adaptive | always | never", values.mode);
+    if (values.mode != null && MODES[values.mode] == null) {
+        throw invalidParameterError("--mode", "adaptive | always | never (or the scripts' adaptive_retrieval | always_retrieve | no_retrieval)", values.mode);
     }
+    const mode = values.mode != null ? MODES[values.mode] : preset?.mode;
     if (values.context != null && values.context !== "reference" && values.context !== "interleaved") {
         throw invalidParameterError("--context", "reference | interleaved", values.context);
     }
-    const ndocs = integerOption("--ndocs", values.ndocs) ?? 5;
-    const beamWidth = integerOption("--beam-width", values["beam-width"]) ?? 2;
+    const ndocs = integerOption("--ndocs", values.ndocs) ?? preset?.ndocs ?? (long ? LONG_FORM_DEFAULTS : SHORT_FORM_DEFAULTS)[profile].ndocs;
+    const beamWidth = integerOption("--beam-width", values["beam-width"]) ?? preset?.beamWidth ?? 2;
+    const weights = weightsOver(preset?.weights ?? {}, weightsFrom(values));
     const skip = values.resume ? resumeOutput(values.output) : startOutput(values.output);
 
     const index = values.index != null ? await PassageIndex.open(values.index) : undefined;
@@ -72,20 +108,21 @@ export async function evalCommand(args: string[]): Promise<void> {
     try {
         model = await SelfRagModel.load({
             modelPath: requireModel(values.model),
-            sequences: integerOption("--sequences", values.sequences) ?? 4 * (values.long ? beamWidth * ndocs : ndocs),
+            sequences: integerOption("--sequences", values.sequences) ?? 4 * (long ? beamWidth * ndocs : ndocs),
             contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
             gpu: values.cpu ? false : "auto"
         });
         const common = {
-            ndocs, mode: values.mode as RetrievalMode | undefined, threshold: numberOption("--threshold", values.threshold),
-            maxNewTokens: integerOption("--max-new-tokens", values["max-new-tokens"]), weights: weightsFrom(values)
+            ndocs, mode, threshold: numberOption("--threshold", values.threshold) ?? preset?.threshold,
+            maxNewTokens: integerOption("--max-new-tokens", values["max-new-tokens"]) ?? preset?.maxNewTokens, weights
         };
         const progressEvery = process.stderr.isTTY ? 0 : 10_000;
         let lastProgress = 0;
         const summary = await runEvaluation(model, values.input, {
-            task, metric: values.metric as MetricName | undefined, long: values.long, retriever: index?.asRetriever(),
-            shortForm: common,
-            longForm: {...common, beamWidth, maxDepth: integerOption("--max-depth", values["max-depth"]), ignoreCont: values["ignore-cont"],
+            task, metric: (values.metric as MetricName | undefined) ?? preset?.metric, long, profile, referenceFields: outputFormat === "reference",
+            retriever: index?.asRetriever(),
+            shortForm: {...common, retrieveRatio},
+            longForm: {...common, beamWidth, maxDepth: integerOption("--max-depth", values["max-depth"]) ?? preset?.maxDepth, ignoreCont: values["ignore-cont"],
                 contextPolicy: values.context as ContextPolicy | undefined},
             batchSize: integerOption("--batch", values.batch), limit: integerOption("--limit", values.limit), skip, strict: values.strict,
             signal: abort.signal,
@@ -99,8 +136,13 @@ export async function evalCommand(args: string[]): Promise<void> {
         });
         if (process.stderr.isTTY) process.stderr.write("\n");
         // Resumed: the metric over every record in the file, not only this run's.
-        const file = summarizeRecords(fs.readFileSync(values.output, "utf8").split("\n").filter((l) => l.trim() !== "")
-            .map((l) => JSON.parse(l) as EvalRecord));
+        const records = fs.readFileSync(values.output, "utf8").split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as EvalRecord);
+        const file = summarizeRecords(records);
+        if (outputFormat === "reference") {
+            const target = referenceOutputPath(values.output, {long, task});
+            fs.writeFileSync(target, formatReferenceOutput(records, {long, task, metric: summary.metric}));
+            if (!values.json) console.log(`eval: the reference scripts' output file: ${target}`);
+        }
         if (values.json) {
             console.log(JSON.stringify({...summary, file}));
         } else {
@@ -161,4 +203,12 @@ function resumeOutput(file: string): Set<string> {
     }
     fs.writeFileSync(file, kept.map((l) => l + "\n").join(""));
     return done;
+}
+
+function checkProfileFlag(value: string | undefined): Profile {
+    try {
+        return checkProfile(value);
+    } catch {
+        throw invalidParameterError("--profile", "default | reference", value);
+    }
 }

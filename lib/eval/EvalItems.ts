@@ -8,7 +8,9 @@
 // plus "instruction" / "query" / "claim" for the question, "answer" / "output" for the gold,
 // "top_contexts" for the passages, and any "id". A record that has no question is reported with
 // its file and line, and skipped.
-import type {Passage, Task} from "../selfrag/prompts.js";
+import {SelfRagError} from "../errors.js";
+import type {Profile} from "../selfrag/profiles.js";
+import {formatPrompt, taskInstruction, type Passage, type Task} from "../selfrag/prompts.js";
 
 export interface EvalItem {
     id: string;
@@ -23,21 +25,29 @@ export interface EvalItem {
     qaPairs?: {short_answers: string[]}[];
     /** Where it came from, for messages: "file:line" or "file record N". */
     where: string;
+    /** The record as read (the reference output format writes it back with the answer). */
+    record: Record<string, unknown>;
 }
 
-const QUESTION_FIELDS = ["question", "instruction", "query", "claim"];
+const QUESTION_FIELDS = ["question", "instruction", "query", "claim", "input"];
 const PASSAGE_FIELDS = ["ctxs", "top_contexts", "docs"];
 const ID_FIELDS = ["id", "q_id", "question_id", "qid", "sample_id", "idx"];
 const ARC_LABELS: Record<string, string> = {"1": "A", "2": "B", "3": "C", "4": "D", "5": "E"};
 
-/** An EvalItem, or the reason the record cannot be one. */
-export function toEvalItem(value: unknown, where: string, ordinal: number, task: Task): EvalItem | string {
+/**
+ * An EvalItem, or the reason the record cannot be one. Under the "reference" profile ARC records
+ * are read as the short-form script reads them: only `arc_c` has choices, labels 1-4 and A-D
+ * become A-D and any fifth choice is dropped, and the gold stays the `answerKey` as written (a
+ * numeric key "1" is not relabelled, so it never matches); `arc_easy` / `obqa` take their golds
+ * from `answers`.
+ */
+export function toEvalItem(value: unknown, where: string, ordinal: number, task: Task, profile: Profile = "default"): EvalItem | string {
     if (value == null || typeof value !== "object" || Array.isArray(value)) return `${where}: expected a JSON object`;
     const r = value as Record<string, unknown>;
     const questionField = QUESTION_FIELDS.find((f) => typeof r[f] === "string" && (r[f] as string).trim() !== "");
     if (questionField == null) return `${where}: no question (expected a non-empty string in one of ${QUESTION_FIELDS.join(", ")})`;
     const idField = ID_FIELDS.find((f) => typeof r[f] === "string" || typeof r[f] === "number");
-    const item: EvalItem = {id: idField != null ? String(r[idField]) : String(ordinal), question: r[questionField] as string, where};
+    const item: EvalItem = {id: idField != null ? String(r[idField]) : String(ordinal), question: r[questionField] as string, where, record: r};
 
     const passagesField = PASSAGE_FIELDS.find((f) => r[f] != null);
     if (passagesField != null) {
@@ -54,7 +64,8 @@ export function toEvalItem(value: unknown, where: string, ordinal: number, task:
         if (passages.length > 0) item.passages = passages;
     }
 
-    if (task === "arc_c" || task === "arc_easy" || task === "obqa") {
+    const reference = profile === "reference";
+    if (task === "arc_c" || (!reference && (task === "arc_easy" || task === "obqa"))) {
         const choices = r.choices as {text?: unknown, label?: unknown} | undefined;
         if (choices == null || !Array.isArray(choices.text) || !Array.isArray(choices.label) || choices.text.length !== choices.label.length) {
             return `${where}: an ${task} record needs "choices": {"text": [...], "label": [...]} of equal length`;
@@ -62,9 +73,9 @@ export function toEvalItem(value: unknown, where: string, ordinal: number, task:
         // As the reference: numeric labels become letters; a missing D is an empty choice.
         const byLetter = new Map<string, string>();
         choices.label.forEach((label, i) => byLetter.set(ARC_LABELS[String(label)] ?? String(label), String((choices.text as unknown[])[i])));
-        item.choices = ["A", "B", "C", "D", ...(byLetter.has("E") ? ["E"] : [])].map((l) => byLetter.get(l) ?? "");
+        item.choices = ["A", "B", "C", "D", ...(byLetter.has("E") && !reference ? ["E"] : [])].map((l) => byLetter.get(l) ?? "");
         const key = r.answerKey;
-        if (key != null) item.golds = [ARC_LABELS[String(key)] ?? String(key)];
+        if (key != null) item.golds = [reference ? String(key) : ARC_LABELS[String(key)] ?? String(key)];
     }
 
     item.golds ??= golds(r);
@@ -93,4 +104,23 @@ function golds(r: Record<string, unknown>): string[] | undefined {
         if (Array.isArray(v)) return v.filter((x) => typeof x === "string" || typeof x === "number").map(String);
     }
     return undefined;
+}
+
+export interface EvalPromptOptions {
+    task?: Task;
+    profile?: Profile;
+    /** The long-form script's prompt (ASQA, FactScore) rather than the short-form one. */
+    long?: boolean;
+}
+
+/**
+ * The exact prompt string an evaluation record is answered with (before any passage), e.g.
+ * `formatEvalPrompt({question: "Who...", choices: {...}, answerKey: "B"}, {task: "arc_c", profile: "reference"})`.
+ * A record that cannot be read is an error naming the problem.
+ */
+export function formatEvalPrompt(record: unknown, options: EvalPromptOptions = {}): string {
+    const task = options.task ?? "none";
+    const item = toEvalItem(record, "record", 0, task, options.profile);
+    if (typeof item === "string") throw new SelfRagError(item, "INVALID_ARGUMENT");
+    return formatPrompt(taskInstruction(task, item.question, item.choices, {profile: options.profile, long: options.long}));
 }

@@ -9,7 +9,8 @@
 import {SelfRagError, requirePositiveInteger} from "../errors.js";
 import {readJsonRecords} from "../jsonRecords.js";
 import type {LongFormOptions, Retriever} from "../selfrag/LongForm.js";
-import type {Passage, Task} from "../selfrag/prompts.js";
+import {checkProfile, type Profile} from "../selfrag/profiles.js";
+import {formatPrompt, taskInstruction, type Passage, type Task} from "../selfrag/prompts.js";
 import {RequestScheduler} from "../serving/RequestScheduler.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
 import type {ShortFormOptions} from "../selfrag/ShortForm.js";
@@ -21,6 +22,10 @@ export interface EvaluationOptions {
     task?: Task;
     /** Default: str_em in long form, match otherwise (the scripts' metric for every short-form task). */
     metric?: MetricName;
+    /** "reference": the scripts' strings and defaults for reading records, answering and scoring (see `Profile`). */
+    profile?: Profile;
+    /** Keep in each record what the reference scripts' output file needs (`reference` field); see `writeReferenceOutput`. */
+    referenceFields?: boolean;
     long?: boolean;
     /** Short-form settings (ndocs, mode, threshold, maxNewTokens, weights, closedSet). */
     shortForm?: Omit<ShortFormOptions, "passages" | "retriever" | "task">;
@@ -57,6 +62,18 @@ export interface EvalRecord {
     passage?: Passage | null;
     docs?: Passage[];
     error?: {code: string, message: string};
+    /** With `referenceFields`: what the scripts' output file holds for this question. */
+    reference?: ReferenceFields;
+}
+
+export interface ReferenceFields {
+    /** The input record as read. */
+    record: Record<string, unknown>;
+    /** Short form: the prompt string, and each candidate as `all_results["retrieval_i"]`. */
+    prompt?: string;
+    results?: Record<string, {pred: string, score: number, ctx: Passage}>;
+    /** Long form: the best path's raw segments, root first. */
+    intermediate?: string[];
 }
 
 export interface EvalSummary {
@@ -79,6 +96,7 @@ export interface EvalSummary {
 export async function runEvaluation(model: SelfRagModel, file: string, options: EvaluationOptions = {}): Promise<EvalSummary> {
     const started = Date.now();
     const task = options.task ?? "none";
+    const profile = checkProfile(options.profile);
     const metric = options.metric ?? (options.long ? "str_em" : "match");
     const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 64, 1 << 16);
     const limit = options.limit ?? Number.POSITIVE_INFINITY;
@@ -128,7 +146,7 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
                 totals.errors++;
             } else {
                 record = outcome!.value;
-                record.score = scoreOf(record, item, metric, task);
+                record.score = scoreOf(record, item, metric, task, profile);
                 totals.answered++;
                 if (record.retrieve?.decision) totals.retrieved++;
                 if (record.score != null) {
@@ -147,7 +165,7 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
         for await (const entry of readJsonRecords(file)) {
             if (seen >= limit) break;
             if (options.signal?.aborted) throw new SelfRagError("the evaluation was interrupted; the records written so far are complete", "ABORTED");
-            const item = entry.kind === "record" ? toEvalItem(entry.value, entry.where, entry.line, task) : entry.message;
+            const item = entry.kind === "record" ? toEvalItem(entry.value, entry.where, entry.line, task, profile) : entry.message;
             if (typeof item === "string") {
                 if (options.strict) throw new SelfRagError(`${item} (--strict: stopping at the first malformed record)`, "INVALID_JSONL");
                 totals.malformed++;
@@ -190,21 +208,32 @@ export function summarizeRecords(records: readonly EvalRecord[]): {records: numb
 
 async function answerOne(scheduler: RequestScheduler, item: EvalItem, task: Task, options: EvaluationOptions): Promise<EvalRecord> {
     const retriever = item.passages == null ? options.retriever : undefined;
+    const profile = options.profile;
     if (options.long) {
         const result = await scheduler.answerLong({question: item.question, passages: item.passages},
-            {...options.longForm, task, retriever});
-        return {id: item.id, question: item.question, prediction: result.answer, golds: item.golds, retrieve: result.retrieve, docs: result.docs};
+            {...options.longForm, profile, task, retriever});
+        return {id: item.id, question: item.question, prediction: result.answer, golds: item.golds, retrieve: result.retrieve, docs: result.docs,
+            ...(options.referenceFields ? {reference: {record: item.record, ...(result.intermediate != null ? {intermediate: result.intermediate} : {})}} : {})};
     }
     const result = await scheduler.answer({id: item.id, question: item.question, passages: item.passages, task, choices: item.choices},
-        {...options.shortForm, task, retriever});
+        {...options.shortForm, profile, task, retriever});
     const best = result.candidates[result.best];
-    return {id: item.id, question: item.question, prediction: result.answer, golds: item.golds, retrieve: result.retrieve,
+    const record: EvalRecord = {id: item.id, question: item.question, prediction: result.answer, golds: item.golds, retrieve: result.retrieve,
         passage: best?.passage ?? null};
+    if (options.referenceFields) {
+        record.reference = {
+            record: item.record,
+            prompt: formatPrompt(taskInstruction(task, item.question, item.choices, {profile})),
+            results: result.retrieve.decision
+                ? Object.fromEntries(result.candidates.map((c, i) => [`retrieval_${i}`, {pred: c.text, score: c.score, ctx: c.passage!}])) : {}
+        };
+    }
+    return record;
 }
 
-function scoreOf(record: EvalRecord, item: EvalItem, metric: MetricName, task: Task): number | undefined {
+function scoreOf(record: EvalRecord, item: EvalItem, metric: MetricName, task: Task, profile: Profile): number | undefined {
     if (metric === "str_em") return item.qaPairs != null ? strEm(record.prediction, item.qaPairs) : undefined;
     if (item.golds == null || item.golds.length === 0) return undefined;
-    const prediction = scoredPrediction(record.prediction, task);
+    const prediction = scoredPrediction(record.prediction, task, {profile, metric});
     return metric === "match" ? match(prediction, item.golds) : accuracy(prediction, item.golds);
 }

@@ -1,11 +1,18 @@
 // The evaluation metrics of the Self-RAG scripts, and ALCE's str-em for ASQA.
+import type {Profile} from "../selfrag/profiles.js";
 
-/** The reference's prediction clean-up before scoring: a leading "#" or ":" is dropped. */
-export function scoredPrediction(prediction: string, task: string): string {
+/**
+ * The prediction clean-up before scoring, as the short-form script does it: a leading "#" or ":"
+ * is dropped; SUPPORTS / REFUTES become "true" / "false" (the model says SUPPORTS / REFUTES, the
+ * PubHealth gold says true / false). The default profile maps them for `fever` only; the
+ * "reference" profile maps them for every task scored with `match`, as the script does (a PopQA
+ * prediction "REFUTES Paris" becomes "false").
+ */
+export function scoredPrediction(prediction: string, task: string, options: {profile?: Profile, metric?: MetricName} = {}): string {
     let pred = prediction;
     if (pred.startsWith("#") || pred.startsWith(":")) pred = pred.slice(1);
-    // PubHealth: the model says SUPPORTS / REFUTES, the gold says true / false.
-    if (task === "fever") {
+    const mapped = options.profile === "reference" ? (options.metric ?? "match") === "match" : task === "fever";
+    if (mapped) {
         if (pred.includes("SUPPORTS")) pred = "true";
         else if (pred.includes("REFUTES")) pred = "false";
     }

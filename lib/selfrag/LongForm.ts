@@ -1,7 +1,9 @@
 import {postProcessAnswer} from "./answers.js";
 import {SelfRagError, invalidParameterError, requirePositiveInteger} from "../errors.js";
 import {ForkingSegmentSource, type ContextPolicy} from "./ForkingSegmentSource.js";
+import {checkProfile, LONG_FORM_DEFAULTS, weightsOver, type Profile} from "./profiles.js";
 import {formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.js";
+import {answerLongReference} from "./ReferenceLongForm.js";
 import {checkRetrievalOptions, decideRetrieval, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
 import {SegmentScorer, type CritiqueScore, type CritiqueWeights} from "./SegmentScorer.js";
 import type {EngineModel} from "../engine/EngineModel.js";
@@ -16,14 +18,21 @@ export interface LongFormOptions extends RetrievalDecisionOptions {
     passages?: readonly Passage[];
     /** Dynamic passages: queried at every segment with the question plus the text so far. */
     retriever?: Retriever;
-    /** Passages per expansion (default 5). */
+    /** Passages per expansion (default 5; "reference" profile 10). */
     ndocs?: number;
     /** Children kept per depth (default 2). */
     beamWidth?: number;
     /** Depths 1..maxDepth-1 are generated (default 7). */
     maxDepth?: number;
-    /** Token budget per segment (default 100). */
+    /** Token budget per segment (default 100; "reference" profile 15). */
     maxNewTokens?: number;
+    /**
+     * "reference": reproduce `run_long_form_static.py` (its prompt, string contexts re-tokenized
+     * whole, whole-budget segments scored over all their tokens, its context and utility bugs, its
+     * root probe, its ALCE / FactScore output); see the README's "Differences from the reference
+     * scripts". Static passages only.
+     */
+    profile?: Profile;
     /** "reference" (default): children see prompt + generated text; "interleaved": earlier passages stay. */
     contextPolicy?: ContextPolicy;
     /** Drop segments marked [No support / Contradictory] from the answer. */
@@ -83,6 +92,8 @@ export interface LongFormAnswer {
     tree: LongFormNodeJson[];
     /** Why the answer is not what the options asked for (e.g. no passages found), when it is not. */
     warnings?: string[];
+    /** "reference" profile: the best path's raw segment texts, root first (the script's "intermediate"). */
+    intermediate?: string[];
     stats: {
         /** Tokens that went through llama_decode for this answer (prompt, passages, generation steps). */
         evaluatedTokens: number;
@@ -112,6 +123,8 @@ export async function answerLong(model: EngineModel, question: string | LongForm
 }
 
 interface LongFormSettings {
+    profile: Profile;
+    weights: CritiqueWeights;
     retrieval: ReturnType<typeof checkRetrievalOptions>;
     ndocs: number;
     beamWidth: number;
@@ -129,14 +142,20 @@ export async function answerLongBatch(model: EngineModel, questions: readonly (s
         return item;
     });
     const retrieval = checkRetrievalOptions(options);
+    const profile = checkProfile(options.profile);
+    const defaults = LONG_FORM_DEFAULTS[profile];
     const settings: LongFormSettings = {
+        profile, weights: weightsOver(defaults.weights, options.weights),
         retrieval,
-        ndocs: requirePositiveInteger("ndocs", options.ndocs ?? 5, 1024),
+        ndocs: requirePositiveInteger("ndocs", options.ndocs ?? defaults.ndocs, 1024),
         beamWidth: requirePositiveInteger("beamWidth", options.beamWidth ?? 2, 64),
         maxDepth: requirePositiveInteger("maxDepth", options.maxDepth ?? 7, 64),
-        maxNewTokens: requirePositiveInteger("maxNewTokens", options.maxNewTokens ?? 100, 1 << 20),
+        maxNewTokens: requirePositiveInteger("maxNewTokens", options.maxNewTokens ?? defaults.maxNewTokens, 1 << 20),
         policy: options.contextPolicy ?? "reference"
     };
+    if (profile === "reference" && options.retriever != null && items.some((q) => (q.passages ?? options.passages) == null)) {
+        throw invalidParameterError("passages", `static passages under profile "reference" (the script has no dynamic retrieval)`, "a retriever");
+    }
     if (settings.policy !== "reference" && settings.policy !== "interleaved") {
         throw invalidParameterError("contextPolicy", `"reference" or "interleaved"`, settings.policy);
     }
@@ -146,7 +165,8 @@ export async function answerLongBatch(model: EngineModel, questions: readonly (s
     const ctx = model.context;
     const perSequence = ctx.info.contextPerSequence;
     const prepared = items.map((item) => {
-        const prompt = model.tokenize(formatPrompt(taskInstruction(options.task ?? "none", item.question), options.input));
+        const text = formatPrompt(taskInstruction(options.task ?? "none", item.question, undefined, {profile, long: true}), options.input);
+        const prompt = model.tokenize(text);
         if (prompt.length + 1 + settings.maxNewTokens > perSequence) {
             throw new SelfRagError(`the prompt (${prompt.length} tokens) plus maxNewTokens (${settings.maxNewTokens}) does not fit ` +
                 `the context of ${perSequence} tokens per sequence`, "CONTEXT_OVERFLOW");
@@ -159,18 +179,25 @@ export async function answerLongBatch(model: EngineModel, questions: readonly (s
             throw new SelfRagError(`the search needs beamWidth x ndocs = ${slots} sequence slots but the model was ` +
                 `loaded with sequences: ${ctx.sequences}`, "INVALID_ARGUMENT");
         }
-        return {...item, prompt, slots};
+        return {...item, text, prompt, slots};
     });
     const scorer = await SegmentScorer.create(model.reflection.ids);
     return Promise.all(prepared.map((item) => answerOne(model, scorer, item, settings, options, control)));
 }
 
-async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFormQuestion & {prompt: Int32Array, slots: number},
+async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFormQuestion & {text: string, prompt: Int32Array, slots: number},
     settings: LongFormSettings, options: LongFormOptions, control: RunControl): Promise<LongFormAnswer> {
     const ctx = model.context;
     const lease = await SlotLease.acquire(ctx, item.slots, control.signal);
     control.onStart?.();
     try {
+        if (settings.profile === "reference") {
+            const passages = (item.passages ?? options.passages ?? []).slice(0, settings.ndocs);
+            return await answerLongReference(model, lease, item.text, passages, {
+                task: options.task ?? "none", mode: settings.retrieval.mode, threshold: settings.retrieval.threshold, beamWidth: settings.beamWidth,
+                maxDepth: settings.maxDepth, maxNewTokens: settings.maxNewTokens, weights: settings.weights, ignoreCont: options.ignoreCont ?? false
+            }, (segments, weights) => scorer.score(segments, weights), control);
+        }
         const [root] = lease.take(1);
         const rows = await ctx.prefill(root, item.prompt);
         const decision = decideRetrieval(rows.reflection, settings.retrieval);
@@ -193,7 +220,7 @@ async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFo
         const rootNode: TreeNode = {id: 0, parent: null, depth: 0, text: "", tokens: new Int32Array(0), score: 1, asksRetrieval: true,
             stopReason: "root", inBeam: true};
         const source = new ForkingSegmentSource(model, scorer, {policy: settings.policy, maxNewTokens: settings.maxNewTokens,
-            threshold: settings.retrieval.threshold, weights: options.weights, onSegment: control.onEvent}, lease, rootNode, root, item.prompt.length);
+            threshold: settings.retrieval.threshold, weights: settings.weights, onSegment: control.onEvent}, lease, rootNode, root, item.prompt.length);
         const passagesFor = async (_node: TreeNode, path: readonly TreeNode[]) => {
             const given = item.passages ?? (options.retriever == null ? options.passages : undefined);
             if (given != null || options.retriever == null) return (given ?? []).slice(0, settings.ndocs);

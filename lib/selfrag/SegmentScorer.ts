@@ -15,6 +15,10 @@ export interface CritiqueWeights {
     useSequenceScore?: boolean;
     /** Reproduce the reference long-form script, whose utility term is always 0 (default false). */
     referenceLongFormUtility?: boolean;
+    /** Count the support term at all (the scripts' `--use_groundness`; default true, "reference" profile false). */
+    useSupport?: boolean;
+    /** Count the utility term at all (the scripts' `--use_utility`; default true, "reference" profile false). */
+    useUtility?: boolean;
 }
 
 export interface CritiqueScore {
@@ -35,10 +39,13 @@ export interface ScoredSegment {
 }
 
 export function resolveWeights(weights: CritiqueWeights = {}): NativeScoreWeights {
+    // A term the scripts do not read (their use flags off) weighs 0: its score is 0 there.
+    const support = requireNumberInRange("weights.support", weights.support ?? 1, -1e6, 1e6);
+    const utility = requireNumberInRange("weights.utility", weights.utility ?? 0.5, -1e6, 1e6);
     return {
         relevance: requireNumberInRange("weights.relevance", weights.relevance ?? 1, -1e6, 1e6),
-        support: requireNumberInRange("weights.support", weights.support ?? 1, -1e6, 1e6),
-        utility: requireNumberInRange("weights.utility", weights.utility ?? 0.5, -1e6, 1e6),
+        support: weights.useSupport === false ? 0 : support,
+        utility: weights.useUtility === false ? 0 : utility,
         useSequenceScore: weights.useSequenceScore ?? true,
         referenceLongFormUtility: weights.referenceLongFormUtility ?? false
     };

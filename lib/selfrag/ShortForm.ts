@@ -4,7 +4,8 @@ import type {EngineModel} from "../engine/EngineModel.js";
 import {SlotLease} from "../engine/SlotLease.js";
 import type {NativeSegment} from "../engine/types.js";
 import type {RunControl} from "./events.js";
-import {CLOSED_SET_TASKS, formatPassage, formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.js";
+import {checkProfile, SHORT_FORM_DEFAULTS, weightsOver, type Profile} from "./profiles.js";
+import {CLOSED_SET_TASKS, formatPassage, formatPrompt, REFERENCE_CLOSED_SET_TASKS, taskInstruction, type Passage, type Task} from "./prompts.js";
 import {checkRetrievalOptions, decideRetrieval, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
 import {SegmentScorer, type CritiqueScore, type CritiqueWeights} from "./SegmentScorer.js";
 import {traceCandidate, type TraceRecord} from "./traces.js";
@@ -26,14 +27,20 @@ export interface ShortFormOptions extends RetrievalDecisionOptions {
     passages?: readonly Passage[];
     /** Retrieval for questions without passages: called with the question and ndocs (e.g. `index.asRetriever()`). */
     retriever?: (query: string, k: number) => Promise<readonly Passage[]> | readonly Passage[];
-    /** Passages to use per question (default 5): one candidate each. */
+    /** Passages to use per question (default 5; "reference" profile 10): one candidate each. */
     ndocs?: number;
-    /** Token budget per candidate (default 100). */
+    /** Token budget per candidate (default 100; "reference" profile 15). */
     maxNewTokens?: number;
+    /**
+     * "reference": reproduce `run_short_form.py` string for string (prompts, post-processing, the
+     * vote, the raw best candidate as the answer of open tasks, its defaults and its log-prob
+     * retrieval ratio); see the README's "Differences from the reference scripts".
+     */
+    profile?: Profile;
     weights?: CritiqueWeights;
     /** Task of every question that names none (default "none": the question is the instruction). */
     task?: Task;
-    /** Vote over post-processed answers (default: on for fever, arc_c, arc_easy, obqa). */
+    /** Vote over post-processed answers (default: on for fever, arc_c, arc_easy, obqa; "reference": fever and arc_c). */
     closedSet?: boolean;
     /** Record token ids, log-probs and reflection rows of every candidate (JSONL trace format). */
     traces?: boolean;
@@ -50,7 +57,7 @@ export interface CandidateResult extends CritiqueScore {
     passage?: Passage;
     /** Generated text with the reflection tokens. */
     text: string;
-    /** Post-processed text (reflection tokens, </s> and newlines removed). */
+    /** Post-processed text (reflection tokens, </s> and newlines removed; see `postProcessAnswer`). */
     answer: string;
     tokens: number;
     stopReason: string;
@@ -81,6 +88,7 @@ interface Job {
 
 /** Options checked once, shared by every question of a call. */
 interface Settings extends ShortFormOptions {
+    profile: Profile;
     retrieval: ReturnType<typeof checkRetrievalOptions>;
     ndocs: number;
     maxNewTokens: number;
@@ -94,11 +102,15 @@ function normaliseQuestion(q: string | ShortFormQuestion, index: number): ShortF
 }
 
 function settingsOf(model: EngineModel, options: ShortFormOptions): Settings {
+    const profile = checkProfile(options.profile);
+    const defaults = SHORT_FORM_DEFAULTS[profile];
     return {
         ...options,
-        retrieval: checkRetrievalOptions(options),
-        ndocs: requirePositiveInteger("ndocs", options.ndocs ?? 5, 1024),
-        maxNewTokens: requirePositiveInteger("maxNewTokens", options.maxNewTokens ?? 100, 1 << 20),
+        profile,
+        weights: weightsOver(defaults.weights, options.weights),
+        retrieval: checkRetrievalOptions({...options, retrieveRatio: options.retrieveRatio ?? defaults.retrieveRatio}),
+        ndocs: requirePositiveInteger("ndocs", options.ndocs ?? defaults.ndocs, 1024),
+        maxNewTokens: requirePositiveInteger("maxNewTokens", options.maxNewTokens ?? defaults.maxNewTokens, 1 << 20),
         perSequence: model.context.info.contextPerSequence
     };
 }
@@ -107,7 +119,7 @@ function settingsOf(model: EngineModel, options: ShortFormOptions): Settings {
 function prepare(model: EngineModel, q: ShortFormQuestion, index: number, settings: Settings): Job {
     const id = q.id ?? String(index);
     const task = q.task ?? settings.task ?? "none";
-    const prompt = model.tokenize(formatPrompt(taskInstruction(task, q.question, q.choices), q.input));
+    const prompt = model.tokenize(formatPrompt(taskInstruction(task, q.question, q.choices, {profile: settings.profile}), q.input));
     if (prompt.length + 1 + settings.maxNewTokens > settings.perSequence) {
         throw new SelfRagError(`question ${id}: the prompt (${prompt.length} tokens) plus maxNewTokens (${settings.maxNewTokens}) ` +
             `does not fit the context of ${settings.perSequence} tokens per sequence`, "CONTEXT_OVERFLOW");
@@ -206,7 +218,7 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
             const text = model.detokenize(segment.tokens);
             const candidate: CandidateResult = {
                 ...(retrieved ? {passage: job.passages[i]} : {}),
-                text, answer: postProcessAnswer(text, job.task), ...critique, tokens: segment.tokens.length, stopReason: segment.stopReason
+                text, answer: postProcessAnswer(text, {task: job.task, profile: settings.profile}), ...critique, tokens: segment.tokens.length, stopReason: segment.stopReason
             };
             segments[i] = segment;
             candidates[i] = candidate;
@@ -277,11 +289,14 @@ function assemble(model: EngineModel, job: Job, decision: RetrievalDecision, can
     candidates.forEach((c, i) => {
         if (c.score > candidates[best].score) best = i;
     });
-    let answer = candidates[best].answer;
+    const reference = settings.profile === "reference";
+    // The script answers an open task with the best candidate's raw text (reflection tokens and
+    // </s> included) and post-processes only the answer without retrieval.
+    let answer = reference && retrieved ? candidates[best].text : candidates[best].answer;
     let votes: Record<string, number> | undefined;
-    const closed = settings.closedSet ?? CLOSED_SET_TASKS.has(job.task);
+    const closed = settings.closedSet ?? (reference ? REFERENCE_CLOSED_SET_TASKS : CLOSED_SET_TASKS).has(job.task);
     if (retrieved && closed) {
-        const vote = closedSetVote(candidates);
+        const vote = closedSetVote(candidates, {profile: settings.profile});
         answer = vote.answer;
         votes = Object.fromEntries(vote.totals);
         best = candidates.reduce((b, c, i) => (c.answer === answer && (b < 0 || c.score > candidates[b].score) ? i : b), -1);

@@ -1,14 +1,39 @@
 import {REFLECTION_TOKENS, PAD_TOKEN} from "../engine/ReflectionTokens.js";
+import type {Profile} from "./profiles.js";
 import type {Task} from "./prompts.js";
 
 const REMOVED = [...REFLECTION_TOKENS.map((t) => t.text), PAD_TOKEN, "</s>", "<|endoftext|>"];
 
 /**
- * The reference's answer post-processing: reflection tokens, `</s>` and newlines removed;
- * for PubHealth (`fever`) SUPPORTS / REFUTES become true / false. Surrounding whitespace is also
- * trimmed (SentencePiece leaves a space after a reflection token), so exact-match metrics work.
+ * `control_tokens` of the reference's utils.py, in its order: the short-form script removes these
+ * one after the other, so the order matters (`"[Fully [Retrieval]supported]"` gives
+ * `"[Fully supported]"`), and `[Continue to Use Evidence]` and the padding token are not in it.
  */
-export function postProcessAnswer(text: string, task: Task = "none"): string {
+export const REFERENCE_CONTROL_TOKENS = ["[Fully supported]", "[Partially supported]", "[No support / Contradictory]", "[No Retrieval]",
+    "[Retrieval]", "[Irrelevant]", "[Relevant]", "<paragraph>", "</paragraph>", "[Utility:1]", "[Utility:2]", "[Utility:3]", "[Utility:4]",
+    "[Utility:5]"] as const;
+
+export interface PostProcessOptions {
+    task?: Task;
+    profile?: Profile;
+}
+
+/**
+ * The answer post-processing.
+ * - default profile: every reflection token, the padding token, `</s>`, `<|endoftext|>` and
+ *   newlines removed, surrounding whitespace trimmed (SentencePiece leaves a space after a
+ *   reflection token), and for PubHealth (`fever`) SUPPORTS / REFUTES become true / false.
+ * - "reference": the short-form script's `postprocess_answer_option_conditioned`, character for
+ *   character: its control tokens removed in its order, then `</s>`, newlines and `<|endoftext|>`;
+ *   nothing trimmed (the SUPPORTS / REFUTES mapping happens when scoring, for every task).
+ */
+export function postProcessAnswer(text: string, options: PostProcessOptions | Task = {}): string {
+    const {task = "none", profile = "default"} = typeof options === "string" ? {task: options} : options;
+    if (profile === "reference") {
+        let answer = text;
+        for (const token of REFERENCE_CONTROL_TOKENS) answer = answer.split(token).join("");
+        return answer.split("</s>").join("").split("\n").join("").split("<|endoftext|>").join("");
+    }
     let answer = text;
     for (const token of REMOVED) answer = answer.split(token).join("");
     answer = answer.replace(/\n/g, "").trim();
@@ -20,12 +45,18 @@ export function postProcessAnswer(text: string, task: Task = "none"): string {
 }
 
 /**
- * Closed-set vote (ARC, PubHealth): sum the candidates' scores per post-processed answer and
- * return the answer with the largest sum (ties: the answer seen first).
+ * Closed-set vote (ARC, PubHealth): sum the candidates' scores per answer and return the answer
+ * with the largest sum (ties: the answer seen first, as Python's stable sort in the script).
+ * Default profile: answers that differ only in surrounding whitespace vote together;
+ * "reference": the keys are the answers as given (`"true"` and `" true"` are two answers).
  */
-export function closedSetVote(candidates: readonly {answer: string, score: number}[]): {answer: string, totals: Map<string, number>} {
+export function closedSetVote(candidates: readonly {answer: string, score: number}[], options: {profile?: Profile} = {}):
+    {answer: string, totals: Map<string, number>} {
     const totals = new Map<string, number>();
-    for (const c of candidates) totals.set(c.answer, (totals.get(c.answer) ?? 0) + c.score);
+    for (const c of candidates) {
+        const key = options.profile === "reference" ? c.answer : c.answer.trim();
+        totals.set(key, (totals.get(key) ?? 0) + c.score);
+    }
     let best = "";
     let bestTotal = -Infinity;
     for (const [answer, total] of totals) {

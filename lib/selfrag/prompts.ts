@@ -1,4 +1,5 @@
 /** Self-RAG prompt construction (SELF_RAG.md, "Prompt format"), as the reference scripts build it. */
+import type {Profile} from "./profiles.js";
 
 export interface Passage {
     id?: string;
@@ -18,10 +19,23 @@ export const TASK_INSTRUCTIONS = {
     asqa: "Answer the following question. The question may be ambiguous and have multiple correct answers, and in that case, you have to provide a long-form answer including all correct answers."
 } as const;
 
-export type Task = keyof typeof TASK_INSTRUCTIONS | "popqa" | "triviaqa" | "none";
+/** "factscore": the long-form script's FactScore task, whose prompt is the record's input as is. */
+export type Task = keyof typeof TASK_INSTRUCTIONS | "popqa" | "triviaqa" | "factscore" | "none";
+
+export const TASKS: readonly Task[] = [...Object.keys(TASK_INSTRUCTIONS) as (keyof typeof TASK_INSTRUCTIONS)[], "popqa", "triviaqa", "factscore", "none"];
 
 /** Tasks whose answers come from a closed set and are decided by a score vote. */
 export const CLOSED_SET_TASKS: ReadonlySet<Task> = new Set(["fever", "arc_c", "arc_easy", "obqa"]);
+
+/** The short-form script votes for `fever` and `arc_c` only (`closed=args.task in ["fever", "arc_c"]`). */
+export const REFERENCE_CLOSED_SET_TASKS: ReadonlySet<Task> = new Set(["fever", "arc_c"]);
+
+export interface InstructionOptions {
+    /** "reference": the scripts' strings (see `Profile`). */
+    profile?: Profile;
+    /** The long-form script's prompt (`run_long_form_static.py`) rather than the short-form one. */
+    long?: boolean;
+}
 
 /** `### Instruction:\n{instruction}\n\n[### Input:\n{input}\n\n]### Response:\n` */
 export function formatPrompt(instruction: string, input?: string): string {
@@ -39,15 +53,22 @@ export function formatPassage(passage: Passage): string {
  * The instruction for a question of a task, as the reference's preprocessing builds it: ARC-style
  * tasks get their choices appended as `\nA: ...\nB: ...`; other tasks with an instruction get it
  * prefixed with the reference's `"\n\n## Input:\n\n"` separator.
+ *
+ * Under the "reference" profile, exactly the scripts' strings: the long-form script joins the ASQA
+ * / ELI5 instruction without the blank line (`"...answers.## Input:\n\nQ"`); the short-form
+ * script builds choices for `arc_c` only, A to D (a fifth choice is dropped), and gives
+ * `arc_easy` / `obqa` the plain `"\n\n## Input:\n\n"` form without choices.
  */
-export function taskInstruction(task: Task, question: string, choices?: readonly string[]): string {
-    if (task === "arc_c" || task === "arc_easy" || task === "obqa") {
+export function taskInstruction(task: Task, question: string, choices?: readonly string[], options: InstructionOptions = {}): string {
+    const reference = options.profile === "reference";
+    const instruction = (TASK_INSTRUCTIONS as Record<string, string>)[task];
+    if (reference && options.long && (task === "asqa" || task === "eli5")) return `${instruction}## Input:\n\n${question}`;
+    if (task === "arc_c" || (!reference && (task === "arc_easy" || task === "obqa"))) {
         const labels = ["A", "B", "C", "D", "E"];
         const padded = [...(choices ?? [])];
         while (padded.length < 4) padded.push("");
-        const listed = padded.slice(0, 5).map((c, i) => `\n${labels[i]}: ${c}`).join("");
-        return `${TASK_INSTRUCTIONS[task]}\n\n### Input:\n${question}${listed}`;
+        const listed = padded.slice(0, reference ? 4 : 5).map((c, i) => `\n${labels[i]}: ${c}`).join("");
+        return `${instruction}\n\n### Input:\n${question}${listed}`;
     }
-    const instruction = (TASK_INSTRUCTIONS as Record<string, string>)[task];
     return instruction != null ? `${instruction}\n\n## Input:\n\n${question}` : question;
 }

@@ -4,8 +4,9 @@
 import {SelfRagError} from "../errors.js";
 import type {ContextPolicy} from "../selfrag/ForkingSegmentSource.js";
 import type {LongFormOptions, LongFormQuestion} from "../selfrag/LongForm.js";
-import {TASK_INSTRUCTIONS, type Passage, type Task} from "../selfrag/prompts.js";
-import type {RetrievalMode} from "../selfrag/RetrievalDecision.js";
+import {TASKS as TASK_LIST, type Passage, type Task} from "../selfrag/prompts.js";
+import {PROFILES, type Profile} from "../selfrag/profiles.js";
+import type {RetrievalMode, RetrieveRatio} from "../selfrag/RetrievalDecision.js";
 import type {CritiqueWeights} from "../selfrag/SegmentScorer.js";
 import type {ShortFormOptions, ShortFormQuestion} from "../selfrag/ShortForm.js";
 
@@ -18,9 +19,9 @@ export interface SearchRequest {
     k: number;
 }
 
-const TASKS = new Set<string>([...Object.keys(TASK_INSTRUCTIONS), "popqa", "triviaqa", "none"]);
-const SHARED = ["question", "id", "input", "passages", "task", "long", "mode", "threshold", "ndocs", "maxNewTokens", "weights"];
-const SHORT_ONLY = ["choices", "closedSet"];
+const TASKS = new Set<string>(TASK_LIST);
+const SHARED = ["question", "id", "input", "passages", "task", "long", "mode", "threshold", "ndocs", "maxNewTokens", "weights", "profile"];
+const SHORT_ONLY = ["choices", "closedSet", "retrieveRatio"];
 const LONG_ONLY = ["beamWidth", "maxDepth", "ignoreCont", "contextPolicy"];
 
 function invalid(field: string, expected: string, value: unknown): SelfRagError {
@@ -90,13 +91,15 @@ function passages(value: unknown): Passage[] | undefined {
 function weights(value: unknown): CritiqueWeights | undefined {
     if (value === undefined) return undefined;
     const w = object(value, "weights");
-    refuseUnknown(w, ["relevance", "support", "utility", "useSequenceScore"], "weights.");
-    return {
+    refuseUnknown(w, ["relevance", "support", "utility", "useSequenceScore", "useSupport", "useUtility"], "weights.");
+    return defined({
         relevance: optional.number(w, "relevance", -1e6, 1e6),
         support: optional.number(w, "support", -1e6, 1e6),
         utility: optional.number(w, "utility", -1e6, 1e6),
-        useSequenceScore: optional.boolean(w, "useSequenceScore")
-    };
+        useSequenceScore: optional.boolean(w, "useSequenceScore"),
+        useSupport: optional.boolean(w, "useSupport"),
+        useUtility: optional.boolean(w, "useUtility")
+    });
 }
 
 /** Drops undefined values, so option objects of equal settings compare (and batch) equal. */
@@ -118,7 +121,8 @@ export function parseAnswerRequest(raw: unknown): AnswerRequest {
         threshold: optional.number(body, "threshold", 0, 1),
         ndocs: optional.number(body, "ndocs", 1, 1024, true),
         maxNewTokens: optional.number(body, "maxNewTokens", 1, 1 << 16, true),
-        weights: weights(body.weights)
+        weights: weights(body.weights),
+        profile: optional.oneOf<Profile>(body, "profile", PROFILES)
     });
     const given = passages(body.passages);
     const id = optional.string(body, "id");
@@ -131,7 +135,8 @@ export function parseAnswerRequest(raw: unknown): AnswerRequest {
         return {
             long: false,
             question: defined({question, id, input, passages: given, task: task as Task | undefined, choices: choices as string[] | undefined}),
-            options: defined({...common, closedSet: optional.boolean(body, "closedSet")})
+            options: defined({...common, closedSet: optional.boolean(body, "closedSet"),
+                retrieveRatio: optional.oneOf<RetrieveRatio>(body, "retrieveRatio", ["probability", "reference-logprob"])})
         };
     }
     return {

@@ -8,7 +8,7 @@ export {SelfRagError, type SelfRagErrorCode} from "./errors.js";
 export {extractReflectionLogprobs, type ExtractedRows} from "./engine/ReflectionKernel.js";
 export {retrievalProbability, logAddExp} from "./selfrag/scoring.js";
 export {loadAddon, type GpuOption} from "./engine/addon.js";
-export {answer, answerBatch, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion, type CandidateResult} from "./selfrag/ShortForm.js";
+export {answer, answerBatch, selectAnswer, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion, type CandidateResult} from "./selfrag/ShortForm.js";
 export {SegmentScorer, type CritiqueScore, type CritiqueWeights, type ScoredSegment} from "./selfrag/SegmentScorer.js";
 export {decideRetrieval, type RetrievalMode, type RetrieveRatio, type RetrievalDecision} from "./selfrag/RetrievalDecision.js";
 export {formatPrompt, formatPassage, taskInstruction, TASK_INSTRUCTIONS, TASKS, type Passage, type Task, type InstructionOptions} from "./selfrag/prompts.js";

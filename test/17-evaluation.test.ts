@@ -60,7 +60,8 @@ describe("evaluation records", () => {
     it("reads PopQA's JSON-encoded possible_answers, ARC's numeric labels, ASQA's qa_pairs and docs", () => {
         const pop = toEvalItem({id: 7, question: "Who?", possible_answers: "[\"A. Smith\", \"Smith\"]", top_contexts: [{title: "T", text: "x"}]},
             "f:1", 1, "popqa") as EvalItem;
-        assert.deepEqual(pop, {id: "7", question: "Who?", golds: ["A. Smith", "Smith"], passages: [{title: "T", text: "x"}], where: "f:1"});
+        const raw = {id: 7, question: "Who?", possible_answers: "[\"A. Smith\", \"Smith\"]", top_contexts: [{title: "T", text: "x"}]};
+        assert.deepEqual(pop, {id: "7", question: "Who?", golds: ["A. Smith", "Smith"], passages: [{title: "T", text: "x"}], where: "f:1", record: raw});
         const arc = toEvalItem({question: "Pick", choices: {text: ["one", "two", "three"], label: ["1", "2", "3"]}, answerKey: "2"},
             "f:2", 2, "arc_c") as EvalItem;
         assert.deepEqual([arc.id, arc.choices, arc.golds], ["2", ["one", "two", "three", ""], ["B"]]);

@@ -76,8 +76,12 @@ export interface ReferenceSearchResult {
     tree: ReferenceNode[];
     /** Node ids per depth after the beam cut (depth 0: the root). */
     levels: number[][];
-    /** The deepest level's paths, in beam order (empty without retrieval or without any child). */
-    paths: (ReferencePath & {nodes: number[]})[];
+    /**
+     * The deepest level's paths, in beam order (empty without retrieval or without any child):
+     * `nodes` root to leaf (the script's best_selections), `kept` those left by ignoreCont, to
+     * which `sentences`, `originals` and `ctxs` correspond.
+     */
+    paths: (ReferencePath & {nodes: number[], kept: number[]})[];
     stop: "no-retrieval" | "max-depth" | "no-retrieval-requested" | "no-passages" | "context";
 }
 
@@ -152,7 +156,7 @@ export class ReferenceBeamSearch {
             for (let id: number | null = leaf; id != null; id = tree[id].parent) nodes.unshift(id);
             const kept = nodes.filter((id) => !options.ignoreCont || !tree[id].processedPred.includes("[No support / Contradictory]"));
             return {
-                nodes: kept, sentences: kept.map((id) => tree[id].processedPred), originals: kept.map((id) => tree[id].pred),
+                nodes, kept, sentences: kept.map((id) => tree[id].processedPred), originals: kept.map((id) => tree[id].pred),
                 ctxs: kept.map((id) => tree[id].ctx)
             };
         });

@@ -110,7 +110,7 @@ export async function answerLongReference(model: EngineModel, lease: SlotLease, 
     const alce = settings.task === "asqa" || settings.task === "eli5";
     const {output, docs} = alce ? referenceAlceOutput<Passage>(result.paths) : {output: referenceFactScoreOutput(result.paths), docs: [] as Passage[]};
     const best = result.paths[0];
-    const segments: LongFormSegment[] = best.nodes.slice(1).map((id, k) => {
+    const segments: LongFormSegment[] = best.kept.slice(1).map((id, k) => {
         const node = result.tree[id];
         return {text: node.pred, clean: referencePostprocess(node.processedPred), ...(node.ctx != null ? {passage: node.ctx} : {}),
             ...(alce ? {citation: k + 1} : {}), score: node.score!, critique: node.critique, stopReason: node.stopReason ?? ""};

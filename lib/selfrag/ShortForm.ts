@@ -282,25 +282,33 @@ function fitPassage(model: EngineModel, job: Job, passage: Passage, index: numbe
     return tokens;
 }
 
-function assemble(model: EngineModel, job: Job, decision: RetrievalDecision, candidates: CandidateResult[], segments: NativeSegment[],
-    passageTokens: Int32Array[], settings: Settings): ShortFormAnswer {
-    const retrieved = decision.decision;
+/**
+ * The answer from scored candidates: the best score (ties: the earlier candidate), or with
+ * retrieval on a closed-set task the vote over post-processed answers. The default profile answers
+ * with the post-processed text; the "reference" profile, as the script, answers an open task that
+ * retrieved with the best candidate's raw text (reflection tokens and `</s>` kept).
+ */
+export function selectAnswer(candidates: readonly {text: string, answer: string, score: number}[],
+    options: {retrieved: boolean, closed: boolean, profile?: Profile}): {answer: string, best: number, votes?: Record<string, number>} {
     let best = 0;
     candidates.forEach((c, i) => {
         if (c.score > candidates[best].score) best = i;
     });
-    const reference = settings.profile === "reference";
-    // The script answers an open task with the best candidate's raw text (reflection tokens and
-    // </s> included) and post-processes only the answer without retrieval.
-    let answer = reference && retrieved ? candidates[best].text : candidates[best].answer;
-    let votes: Record<string, number> | undefined;
-    const closed = settings.closedSet ?? (reference ? REFERENCE_CLOSED_SET_TASKS : CLOSED_SET_TASKS).has(job.task);
-    if (retrieved && closed) {
-        const vote = closedSetVote(candidates, {profile: settings.profile});
-        answer = vote.answer;
-        votes = Object.fromEntries(vote.totals);
-        best = candidates.reduce((b, c, i) => (c.answer === answer && (b < 0 || c.score > candidates[b].score) ? i : b), -1);
+    const reference = options.profile === "reference";
+    if (options.retrieved && options.closed) {
+        const vote = closedSetVote(candidates, {profile: options.profile});
+        const key = (c: {answer: string}) => (reference ? c.answer : c.answer.trim());
+        best = candidates.reduce((b, c, i) => (key(c) === vote.answer && (b < 0 || c.score > candidates[b].score) ? i : b), -1);
+        return {answer: vote.answer, best, votes: Object.fromEntries(vote.totals)};
     }
+    return {answer: reference && options.retrieved ? candidates[best].text : candidates[best].answer, best};
+}
+
+function assemble(model: EngineModel, job: Job, decision: RetrievalDecision, candidates: CandidateResult[], segments: NativeSegment[],
+    passageTokens: Int32Array[], settings: Settings): ShortFormAnswer {
+    const retrieved = decision.decision;
+    const closed = settings.closedSet ?? (settings.profile === "reference" ? REFERENCE_CLOSED_SET_TASKS : CLOSED_SET_TASKS).has(job.task);
+    const {answer, best, votes} = selectAnswer(candidates, {retrieved, closed, profile: settings.profile});
     const result: ShortFormAnswer = {
         id: job.id, answer, retrieve: decision, candidates, best, ...(votes != null ? {votes} : {}), warnings: job.warnings,
         stats: {

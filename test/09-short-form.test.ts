@@ -135,7 +135,7 @@ describe("short-form Self-RAG on the fixture model", () => {
 
     it("bad input: more passages than slots, a prompt beyond the context", async () => {
         await assert.rejects(model.answer(QUESTION, {passages: [...CORPUS, ...CORPUS, ...CORPUS], ndocs: 9}),
-            (e: unknown) => e instanceof SelfRagError && e.code === "INVALID_ARGUMENT" && /needs 9 sequence slots/.test(e.message));
+            (e: unknown) => e instanceof SelfRagError && e.code === "TOO_FEW_SLOTS" && /needs 9 sequence slots/.test(e.message));
         await assert.rejects(model.answer("word ".repeat(600), {passages: CORPUS}),
             (e: unknown) => e instanceof SelfRagError && e.code === "CONTEXT_OVERFLOW");
         assert.equal(model.context.freeSlots, 6);

@@ -2,6 +2,7 @@ import type {EngineModel} from "../engine/EngineModel.js";
 import {R} from "../engine/ReflectionTokens.js";
 import type {SlotLease} from "../engine/SlotLease.js";
 import type {SegmentEvent} from "./events.js";
+import {fitPassage, truncationWarning} from "./PassageFit.js";
 import {formatPassage, type Passage} from "./prompts.js";
 import type {CritiqueWeights, SegmentScorer} from "./SegmentScorer.js";
 import type {ExpandRequest, GeneratedSegment, SegmentSource, TreeNode} from "./TreeSearch.js";
@@ -42,6 +43,10 @@ interface Held {
  */
 export class ForkingSegmentSource implements SegmentSource {
     private readonly held = new Map<number, Held>();
+    /** Passage tokens as checked by cannotExpand, reused by expand (keyed node:index). */
+    private readonly fitted = new Map<string, Int32Array>();
+    /** Passages truncated to fit (first level), for the answer's warnings. */
+    public readonly warnings: string[] = [];
 
     public constructor(private readonly model: EngineModel, private readonly scorer: SegmentScorer,
         private readonly options: ForkingSourceOptions, private readonly lease: SlotLease,
@@ -59,9 +64,33 @@ export class ForkingSegmentSource implements SegmentSource {
             : held.baseLength + (node.passageTokens?.length ?? 0) + node.tokens.length;
     }
 
+    /**
+     * The passages of a node's children as tokens. The first level follows short form's rule: a
+     * passage longer than the room left is truncated, with a warning; deeper levels keep their
+     * passages whole (a node whose children cannot fit is not expanded: `stats.stop` "context").
+     */
+    private passageTokens(node: TreeNode, passages: readonly Passage[]): (Int32Array | undefined)[] {
+        const perSequence = this.model.context.info.contextPerSequence;
+        const room = perSequence - this.prefixLength(node) - this.options.maxNewTokens;
+        return passages.map((p, i) => {
+            const key = `${node.id}:${i}`;
+            const cached = this.fitted.get(key);
+            if (cached != null) return cached;
+            const fitted = node.parent == null ? fitPassage(this.model, p, room) : {tokens: this.model.tokenize(formatPassage(p), {bos: false})};
+            if (fitted?.truncatedFrom != null) this.warnings.push(truncationWarning(i, p, fitted.truncatedFrom, fitted.tokens.length, perSequence));
+            if (fitted != null) this.fitted.set(key, fitted.tokens);
+            return fitted?.tokens;
+        });
+    }
+
     public cannotExpand(node: TreeNode, passages: readonly Passage[]): string | undefined {
         const perSequence = this.model.context.info.contextPerSequence;
-        const longest = Math.max(...passages.map((p) => this.model.tokenize(formatPassage(p), {bos: false}).length));
+        const tokens = this.passageTokens(node, passages);
+        if (tokens.some((t) => t == null)) {
+            return `context full: the prompt (${this.prefixLength(node)} tokens) and maxNewTokens (${this.options.maxNewTokens}) ` +
+                `leave no room for a passage in ${perSequence} tokens per sequence`;
+        }
+        const longest = Math.max(...tokens.map((t) => t!.length));
         const needed = this.prefixLength(node) + longest + this.options.maxNewTokens;
         return needed > perSequence
             ? `context full: the path so far (${this.prefixLength(node)} tokens), a passage (${longest}) and maxNewTokens ` +
@@ -96,7 +125,8 @@ export class ForkingSegmentSource implements SegmentSource {
             for (const seq of seqs.slice(0, -1)) work.push(ctx.fork(held.seq, seq));
             this.held.delete(node.id);
             const base = held.prefixLength;
-            const passageTokens = passages.map((p) => this.model.tokenize(formatPassage(p), {bos: false}));
+            const passageTokens = this.passageTokens(node, passages) as Int32Array[];
+            for (let i = 0; i < passages.length; i++) this.fitted.delete(`${node.id}:${i}`);
             // 3. Each child: its passage, then its segment; scored when its own generation stops.
             return Promise.all(seqs.map(async (seq, i): Promise<GeneratedSegment> => {
                 const prefilled = ctx.prefill(seq, passageTokens[i]);

@@ -50,6 +50,8 @@ export interface LongFormOptions extends RetrievalDecisionOptions {
 
 /** A question with its own passages (they take precedence over options.passages and options.retriever). */
 export interface LongFormQuestion {
+    /** Echoed in the answer (default: the question's index in the call). */
+    id?: string;
     question: string;
     passages?: readonly Passage[];
 }
@@ -83,6 +85,8 @@ export interface LongFormNodeJson {
 }
 
 export interface LongFormAnswer {
+    /** The question's id (default: its index in the call), as short form. */
+    id: string;
     /** The best path's segments joined, each cited as [n] (1-based into docs). */
     answer: string;
     retrieve: RetrievalDecision;
@@ -90,8 +94,8 @@ export interface LongFormAnswer {
     /** The cited passages in citation order. */
     docs: Passage[];
     tree: LongFormNodeJson[];
-    /** Why the answer is not what the options asked for (e.g. no passages found), when it is not. */
-    warnings?: string[];
+    /** Why the answer is not what the options asked for (e.g. no passages found, a passage truncated); empty when it is. */
+    warnings: string[];
     /** "reference" profile: the best path's raw segment texts, root first (the script's "intermediate"). */
     intermediate?: string[];
     stats: {
@@ -104,6 +108,9 @@ export interface LongFormAnswer {
         stop: SearchStop | "no-retrieval";
     };
 }
+
+/** What a search returns before the question's id and the warnings list are attached. */
+export type LongFormResult = Omit<LongFormAnswer, "id" | "warnings"> & {warnings?: string[]};
 
 /**
  * Long-form Self-RAG (SELF_RAG.md, "Long form"): root retrieval decision, then a segment-level
@@ -177,16 +184,19 @@ export async function answerLongBatch(model: EngineModel, questions: readonly (s
         const slots = retrieval.mode === "never" ? 1 : settings.beamWidth * width;
         if (slots > ctx.sequences) {
             throw new SelfRagError(`the search needs beamWidth x ndocs = ${slots} sequence slots but the model was ` +
-                `loaded with sequences: ${ctx.sequences}`, "INVALID_ARGUMENT");
+                `loaded with sequences: ${ctx.sequences}; lower beamWidth or ndocs, or raise sequences`, "TOO_FEW_SLOTS");
         }
         return {...item, text, prompt, slots};
     });
     const scorer = await SegmentScorer.create(model.reflection.ids);
-    return Promise.all(prepared.map((item) => answerOne(model, scorer, item, settings, options, control)));
+    return Promise.all(prepared.map(async (item, i) => {
+        const {warnings, ...result} = await answerOne(model, scorer, item, settings, options, control);
+        return {id: item.id ?? String(i), ...result, warnings: warnings ?? []};
+    }));
 }
 
 async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFormQuestion & {text: string, prompt: Int32Array, slots: number},
-    settings: LongFormSettings, options: LongFormOptions, control: RunControl): Promise<LongFormAnswer> {
+    settings: LongFormSettings, options: LongFormOptions, control: RunControl): Promise<LongFormResult> {
     const ctx = model.context;
     const lease = await SlotLease.acquire(ctx, item.slots, control.signal);
     control.onStart?.();
@@ -231,8 +241,8 @@ async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFo
         };
         const result = await TreeSearch.run(rootNode, source, {beamWidth: settings.beamWidth, maxDepth: settings.maxDepth, passagesFor});
         if (result.bestPath.length === 0) {
-            // Nothing to search with (the retriever found no passage, or maxDepth 1): answer as
-            // without retrieval, as short form does, and say so.
+            // Nothing to search with (no passage found, none fits, or maxDepth 1): answer as without
+            // retrieval, as short form does, and say why.
             const [seq] = lease.take(1);
             const reprefilled = ctx.prefill(seq, item.prompt);
             const r = await answerWithoutRetrieval(model, seq, settings.maxNewTokens);
@@ -240,17 +250,21 @@ async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFo
             return {
                 answer: r.clean, retrieve: decision, docs: [], tree: [],
                 segments: [{text: r.text, clean: r.clean, score: 1, stopReason: r.stopReason}],
-                warnings: [result.stop === "no-passages"
+                warnings: [...source.warnings, result.stop === "no-passages"
                     ? "retrieval was decided but no passages were found: answered without retrieval"
-                    : `the search generated no segment (stop: ${result.stop}): answered without retrieval`],
+                    : result.stop === "context" ? `the first segment cannot be generated (${rootNode.notExpanded ?? "context full"}): answered without retrieval`
+                        : settings.maxDepth === 1 ? "maxDepth 1 generates no segment (depths 1 to maxDepth - 1 are generated): answered without retrieval"
+                            : `the search generated no segment (stop: ${result.stop}): answered without retrieval`],
                 stats: {evaluatedTokens: 2 * item.prompt.length + extraTokens + r.generated, referenceTokens: item.prompt.length + 1 + r.generated,
                     nodes: 0, depth: 0, stop: result.stop}
             };
         }
-        return assembleLongForm(result, decision, options.ignoreCont ?? false, {
+        const answer = assembleLongForm(result, decision, options.ignoreCont ?? false, {
             evaluatedTokens: evaluatedTokens(result.nodes, item.prompt.length, settings.policy) + extraTokens,
             referenceTokens: referenceTokens(result.nodes, item.prompt.length, settings.policy)
         });
+        if (source.warnings.length > 0) answer.warnings = [...(answer.warnings ?? []), ...source.warnings];
+        return answer;
     } finally {
         await lease.close();
     }
@@ -311,7 +325,7 @@ function referenceTokens(nodes: readonly TreeNode[], promptLength: number, polic
 
 /** Turns a finished search into the answer: best path, ignoreCont, [n] citations, the tree. */
 export function assembleLongForm(result: TreeSearchResult, decision: RetrievalDecision, ignoreCont: boolean,
-    stats: {evaluatedTokens: number, referenceTokens: number}): LongFormAnswer {
+    stats: {evaluatedTokens: number, referenceTokens: number}): LongFormResult {
     const docs: Passage[] = [];
     const segments: LongFormSegment[] = [];
     for (const node of result.bestPath) {

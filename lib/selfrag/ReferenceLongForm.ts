@@ -4,7 +4,7 @@ import type {EngineModel} from "../engine/EngineModel.js";
 import type {SlotLease} from "../engine/SlotLease.js";
 import {SelfRagError} from "../errors.js";
 import type {RunControl} from "./events.js";
-import type {LongFormAnswer, LongFormSegment} from "./LongForm.js";
+import type {LongFormResult, LongFormSegment} from "./LongForm.js";
 import type {Passage, Task} from "./prompts.js";
 import {ReferenceBeamSearch, type ReferenceGeneration, type ReferenceGenerator, type ReferenceSearchOptions} from "./ReferenceBeamSearch.js";
 import {referenceAlceOutput, referenceFactScoreOutput, referencePostprocess} from "./referenceText.js";
@@ -78,7 +78,7 @@ export interface ReferenceLongFormSettings extends Omit<ReferenceSearchOptions, 
 
 /** Runs the reference search for one question on leased slots and shapes the answer. */
 export async function answerLongReference(model: EngineModel, lease: SlotLease, prompt: string, passages: readonly Passage[],
-    settings: ReferenceLongFormSettings, score: ReferenceSearchOptions["score"], control: RunControl): Promise<LongFormAnswer> {
+    settings: ReferenceLongFormSettings, score: ReferenceSearchOptions["score"], control: RunControl): Promise<LongFormResult> {
     const generator = new EngineReferenceGenerator(model, lease);
     const result = await ReferenceBeamSearch.run(prompt, passages, generator, {
         ...settings, reflectionIds: model.reflection.ids, score,

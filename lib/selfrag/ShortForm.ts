@@ -4,6 +4,7 @@ import type {EngineModel} from "../engine/EngineModel.js";
 import {SlotLease} from "../engine/SlotLease.js";
 import type {NativeSegment} from "../engine/types.js";
 import type {RunControl} from "./events.js";
+import {fitPassage as fitPassageTokens, truncationWarning} from "./PassageFit.js";
 import {checkProfile, SHORT_FORM_DEFAULTS, weightsOver, type Profile} from "./profiles.js";
 import {CLOSED_SET_TASKS, formatPassage, formatPrompt, REFERENCE_CLOSED_SET_TASKS, taskInstruction, type Passage, type Task} from "./prompts.js";
 import {checkRetrievalOptions, decideRetrieval, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
@@ -40,6 +41,8 @@ export interface ShortFormOptions extends RetrievalDecisionOptions {
     weights?: CritiqueWeights;
     /** Task of every question that names none (default "none": the question is the instruction). */
     task?: Task;
+    /** Answer choices (A, B, C, D(, E) order) for every question that brings none; ARC-style tasks only. */
+    choices?: readonly string[];
     /** Vote over post-processed answers (default: on for fever, arc_c, arc_easy, obqa; "reference": fever and arc_c). */
     closedSet?: boolean;
     /** Record token ids, log-probs and reflection rows of every candidate (JSONL trace format). */
@@ -54,7 +57,8 @@ export interface ShortFormOptions extends RetrievalDecisionOptions {
 }
 
 export interface CandidateResult extends CritiqueScore {
-    passage?: Passage;
+    /** The candidate's passage; null for the candidate generated without retrieval. */
+    passage: Passage | null;
     /** Generated text with the reflection tokens. */
     text: string;
     /** Post-processed text (reflection tokens, </s> and newlines removed; see `postProcessAnswer`). */
@@ -115,11 +119,22 @@ function settingsOf(model: EngineModel, options: ShortFormOptions): Settings {
     };
 }
 
+/** Whether a task's prompt lists answer choices (the reference script lists them for arc_c only). */
+function listsChoices(task: Task, profile: Profile): boolean {
+    return task === "arc_c" || (profile !== "reference" && (task === "arc_easy" || task === "obqa"));
+}
+
 /** Tokenizes and checks a question before any slot is taken: a prompt that cannot fit fails here, alone. */
 function prepare(model: EngineModel, q: ShortFormQuestion, index: number, settings: Settings): Job {
     const id = q.id ?? String(index);
     const task = q.task ?? settings.task ?? "none";
-    const prompt = model.tokenize(formatPrompt(taskInstruction(task, q.question, q.choices, {profile: settings.profile}), q.input));
+    const choices = q.choices ?? settings.choices;
+    if (choices != null && !listsChoices(task, settings.profile)) {
+        throw new SelfRagError(`question ${id}: choices were given but task "${task}" does not list them in its prompt ` +
+            `(${settings.profile === "reference" ? "the reference profile lists them for arc_c only" : "arc_c, arc_easy and obqa do"}): pass task "arc_c"`,
+        "INVALID_ARGUMENT");
+    }
+    const prompt = model.tokenize(formatPrompt(taskInstruction(task, q.question, choices, {profile: settings.profile}), q.input));
     if (prompt.length + 1 + settings.maxNewTokens > settings.perSequence) {
         throw new SelfRagError(`question ${id}: the prompt (${prompt.length} tokens) plus maxNewTokens (${settings.maxNewTokens}) ` +
             `does not fit the context of ${settings.perSequence} tokens per sequence`, "CONTEXT_OVERFLOW");
@@ -167,7 +182,7 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
     const width = retrieval.mode === "never" ? 1 : Math.max(1, job.passages.length);
     if (width > ctx.sequences) {
         throw new SelfRagError(`question ${job.id} needs ${width} sequence slots (one per passage) but the model ` +
-            `was loaded with sequences: ${ctx.sequences}; lower ndocs or raise sequences`, "INVALID_ARGUMENT");
+            `was loaded with sequences: ${ctx.sequences}; lower ndocs or raise sequences`, "TOO_FEW_SLOTS");
     }
     const lease = await SlotLease.acquire(ctx, width, control.signal);
     control.onStart?.();
@@ -217,7 +232,7 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
             const [critique] = scorer.score([segment], settings.weights);
             const text = model.detokenize(segment.tokens);
             const candidate: CandidateResult = {
-                ...(retrieved ? {passage: job.passages[i]} : {}),
+                passage: retrieved ? job.passages[i] : null,
                 text, answer: postProcessAnswer(text, {task: job.task, profile: settings.profile}), ...critique, tokens: segment.tokens.length, stopReason: segment.stopReason
             };
             segments[i] = segment;
@@ -254,32 +269,17 @@ function submitPassages(ctx: EngineModel["context"], root: number, seqs: readonl
     seqs.forEach((seq, i) => void ctx.prefill(seq, tokens[i]));
 }
 
-/**
- * The passage tokens for one candidate, cut to fit the slot: prompt + passage + budget must fit.
- * A long passage is truncated (text shortened, `</paragraph>` kept) with a warning rather than
- * failing the question: one oversized passage in a top-k list should not lose the other k - 1.
- */
+/** The passage tokens for one candidate, cut to fit the slot: prompt + passage + budget must fit (see `fitPassage`). */
 function fitPassage(model: EngineModel, job: Job, passage: Passage, index: number, settings: Settings, warnings: string[]): Int32Array {
     const room = settings.perSequence - job.prompt.length - settings.maxNewTokens;
-    let tokens = model.tokenize(formatPassage(passage), {bos: false});
-    if (tokens.length <= room) return tokens;
-    const original = tokens.length;
-    let low = 0;
-    let high = passage.text.length;
-    while (low < high) { // longest prefix of the text that fits
-        const mid = Math.ceil((low + high) / 2);
-        if (model.tokenize(formatPassage({...passage, text: passage.text.slice(0, mid)}), {bos: false}).length <= room) low = mid;
-        else high = mid - 1;
-    }
-    tokens = model.tokenize(formatPassage({...passage, text: passage.text.slice(0, low)}), {bos: false});
-    if (tokens.length > room) {
+    const fitted = fitPassageTokens(model, passage, room);
+    if (fitted == null) {
         throw new SelfRagError(`question ${job.id}: passage ${index} (${passage.id ?? passage.title}) cannot fit even when empty: ` +
             `the prompt (${job.prompt.length} tokens) and maxNewTokens (${settings.maxNewTokens}) leave ${room} of ${settings.perSequence}`,
         "CONTEXT_OVERFLOW");
     }
-    warnings.push(`passage ${index} (${passage.id ?? passage.title}) truncated from ${original} to ${tokens.length} tokens ` +
-        `to fit the context of ${settings.perSequence} tokens per sequence`);
-    return tokens;
+    if (fitted.truncatedFrom != null) warnings.push(truncationWarning(index, passage, fitted.truncatedFrom, fitted.tokens.length, settings.perSequence));
+    return fitted.tokens;
 }
 
 /**

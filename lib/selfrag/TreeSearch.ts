@@ -148,10 +148,8 @@ export class TreeSearch {
         }
         let deepest = levels.length - 1;
         while (deepest > 0 && levels[deepest].length === 0) deepest--;
-        if (deepest === 0 && stop === "context") {
-            throw new SelfRagError(`the first segment cannot be generated: ${root.notExpanded ?? "the context is full"}`, "CONTEXT_OVERFLOW");
-        }
-        // No segment at all (no passages for the root, or maxDepth 1): an empty path; the caller decides.
+        // No segment at all (no passages for the root, its passages cannot fit, or maxDepth 1): an
+        // empty path, `stop` and the root's `notExpanded` say why; the caller decides.
         return {nodes, levels, bestPath: deepest === 0 ? [] : pathOf(nodes[levels[deepest][0]]), stop};
     }
 }

@@ -11,6 +11,8 @@ import type {CritiqueScore, CritiqueWeights, ScoredSegment, SegmentScorer} from 
  */
 export interface TraceRecord {
     id: string;
+    /** The question's text (traces written before it was recorded have none). */
+    question?: string;
     /** The 15 reflection token ids, in the order of the Self-RAG table. */
     reflection_ids: number[];
     candidates: TraceCandidate[];
@@ -41,6 +43,7 @@ export function validateTrace(value: unknown, where: string): TraceRecord {
     if (value == null || typeof value !== "object") fail("expected a trace object");
     const record = value as Partial<TraceRecord>;
     if (typeof record.id !== "string" && typeof record.id !== "number") fail(`field "id" must be a string`);
+    if (record.question != null && typeof record.question !== "string") fail(`field "question" must be a string when given`);
     if (!Array.isArray(record.reflection_ids) || record.reflection_ids.length !== REFLECTION_COUNT ||
         !record.reflection_ids.every((id) => Number.isInteger(id))) {
         fail(`field "reflection_ids" must hold ${REFLECTION_COUNT} token ids`);

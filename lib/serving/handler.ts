@@ -25,7 +25,7 @@ import {prometheusText} from "./metrics.js";
 import {completionId, finishReason, OpenAiError, openAiErrorType, parseChatRequest, selfragField, usageOf} from "./openai.js";
 import {RequestScheduler, type RequestSchedulerOptions} from "./RequestScheduler.js";
 import {parseAnswerRequest, parseSearchRequest, type AnswerRequest} from "./requestBodies.js";
-import {searchResultsJson, shortFormJson} from "./responses.js";
+import {longFormJson, searchResultsJson, shortFormJson} from "./responses.js";
 
 export interface HandlerOptions {
     /** Passages for requests that bring none (short form: top ndocs; long form: per segment). */
@@ -41,7 +41,7 @@ export interface HandlerOptions {
 const STATUS: Record<string, number> = {
     INVALID_REQUEST: 400, INVALID_ARGUMENT: 400, EMPTY_PASSAGES: 400, INVALID_JSON: 400, EMBEDDER_MISMATCH: 400,
     NOT_FOUND: 404, METHOD_NOT_ALLOWED: 405, PAYLOAD_TOO_LARGE: 413, UNSUPPORTED_MEDIA_TYPE: 415,
-    CONTEXT_OVERFLOW: 422, SEQUENCE_OUT_OF_RANGE: 422, QUEUE_FULL: 503, SCHEDULER_CLOSED: 503, CONTEXT_DISPOSED: 503, TIMEOUT: 504
+    CONTEXT_OVERFLOW: 422, TOO_FEW_SLOTS: 422, SEQUENCE_OUT_OF_RANGE: 422, QUEUE_FULL: 503, SCHEDULER_CLOSED: 503, CONTEXT_DISPOSED: 503, TIMEOUT: 504
 };
 
 type Reply = {kind: "json", status?: number, body: unknown} | {kind: "text", body: string, type: string} | {kind: "streamed"};
@@ -88,7 +88,7 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
             : scheduler.answer(request.question, withRetriever, {signal, onEvent});
     };
     const answerBody = (request: AnswerRequest, result: ShortFormAnswer | LongFormAnswer) =>
-        (request.long ? result : {id: request.question.id ?? null, ...shortFormJson(result as ShortFormAnswer)});
+        (request.long ? longFormJson(result as LongFormAnswer) : shortFormJson(result as ShortFormAnswer));
 
     const routes: Record<string, Route> = {
         "/health": {method: "GET", handle: async () => ({kind: "json", body: {status: "ok"}})},

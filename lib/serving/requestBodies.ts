@@ -140,7 +140,7 @@ export function parseAnswerRequest(raw: unknown): AnswerRequest {
         };
     }
     return {
-        long: true, question: defined({question, passages: given}),
+        long: true, question: defined({id, question, passages: given}),
         options: defined({
             ...common, task: task as Task | undefined, input,
             beamWidth: optional.number(body, "beamWidth", 1, 64, true), maxDepth: optional.number(body, "maxDepth", 1, 64, true),

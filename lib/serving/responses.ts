@@ -1,22 +1,21 @@
-// The JSON shapes selfrag prints (CLI --json) and serves (HTTP): one place, so `ask --json`,
-// `search --json` and the server answer alike.
+// The JSON shapes selfrag prints (CLI --json) and serves (HTTP): one place, so the API's result,
+// `ask --json`, `search --json` and the server's answer are the same object.
 import type {SearchHit} from "../retrieval/PassageIndex.js";
+import type {LongFormAnswer} from "../selfrag/LongForm.js";
 import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
 
-/** A short-form answer without its internals (trace, token ids): what a caller reads. */
+/**
+ * A short-form answer as JSON: every field of the API's result, in the same shape, except the
+ * trace (token ids and reflection rows, asked for with `traces: true` and saved apart).
+ */
 export function shortFormJson(result: ShortFormAnswer) {
-    return {
-        answer: result.answer,
-        retrieve: result.retrieve,
-        candidates: result.candidates.map((c) => ({
-            passage: c.passage ?? null, text: c.text, score: c.score, relevance: c.relevance, support: c.support,
-            utility: c.utility, seq: c.seq
-        })),
-        best: result.best,
-        ...(result.votes != null ? {votes: result.votes} : {}),
-        warnings: result.warnings,
-        stats: result.stats
-    };
+    const {trace: _trace, ...rest} = result;
+    return rest;
+}
+
+/** A long-form answer as JSON: the API's result as it is. */
+export function longFormJson(result: LongFormAnswer) {
+    return result;
 }
 
 /** `{"results": [{"id", "title", "text", "score"}]}`, best first. */

@@ -424,7 +424,8 @@ describe("HTTP server: streaming, OpenAI compatibility, metrics, createHandler",
     });
 
     it("createHandler serves inside an existing node:http server and passes other paths on", async () => {
-        const handler = createHandler(model, {scheduler: {timeoutMs: 40}});
+        // Long enough for the first request on a loaded machine; the second waits it out with every slot held.
+        const handler = createHandler(model, {scheduler: {timeoutMs: 1500}});
         const app = http.createServer((req, res) => {
             if (req.url?.startsWith("/selfrag/")) {
                 req.url = req.url.slice("/selfrag".length); // what Express' app.use("/selfrag", ...) does

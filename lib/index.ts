@@ -46,3 +46,6 @@ export {toEvalItem, formatEvalPrompt, type EvalItem, type EvalPromptOptions} fro
 export {PAPER_PRESETS, describePresets, type PaperPreset} from "./eval/paperPresets.js";
 export {formatReferenceOutput, referenceOutputPath, type ReferenceOutputOptions} from "./eval/referenceOutput.js";
 export {match, accuracy, strEm, normalizeAnswer, scoredPrediction, type MetricName} from "./eval/metrics.js";
+export {pullModel, type PullOptions, type PullResult} from "./models/pullModel.js";
+export {checkSelfRagModel, type ModelCheck} from "./models/verifyModel.js";
+export {findModelIn, type ModelEntry, type ModelListing} from "./models/ModelStore.js";

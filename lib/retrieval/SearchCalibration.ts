@@ -14,8 +14,10 @@ import {SelfRagError, requireNumberInRange, requirePositiveInteger} from "../err
 import {VectorIndex, type VectorIndexConfig, type VectorMatches} from "./VectorIndex.js";
 
 export interface SearchCalibrationOptions {
-    /** Held-out passages used as queries (200; 0 turns calibration off). */
+    /** Held-out passages (200; 0 turns calibration off): question-like spans of them are the queries, and they are measured too. */
     queries?: number;
+    /** Real questions to calibrate with instead of the held-out passages' spans. */
+    questions?: readonly string[];
     /** Recall@k the search must reach (0.95). */
     targetRecall?: number;
     /** The k of recall@k (10). */
@@ -46,6 +48,13 @@ export interface MeasuredSearch {
 export interface CalibrationReport {
     k: number;
     queries: number;
+    /**
+     * What the queries were: "questions" (the user's), "spans" (a question-like span of each
+     * held-out passage, embedded as a query) or "passages" (the held-out passages' own vectors).
+     */
+    queryKind?: "questions" | "spans" | "passages";
+    /** The held-out passages' vectors measured at the same ef values, for comparison (recall only). */
+    passages?: {queries: number, hnsw: {expansionSearch: number, recall: number}[]};
     targetRecall: number;
     /** Exact search: always recall 1; its time is measured only when it is a candidate. */
     exact: {candidate: boolean, vectorBytes: number, memoryLimit: number, usPerQuery?: number};
@@ -109,8 +118,11 @@ export interface CalibrationInput {
     config: VectorIndexConfig;
     /** vectors.f32 holding every vector, the held-out ones included (row r = key r + 1). */
     flatFile: string;
-    /** The queries: the held-out vectors (packed rows). */
+    /** The queries (packed rows): question-like ones, or the held-out vectors. */
     heldOut: Float32Array;
+    queryKind?: CalibrationReport["queryKind"];
+    /** Also measured at every ef, for comparison: the held-out passages' own vectors. */
+    passageQueries?: Float32Array;
     /**
      * Their keys when they are rows of the flat file but not in the index (a build's held-out
      * passages): excluded from the ground truth. Empty for queries from elsewhere.
@@ -131,6 +143,9 @@ export function defaultExactMemoryLimit(): number {
 /** The options with defaults filled in; names the bad option (call it before a long build, not after). */
 export function resolveCalibrationOptions(o: SearchCalibrationOptions = {}): Required<SearchCalibrationOptions> {
     const queries = o.queries ?? DEFAULT_CALIBRATION.queries;
+    if (o.questions != null && (!Array.isArray(o.questions) || o.questions.some((q) => typeof q !== "string"))) {
+        throw new SelfRagError("calibration questions must be an array of strings", "INVALID_ARGUMENT");
+    }
     if (!Number.isInteger(queries) || queries < 0 || queries > 100_000) {
         throw new SelfRagError(`calibration queries must be an integer between 0 and 100000, got ${queries}`, "INVALID_ARGUMENT");
     }
@@ -140,6 +155,7 @@ export function resolveCalibrationOptions(o: SearchCalibrationOptions = {}): Req
     }
     return {
         queries,
+        questions: o.questions ?? [],
         k: requirePositiveInteger("calibration k", o.k ?? DEFAULT_CALIBRATION.k, 1000),
         targetRecall: requireNumberInRange("targetRecall", o.targetRecall ?? DEFAULT_CALIBRATION.targetRecall, 0, 1),
         maxExpansion: requirePositiveInteger("maxExpansion", o.maxExpansion ?? DEFAULT_CALIBRATION.maxExpansion, 65536),
@@ -163,12 +179,16 @@ export async function calibrateSearch(input: CalibrationInput): Promise<Calibrat
     // and dropping those leaves k, whatever the held-out vectors' ranks).
     const exactIndex = await VectorIndex.create({...input.config}, {threads: input.threads});
     let truth: VectorMatches;
+    let passageTruth: VectorMatches | undefined;
     let exactUs: number | undefined;
     try {
         input.onStep?.("exact search (ground truth)");
         await exactIndex.attachExact(input.flatFile, {load: candidate});
         const wide = await exactIndex.search(input.heldOut, Math.min(k + held.size, input.count), {exact: true});
         truth = dropKeys(wide, held, k);
+        if (input.passageQueries != null) {
+            passageTruth = dropKeys(await exactIndex.search(input.passageQueries, Math.min(k + held.size, input.count), {exact: true}), held, k);
+        }
         if (candidate) {
             // Served exact search asks for k, and sees the held-out rows too: same cost to within k + queries vs k.
             exactUs = await bestOfThree(async () => exactIndex.search(input.heldOut, Math.min(k, input.count), {exact: true}), queries);
@@ -178,6 +198,7 @@ export async function calibrateSearch(input: CalibrationInput): Promise<Calibrat
     }
 
     const hnsw: MeasuredSearch[] = [];
+    const passageRecalls: {expansionSearch: number, recall: number}[] = [];
     for (let ef = Math.min(16, maxExpansion); ef <= maxExpansion; ef *= 2) {
         input.onStep?.(`HNSW search at ef ${ef}`);
         const index = await VectorIndex.open(input.indexFile, {...input.config, expansionSearch: ef}, {view: true, threads: input.threads});
@@ -186,6 +207,10 @@ export async function calibrateSearch(input: CalibrationInput): Promise<Calibrat
             const usPerQuery = await bestOfThree(() => index.search(input.heldOut, k), queries);
             const measured = {expansionSearch: ef, ...recallEstimate(recallPerQuery(found, truth, k)), usPerQuery};
             hnsw.push(measured);
+            if (input.passageQueries != null && passageTruth != null) {
+                const recalls = recallPerQuery(await index.search(input.passageQueries, k), passageTruth, k);
+                passageRecalls.push({expansionSearch: ef, recall: recallEstimate(recalls).recall});
+            }
             // Higher ef only costs more: stop once the target is met or exact search is cheaper.
             if (measured.recallLowerBound >= target) break;
             if (exactUs != null && usPerQuery >= exactUs) break;
@@ -193,7 +218,10 @@ export async function calibrateSearch(input: CalibrationInput): Promise<Calibrat
             await index.close();
         }
     }
-    return {k, queries, targetRecall: target, exact: {candidate, vectorBytes, memoryLimit, usPerQuery: exactUs}, hnsw};
+    return {
+        k, queries, queryKind: input.queryKind ?? "passages", targetRecall: target, exact: {candidate, vectorBytes, memoryLimit, usPerQuery: exactUs}, hnsw,
+        ...(input.passageQueries != null ? {passages: {queries: input.passageQueries.length / dims, hnsw: passageRecalls}} : {})
+    };
 }
 
 async function bestOfThree(run: () => Promise<unknown>, queries: number): Promise<number> {

@@ -24,6 +24,7 @@ import {PassageStore} from "./PassageStore.js";
 import {DEFAULT_VECTOR_INDEX, VectorIndex, type VectorDtype} from "./VectorIndex.js";
 import {FlatVectorWriter} from "./ExactSearch.js";
 import {HeldOutSample} from "./HeldOutSample.js";
+import {questionLikeQueries} from "./CalibrationQueries.js";
 import {calibrateSearch, chooseSearchPlan, DEFAULT_CALIBRATION, resolveCalibrationOptions, type SearchCalibrationOptions, type SearchPlan} from "./SearchCalibration.js";
 
 export interface BuildIndexOptions {
@@ -50,9 +51,11 @@ export interface BuildIndexOptions {
     expansionSearch?: number;
     /**
      * Search calibration (see SearchCalibration.ts): a sample of passages is held out, the finished
-     * index is searched with them at increasing ef against exact search, and the cheapest search
-     * reaching the target recall becomes the index's default (HNSW at that ef, or exact search).
-     * `{queries: 0}` turns it off. Indexes under 1000 passages are not calibrated.
+     * index is searched at increasing ef against exact search with question-like spans of them
+     * (or `questions`, real ones), embedded as queries, and the cheapest search reaching the
+     * target recall becomes the index's default (HNSW at that ef, or exact search); the held-out
+     * passages' own recall is reported beside. `{queries: 0}` turns it off. Indexes under 1000
+     * passages are not calibrated (HNSW at the default ef finds the exact top k there).
      */
     calibration?: SearchCalibrationOptions;
     /** Keep vectors.f32 (4 bytes x dims per passage) for exact search even when HNSW is the default. */
@@ -201,12 +204,22 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildSumma
             "EMPTY_CORPUS");
         }
 
-        passages.close();
-        flat?.close();
-
         // Calibrate on the index without the held-out sample, then add the sample and save again.
         const vectorsFile = path.join(temp, INDEX_FILES.vectors);
         const sample = heldOut.sample();
+        // The queries: the user's questions, or a question-like span of each held-out passage,
+        // embedded as queries (prefix included); the held-out passages are measured too.
+        let questionVectors: Float32Array | undefined;
+        let queryKind: "questions" | "spans" = "spans";
+        if (sample.keys.length > 0 && state.passages >= MIN_CALIBRATED) {
+            const given = calibration.questions;
+            const held = passages.get(Array.from(sample.keys, Number)).filter((p): p is NonNullable<typeof p> => p != null);
+            const queries = given.length > 0 ? [...given] : questionLikeQueries(held);
+            if (given.length > 0) queryKind = "questions";
+            questionVectors = await embedder.embedQueries(queries);
+        }
+        passages.close();
+        flat?.close();
         let plan: SearchPlan = {mode: "hnsw", expansionSearch: config.expansionSearch};
         if (sample.keys.length > 0 && state.passages >= MIN_CALIBRATED) {
             progress("calibrate", "saving the index without the held-out sample");
@@ -214,7 +227,9 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildSumma
             await index.close();
             index = undefined;
             const report = await calibrateSearch({
-                indexFile: vectorsFile, config, flatFile, heldOutKeys: sample.keys, heldOut: sample.rows, count: state.passages,
+                indexFile: vectorsFile, config, flatFile, heldOutKeys: sample.keys, heldOut: questionVectors ?? sample.rows,
+                queryKind: questionVectors != null ? queryKind : "passages", passageQueries: questionVectors != null ? sample.rows : undefined,
+                count: state.passages,
                 threads: options.threads, options: calibration, onStep: (step) => {
                     throwIfAborted(options.signal);
                     progress("calibrate", step);

@@ -1,16 +1,16 @@
+import {createHash} from "node:crypto";
 import fs from "node:fs";
-import {parseArgs} from "node:util";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import {readPassagesJsonl} from "../selfrag/passages.js";
-import type {Passage, Task} from "../selfrag/prompts.js";
+import {TASKS, type Passage, type Task} from "../selfrag/prompts.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
-import {shortFormJson} from "../serving/responses.js";
-import type {RetrievalMode} from "../selfrag/RetrievalDecision.js";
+import {longFormJson, shortFormJson} from "../serving/responses.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
 import type {ContextPolicy} from "../selfrag/ForkingSegmentSource.js";
 import type {LongFormAnswer} from "../selfrag/LongForm.js";
 import {integerOption, numberOption, requireModel, weightOptions, weightsFrom, type WeightValues} from "./options.js";
+import {checkLongOnly, modeOption, parseCommand, refuseTogether, requireWith} from "./contract.js";
 import {LONG_FORM_DEFAULTS, PROFILES, SHORT_FORM_DEFAULTS, type Profile} from "../selfrag/profiles.js";
 
 const help = `Usage: selfrag ask [--model FILE] (--passages FILE.jsonl | --index DIR) [options] "question"
@@ -32,23 +32,25 @@ a segment-level beam search whose nodes share their encoded prefix, with [n] cit
   --w-rel X --w-sup X --w-use X --no-seqscore   critique weights (1, 1, 0.5, sequence score on)
   --use-groundness --use-utility --use-seqscore  the scripts' flags (the reference profile counts those terms only when given)
   --save-traces FILE    append this question's trace (JSONL) for \`selfrag rerank\` (short form)
+  --id ID               the trace record's id (default: the first 8 hex digits of the question's SHA-1)
   --long                long form: --beam-width N (2) --max-depth N (7) --ignore-cont
                         --context reference|interleaved (what children see: generated text only, or earlier passages too)
-  --threads N --context-size N (tokens per sequence, 2048) --cpu --json`;
+  --threads N --context-size N (tokens per sequence, 2048) --cpu --json
+Options that would do nothing are refused: the long-form ones without --long, --choices and
+--save-traces with --long, --id without --save-traces.`;
 
 export async function askCommand(args: string[]): Promise<void> {
-    const {values, positionals} = parseArgs({args, allowPositionals: true, options: {
+    const parsed = parseCommand("selfrag ask", help, {args, allowPositionals: true, options: {
         model: {type: "string"}, passages: {type: "string"}, index: {type: "string"}, mode: {type: "string"}, threshold: {type: "string"},
         "reference-retrieve-ratio": {type: "boolean"}, ndocs: {type: "string"}, "max-new-tokens": {type: "string"},
         task: {type: "string"}, choices: {type: "string"}, "save-traces": {type: "string"}, threads: {type: "string"},
-        "context-size": {type: "string"}, cpu: {type: "boolean"}, json: {type: "boolean"}, help: {type: "boolean"},
+        "context-size": {type: "string"}, cpu: {type: "boolean"}, json: {type: "boolean"},
         long: {type: "boolean"}, "beam-width": {type: "string"}, "max-depth": {type: "string"}, "ignore-cont": {type: "boolean"},
-        context: {type: "string"}, profile: {type: "string"}, ...weightOptions
+        context: {type: "string"}, profile: {type: "string"}, id: {type: "string"}, ...weightOptions
     }});
-    if (values.help) {
-        console.log(help);
-        return;
-    }
+    if (parsed == null) return;
+    const {values, positionals} = parsed;
+    checkAskOptions(values);
     const question = positionals.join(" ").trim();
     if (question === "") throw invalidParameterError("question", "the question as the last argument", question);
     if ((values.passages == null) === (values.index == null)) {
@@ -63,12 +65,31 @@ export async function askCommand(args: string[]): Promise<void> {
     }
 }
 
+/** Refuses what would be silently ignored: options of the other form, unknown tasks and modes. */
+function checkAskOptions(values: AskValues): void {
+    const long = values.long === true;
+    checkLongOnly(values, long);
+    refuseTogether("--save-traces", values["save-traces"], "--long", long, "traces are written for short form only");
+    refuseTogether("--choices", values.choices, "--long", long, "answer choices are a short-form option");
+    requireWith("--id", values.id, "--save-traces", values["save-traces"] != null, "it is the id of the trace record");
+    if (values.task != null && !TASKS.includes(values.task as Task)) throw invalidParameterError("--task", TASKS.join(" | "), values.task);
+    modeOption(values.mode);
+    if (values.context != null && values.context !== "reference" && values.context !== "interleaved") {
+        throw invalidParameterError("--context", `"reference" or "interleaved"`, values.context);
+    }
+}
+
+/** The id of a question's trace: --id, else the first 8 hex digits of the question's SHA-1 (stable across runs). */
+export function questionId(question: string, id?: string): string {
+    return id ?? createHash("sha1").update(question).digest("hex").slice(0, 8);
+}
+
 /** The parsed option values of `ask`. */
 interface AskValues extends WeightValues {
     model?: string; mode?: string; threshold?: string; "reference-retrieve-ratio"?: boolean; ndocs?: string;
     "max-new-tokens"?: string; task?: string; choices?: string; "save-traces"?: string; threads?: string;
     "context-size"?: string; cpu?: boolean; json?: boolean; long?: boolean; "beam-width"?: string; "max-depth"?: string;
-    "ignore-cont"?: boolean; context?: string; profile?: string;
+    "ignore-cont"?: boolean; context?: string; profile?: string; id?: string;
 }
 
 async function ask(values: AskValues, question: string, passages: Passage[] | undefined, index: PassageIndex | undefined): Promise<void> {
@@ -85,28 +106,31 @@ async function ask(values: AskValues, question: string, passages: Passage[] | un
         gpu: values.cpu ? false : "auto"
     });
     const common = {
-        passages, retriever: index?.asRetriever(), ndocs, maxNewTokens, mode: values.mode as RetrievalMode | undefined,
+        passages, retriever: index?.asRetriever(), ndocs, maxNewTokens, mode: modeOption(values.mode),
         threshold: numberOption("--threshold", values.threshold),
         retrieveRatio: values["reference-retrieve-ratio"] ? "reference-logprob" as const : undefined,
         weights: weightsFrom(values), task: values.task as Task | undefined, profile
     };
     try {
         if (values.long) {
-            if (values.context != null && values.context !== "reference" && values.context !== "interleaved") {
-                throw invalidParameterError("--context", `"reference" or "interleaved"`, values.context);
-            }
             const result = await model.answerLong(question, {
                 ...common, beamWidth, maxDepth: integerOption("--max-depth", values["max-depth"]),
                 ignoreCont: values["ignore-cont"], contextPolicy: values.context as ContextPolicy | undefined
             });
-            if (values.json) console.log(JSON.stringify(result));
+            if (values.json) console.log(JSON.stringify(longFormJson(result)));
             else printLongAnswer(result);
             return;
         }
-        const result = await model.answer({question, task: common.task, choices: values.choices?.split("|")}, {
-            ...common, traces: values["save-traces"] != null
+        const saveTraces = values["save-traces"];
+        const id = questionId(question, values.id);
+        const result = await model.answer({id, question, task: common.task, choices: values.choices?.split("|")}, {
+            ...common, traces: saveTraces != null
         });
-        if (values["save-traces"] != null) fs.appendFileSync(values["save-traces"], JSON.stringify(result.trace) + "\n");
+        if (saveTraces != null) {
+            // The question's id and text first, so a traces file can be read (and joined with answers) by question.
+            const {id: _id, question: _question, ...trace} = result.trace!;
+            fs.appendFileSync(saveTraces, JSON.stringify({id, question, ...trace}) + "\n");
+        }
         for (const warning of result.warnings) process.stderr.write(`selfrag: warning: ${warning}\n`);
         if (values.json) console.log(JSON.stringify(shortFormJson(result)));
         else printAnswer(result);

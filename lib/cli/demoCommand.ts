@@ -1,12 +1,12 @@
 import fs from "node:fs";
 import path from "node:path";
-import {parseArgs} from "node:util";
 import {writeFixtureModel} from "../fixtures/FixtureModel.js";
 import type {Passage} from "../selfrag/prompts.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import {printAnswer} from "./askCommand.js";
 import {cacheDir, findDefaultModel} from "./options.js";
+import {parseCommand} from "./contract.js";
 
 const help = `Usage: selfrag demo [--model FILE] [--cpu]
 
@@ -44,11 +44,9 @@ async function demoIndex(): Promise<PassageIndex> {
 export const DEMO_QUESTIONS = ["What is the capital of France?", "Say hello to a new user."];
 
 export async function demoCommand(args: string[]): Promise<void> {
-    const {values} = parseArgs({args, options: {model: {type: "string"}, cpu: {type: "boolean"}, help: {type: "boolean"}}});
-    if (values.help) {
-        console.log(help);
-        return;
-    }
+    const parsed = parseCommand("selfrag demo", help, {args, options: {model: {type: "string"}, cpu: {type: "boolean"}}});
+    if (parsed == null) return;
+    const {values} = parsed;
     let modelPath = values.model ?? findDefaultModel();
     let fixture = false;
     if (modelPath == null) {

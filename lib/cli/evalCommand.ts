@@ -1,6 +1,7 @@
 import fs from "node:fs";
-import {parseArgs} from "node:util";
 import {SelfRagError, invalidParameterError} from "../errors.js";
+import {toEvalItem} from "../eval/EvalItems.js";
+import {readJsonRecords} from "../jsonRecords.js";
 import {runEvaluation, summarizeRecords, type EvalRecord, type EvalSummary} from "../eval/Evaluation.js";
 import {METRICS, type MetricName} from "../eval/metrics.js";
 import type {ContextPolicy} from "../selfrag/ForkingSegmentSource.js";
@@ -9,6 +10,7 @@ import {formatReferenceOutput, referenceOutputPath} from "../eval/referenceOutpu
 import {LONG_FORM_DEFAULTS, SHORT_FORM_DEFAULTS, checkProfile, weightsOver, type Profile} from "../selfrag/profiles.js";
 import {TASKS, type Task} from "../selfrag/prompts.js";
 import type {RetrievalMode, RetrieveRatio} from "../selfrag/RetrievalDecision.js";
+import {checkLongOnly, modeOption, parseCommand} from "./contract.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import {integerOption, numberOption, requireModel, weightOptions, weightsFrom} from "./options.js";
@@ -46,28 +48,22 @@ ASQA ({"question", "qa_pairs", "docs"}); JSONL or a JSON array.
               --use-groundness --use-utility --use-seqscore (the scripts' flags; the reference
               profile counts those terms only when flagged, the default profile always)
   long form:  --long --beam-width N (2) --max-depth N (7) --ignore-cont --context reference|interleaved
-  --sequences N (slots; default: enough for 4 questions) --context-size N (2048) --threads N --cpu`;
-
-const MODES: Record<string, RetrievalMode> = {
-    adaptive: "adaptive", always: "always", never: "never",
-    // the scripts' names
-    adaptive_retrieval: "adaptive", always_retrieve: "always", no_retrieval: "never"
-};
+  --sequences N (slots; default: enough for 4 questions) --context-size N (2048) --threads N --cpu
+Long-form options without --long are refused. Records without passages are answered without
+retrieval unless --index is given (one warning per run says how many).`;
 
 export async function evalCommand(args: string[]): Promise<void> {
-    const {values} = parseArgs({args, options: {
+    const parsed = parseCommand("selfrag eval", help, {args, options: {
         model: {type: "string"}, input: {type: "string"}, output: {type: "string"}, resume: {type: "boolean"}, task: {type: "string"},
         metric: {type: "string"}, index: {type: "string"}, limit: {type: "string"}, batch: {type: "string"}, strict: {type: "boolean"},
         json: {type: "boolean"}, ndocs: {type: "string"}, mode: {type: "string"}, threshold: {type: "string"},
         "max-new-tokens": {type: "string"}, long: {type: "boolean"}, "beam-width": {type: "string"}, "max-depth": {type: "string"},
         "ignore-cont": {type: "boolean"}, context: {type: "string"}, sequences: {type: "string"}, "context-size": {type: "string"},
-        threads: {type: "string"}, cpu: {type: "boolean"}, help: {type: "boolean"}, ...weightOptions,
+        threads: {type: "string"}, cpu: {type: "boolean"}, ...weightOptions,
         paper: {type: "string"}, profile: {type: "string"}, "output-format": {type: "string"}, "retrieve-ratio": {type: "string"}
     }});
-    if (values.help) {
-        console.log(help);
-        return;
-    }
+    if (parsed == null) return;
+    const {values} = parsed;
     if (values.paper === "list") {
         console.log(describePresets());
         return;
@@ -82,16 +78,14 @@ export async function evalCommand(args: string[]): Promise<void> {
         throw invalidParameterError("--retrieve-ratio", "probability | reference-logprob", retrieveRatio);
     }
     const long = values.long ?? preset?.long ?? false;
+    checkLongOnly(values, long);
     if (values.input == null) throw invalidParameterError("--input", "an evaluation file (.jsonl or .json)", values.input);
     if (!fs.existsSync(values.input)) throw new SelfRagError(`evaluation file not found: ${values.input}`, "CORPUS_NOT_FOUND");
     if (values.output == null) throw invalidParameterError("--output", "the JSONL file to write", values.output);
     const task = (values.task ?? preset?.task ?? "none") as Task;
     if (!TASKS.includes(task)) throw invalidParameterError("--task", TASKS.join(" | "), values.task);
     if (values.metric != null && !METRICS.includes(values.metric as MetricName)) throw invalidParameterError("--metric", METRICS.join(" | "), values.metric);
-    if (values.mode != null && MODES[values.mode] == null) {
-        throw invalidParameterError("--mode", "adaptive | always | never (or the scripts' adaptive_retrieval | always_retrieve | no_retrieval)", values.mode);
-    }
-    const mode = values.mode != null ? MODES[values.mode] : preset?.mode;
+    const mode: RetrievalMode | undefined = modeOption(values.mode) ?? preset?.mode;
     if (values.context != null && values.context !== "reference" && values.context !== "interleaved") {
         throw invalidParameterError("--context", "reference | interleaved", values.context);
     }
@@ -114,14 +108,22 @@ export async function evalCommand(args: string[]): Promise<void> {
         });
         const common = {
             ndocs, mode, threshold: numberOption("--threshold", values.threshold) ?? preset?.threshold,
-            maxNewTokens: integerOption("--max-new-tokens", values["max-new-tokens"]) ?? preset?.maxNewTokens, weights
+            maxNewTokens: integerOption("--max-new-tokens", values["max-new-tokens"]) ?? preset?.maxNewTokens, weights, retrieveRatio
         };
+        if (index == null && mode !== "never") {
+            const limit = integerOption("--limit", values.limit);
+            const unretrieved = await countWithoutPassages(values.input, task, profile, limit, skip);
+            if (unretrieved > 0) {
+                process.stderr.write(`selfrag: warning: ${unretrieved} record${unretrieved === 1 ? " has" : "s have"} no passages and no --index ` +
+                    "was given: answered without retrieval\n");
+            }
+        }
         const progressEvery = process.stderr.isTTY ? 0 : 10_000;
         let lastProgress = 0;
         const summary = await runEvaluation(model, values.input, {
             task, metric: (values.metric as MetricName | undefined) ?? preset?.metric, long, profile, referenceFields: outputFormat === "reference",
             retriever: index?.asRetriever(),
-            shortForm: {...common, retrieveRatio},
+            shortForm: common,
             longForm: {...common, beamWidth, maxDepth: integerOption("--max-depth", values["max-depth"]) ?? preset?.maxDepth, ignoreCont: values["ignore-cont"],
                 contextPolicy: values.context as ContextPolicy | undefined},
             batchSize: integerOption("--batch", values.batch), limit: integerOption("--limit", values.limit), skip, strict: values.strict,
@@ -157,6 +159,22 @@ export async function evalCommand(args: string[]): Promise<void> {
         await model?.dispose();
         await index?.close();
     }
+}
+
+/** The records this run will answer (as runEvaluation reads them) that carry no passages. */
+async function countWithoutPassages(file: string, task: Task, profile: Profile, limit: number | undefined,
+    skip: ReadonlySet<string>): Promise<number> {
+    let seen = 0;
+    let count = 0;
+    for await (const entry of readJsonRecords(file)) {
+        if (limit != null && seen >= limit) break;
+        if (entry.kind !== "record") continue;
+        const item = toEvalItem(entry.value, entry.where, entry.line, task, profile);
+        if (typeof item === "string") continue;
+        seen++;
+        if (!skip.has(item.id) && item.passages == null) count++;
+    }
+    return count;
 }
 
 function describe(s: EvalSummary): string {

@@ -1,6 +1,6 @@
-import {parseArgs} from "node:util";
 import {invalidParameterError} from "../errors.js";
 import {writeFixtureModel, type FixtureKind} from "../fixtures/FixtureModel.js";
+import {parseCommand} from "./contract.js";
 
 const help = `Usage: selfrag fixture --out FILE [--kind tiny|bench]
 
@@ -11,11 +11,9 @@ Writes a GGUF model with the real Llama-2 tokenizer plus the 16 Self-RAG tokens 
 Neither is a language model: use them to test and benchmark, not to answer questions.`;
 
 export async function fixtureCommand(args: string[]): Promise<void> {
-    const {values} = parseArgs({args, options: {out: {type: "string"}, kind: {type: "string", default: "tiny"}, help: {type: "boolean"}}});
-    if (values.help) {
-        console.log(help);
-        return;
-    }
+    const parsed = parseCommand("selfrag fixture", help, {args, options: {out: {type: "string"}, kind: {type: "string", default: "tiny"}}});
+    if (parsed == null) return;
+    const {values} = parsed;
     if (values.out == null) throw invalidParameterError("--out", "an output file path", values.out);
     if (values.kind !== "tiny" && values.kind !== "bench") throw invalidParameterError("--kind", `"tiny" or "bench"`, values.kind);
     const started = Date.now();

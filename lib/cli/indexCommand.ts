@@ -1,4 +1,3 @@
-import {parseArgs} from "node:util";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import {CORPUS_FORMATS, type CorpusFormat} from "../retrieval/corpusReaders.js";
 import type {BuildProgress} from "../retrieval/buildIndex.js";
@@ -9,6 +8,7 @@ import {PassageIndex} from "../retrieval/PassageIndex.js";
 import type {SearchPlan} from "../retrieval/SearchCalibration.js";
 import {VECTOR_DTYPES, type VectorDtype} from "../retrieval/VectorIndex.js";
 import {integerOption, numberOption} from "./options.js";
+import {parseCommand} from "./contract.js";
 
 const help = `Usage: selfrag index build --corpus FILE --out DIR [options]
        selfrag index info DIR
@@ -53,23 +53,20 @@ export async function indexCommand(args: string[]): Promise<void> {
     }
     if (sub === "build") return build(rest);
     if (sub === "info") return info(rest);
-    throw new SelfRagError(`unknown index subcommand "${sub}" (expected build or info)\n\n${help}`, "INVALID_ARGUMENT");
+    throw new SelfRagError(`unknown index subcommand "${sub}" (expected build or info; see \`selfrag index --help\`)`, "INVALID_ARGUMENT");
 }
 
 async function build(args: string[]): Promise<void> {
-    const {values} = parseArgs({args, options: {
+    const parsed = parseCommand("selfrag index build", help, {args, options: {
         corpus: {type: "string"}, out: {type: "string"}, format: {type: "string"}, embedder: {type: "string"}, dtype: {type: "string"},
         strict: {type: "boolean"}, overwrite: {type: "boolean"}, dims: {type: "string"}, "idf-sample": {type: "string"}, "bigram-weight": {type: "string"},
         "query-prefix": {type: "string"}, "passage-prefix": {type: "string"}, context: {type: "string"},
         connectivity: {type: "string"}, "expansion-add": {type: "string"}, "expansion-search": {type: "string"},
         threads: {type: "string"}, batch: {type: "string"}, "progress-interval": {type: "string"}, cpu: {type: "boolean"},
-        "target-recall": {type: "string"}, "calibration-queries": {type: "string"}, "keep-vectors": {type: "boolean"},
-        help: {type: "boolean"}
+        "target-recall": {type: "string"}, "calibration-queries": {type: "string"}, "keep-vectors": {type: "boolean"}
     }});
-    if (values.help) {
-        console.log(help);
-        return;
-    }
+    if (parsed == null) return;
+    const {values} = parsed;
     if (values.corpus == null) throw invalidParameterError("--corpus", "a corpus file (.tsv, .jsonl or .json)", values.corpus);
     if (values.out == null) throw invalidParameterError("--out", "the index directory to create", values.out);
     if (values.format != null && !CORPUS_FORMATS.includes(values.format as CorpusFormat)) {
@@ -160,7 +157,9 @@ export function describePlan(plan: SearchPlan | undefined): string {
 }
 
 function info(args: string[]): void {
-    const {positionals} = parseArgs({args, allowPositionals: true, options: {}});
+    const parsed = parseCommand("selfrag index info", help, {args, allowPositionals: true, options: {}});
+    if (parsed == null) return;
+    const {positionals} = parsed;
     if (positionals.length !== 1) throw invalidParameterError("index directory", "one directory", positionals.join(" "));
     console.log(JSON.stringify(readManifest(positionals[0]), null, 2));
 }

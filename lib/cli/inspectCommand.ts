@@ -1,7 +1,8 @@
-import {parseArgs} from "node:util";
 import {invalidParameterError} from "../errors.js";
 import {REFLECTION_TOKENS} from "../engine/ReflectionTokens.js";
 import {SelfRagModel} from "../SelfRagModel.js";
+import {parseCommand} from "./contract.js";
+import {integerOption} from "./options.js";
 
 const help = `Usage: selfrag inspect --model FILE --prompt TEXT [--json] [--threads N] [--cpu]
 
@@ -12,19 +13,17 @@ The prompt is used as given: wrap a question yourself, e.g.
   "### Instruction:\\nWho wrote Hamlet?\\n\\n### Response:\\n"`;
 
 export async function inspectCommand(args: string[]): Promise<void> {
-    const {values} = parseArgs({args, options: {
+    const parsed = parseCommand("selfrag inspect", help, {args, options: {
         model: {type: "string"}, prompt: {type: "string"}, json: {type: "boolean"}, threads: {type: "string"},
-        cpu: {type: "boolean"}, help: {type: "boolean"}
+        cpu: {type: "boolean"}
     }});
-    if (values.help) {
-        console.log(help);
-        return;
-    }
+    if (parsed == null) return;
+    const {values} = parsed;
     if (values.model == null) throw invalidParameterError("--model", "a GGUF file path", values.model);
     if (values.prompt == null) throw invalidParameterError("--prompt", "the prompt text", values.prompt);
     const model = await SelfRagModel.load({
         modelPath: values.model, sequences: 1, contextSize: 4096,
-        threads: values.threads != null ? Number(values.threads) : undefined, gpu: values.cpu ? false : "auto"
+        threads: integerOption("--threads", values.threads), gpu: values.cpu ? false : "auto"
     });
     try {
         const result = await model.inspect(values.prompt);

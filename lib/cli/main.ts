@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // The `selfrag` command. Each subcommand lives in its own module; this file routes and turns
-// SelfRagErrors into one clear line (and exit code 1) instead of a stack trace.
+// every failure into one clear line (and exit code 1) instead of a stack trace (see contract.ts).
+import fs from "node:fs";
+import path from "node:path";
+import {fileURLToPath} from "node:url";
 import {SelfRagError} from "../errors.js";
+import {quietOnClosedStdout, reportFailure} from "./contract.js";
 import {fixtureCommand} from "./fixtureCommand.js";
 import {inspectCommand} from "./inspectCommand.js";
 import {askCommand} from "./askCommand.js";
@@ -11,6 +15,8 @@ import {indexCommand} from "./indexCommand.js";
 import {searchCommand} from "./searchCommand.js";
 import {serveCommand} from "./serveCommand.js";
 import {evalCommand} from "./evalCommand.js";
+import {pullCommand} from "./pullCommand.js";
+import {modelsCommand} from "./modelsCommand.js";
 
 const commands: Record<string, {summary: string, run: (args: string[]) => Promise<void>}> = {
     demo: {summary: "a full Self-RAG round on a built-in corpus (fixture model when no model is pulled)", run: demoCommand},
@@ -21,33 +27,47 @@ const commands: Record<string, {summary: string, run: (args: string[]) => Promis
     index: {summary: "build a passage index (USearch vectors + SQLite passages) from a corpus file", run: indexCommand},
     search: {summary: "find the passages of an index closest to a query", run: searchCommand},
     eval: {summary: "answer every question of an evaluation file in batches, write JSONL, score with the reference metric", run: evalCommand},
-    serve: {summary: "an HTTP server answering JSON requests, batching concurrent ones", run: serveCommand}
+    serve: {summary: "an HTTP server answering JSON requests, batching concurrent ones", run: serveCommand},
+    pull: {summary: "download a Self-RAG model (hf: URI, URL, file or known name), verify it, make it the default", run: pullCommand},
+    models: {summary: "list the models folder: sizes, Self-RAG or not, the default", run: modelsCommand}
 };
 
 function usage(): string {
     return "Usage: selfrag <command> [options]\n\nCommands:\n" +
         Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`).join("\n") +
-        "\n\nRun `selfrag <command> --help` for a command's options.";
+        "\n\nRun `selfrag <command> --help` (or -h) for a command's options; `selfrag --version` prints the version.\n" +
+        "Errors are one line on stderr, `selfrag: <message> [CODE]`, with exit code 1 (SELFRAG_DEBUG=1 adds the stack).";
+}
+
+/** The version in the package's package.json (dist/lib/cli/main.js is three folders below it). */
+function version(): string {
+    const file = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "package.json");
+    return (JSON.parse(fs.readFileSync(file, "utf8")) as {version: string}).version;
 }
 
 async function main(argv: string[]): Promise<void> {
     const [name, ...rest] = argv;
-    if (name == null || name === "--help" || name === "-h") {
+    if (name == null || name === "--help" || name === "-h" || name === "help") {
         console.log(usage());
         return;
     }
-    const command = commands[name];
-    if (command == null) throw new SelfRagError(`unknown command "${name}"\n\n${usage()}`, "INVALID_ARGUMENT");
+    if (name === "--version" || name === "-v") {
+        console.log(version());
+        return;
+    }
+    const command = Object.hasOwn(commands, name) ? commands[name] : undefined;
+    if (command == null) {
+        const what = name.startsWith("-") ? `unknown option ${name}` : `unknown command "${name}"`;
+        throw new SelfRagError(`${what} (commands: ${Object.keys(commands).join(", ")}; see \`selfrag --help\`)`, "INVALID_ARGUMENT");
+    }
     await command.run(rest);
 }
 
-main(process.argv.slice(2)).catch((error: unknown) => {
-    if (error instanceof SelfRagError) {
-        process.stderr.write(`selfrag: ${error.message} [${error.code}]\n`);
-    } else if (error instanceof Error && (error as NodeJS.ErrnoException).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
-        process.stderr.write(`selfrag: ${error.message}\n`);
-    } else {
-        process.stderr.write(`selfrag: unexpected error: ${(error as Error)?.stack ?? String(error)}\n`);
-    }
-    process.exitCode = 1;
+// One line `selfrag: <message> [CODE]` and exit code 1 for every failure, a quiet exit when
+// stdout is closed early (`selfrag demo | head -1`).
+quietOnClosedStdout();
+process.on("uncaughtException", (error) => {
+    reportFailure(error);
+    process.exit(1);
 });
+main(process.argv.slice(2)).catch(reportFailure);

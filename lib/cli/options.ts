@@ -3,6 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import type {CritiqueWeights} from "../selfrag/SegmentScorer.js";
+import {findModelIn} from "../models/ModelStore.js";
 
 /** A numeric CLI option; names the flag when the value is not a number. */
 export function numberOption(flag: string, value: string | undefined): number | undefined {
@@ -44,25 +45,26 @@ export function weightsFrom(values: WeightValues): CritiqueWeights {
 
 /** Where `selfrag` keeps pulled models and generated demo files. */
 export function cacheDir(): string {
-    return process.env.SELFRAG_HOME ?? path.join(os.homedir(), ".cache", "selfrag");
+    const home = process.env.SELFRAG_HOME;
+    return home != null && home !== "" ? path.resolve(home) : path.join(os.homedir(), ".cache", "selfrag");
 }
 
-/** A real Self-RAG model the user pulled: $SELFRAG_MODEL, else a selfrag*.gguf in the cache's models/. */
+/**
+ * The model to use when none is given: $SELFRAG_MODEL, else in the cache's models/ folder the
+ * default `selfrag pull` recorded (if the file is still there), else a selfrag*.gguf, else any other
+ * GGUF whose vocabulary has the 15 reflection tokens (metadata only).
+ */
 export function findDefaultModel(): string | undefined {
     const fromEnv = process.env.SELFRAG_MODEL;
     if (fromEnv != null && fromEnv !== "") return fromEnv;
-    const dir = path.join(cacheDir(), "models");
-    if (!fs.existsSync(dir)) return undefined;
-    const found = fs.readdirSync(dir).filter((f) => /^selfrag.*\.gguf$/i.test(f)).sort();
-    return found.length > 0 ? path.join(dir, found[0]) : undefined;
+    return findModelIn(path.join(cacheDir(), "models"))?.path;
 }
 
 export function requireModel(flagValue: string | undefined): string {
     const model = flagValue ?? findDefaultModel();
     if (model == null) {
-        throw new SelfRagError("no model given and no pulled Self-RAG model found.\n" +
-            `Pass --model FILE.gguf, set SELFRAG_MODEL, or put a GGUF conversion of selfrag_llama2_7b in ${path.join(cacheDir(), "models")} ` +
-            "(for example: npx --no node-llama-cpp pull --dir " + path.join(cacheDir(), "models") + " <hf:... URI of a selfrag_llama2_7b GGUF>)",
+        throw new SelfRagError(`no model given and no pulled Self-RAG model found in ${path.join(cacheDir(), "models")}: ` +
+            "run `selfrag pull selfrag-7b` (or `selfrag pull <hf:user/repo:quant | URL | file.gguf>`), pass --model FILE.gguf or set SELFRAG_MODEL",
         "MODEL_NOT_FOUND");
     }
     return model;

@@ -1,9 +1,9 @@
-import {parseArgs} from "node:util";
 import {invalidParameterError} from "../errors.js";
 import {REFLECTION_COUNT} from "../engine/ReflectionTokens.js";
 import {SegmentScorer} from "../selfrag/SegmentScorer.js";
 import {readTraces, rerankTrace} from "../selfrag/traces.js";
 import {weightOptions, weightsFrom} from "./options.js";
+import {parseCommand} from "./contract.js";
 
 const help = `Usage: selfrag rerank --traces FILE [--w-rel X] [--w-sup X] [--w-use X] [--no-seqscore] [--json]
 
@@ -11,11 +11,9 @@ Re-scores saved traces (\`selfrag ask --save-traces\`) with other critique weigh
 Prints one JSON line per trace: {"id", "best", "candidates": [{"score", "relevance", "support", "utility", "seq"}]}.`;
 
 export async function rerankCommand(args: string[]): Promise<void> {
-    const {values} = parseArgs({args, options: {traces: {type: "string"}, json: {type: "boolean"}, help: {type: "boolean"}, ...weightOptions}});
-    if (values.help) {
-        console.log(help);
-        return;
-    }
+    const parsed = parseCommand("selfrag rerank", help, {args, options: {traces: {type: "string"}, json: {type: "boolean"}, ...weightOptions}});
+    if (parsed == null) return;
+    const {values} = parsed;
     if (values.traces == null) throw invalidParameterError("--traces", "a traces JSONL file", values.traces);
     const weights = weightsFrom(values);
     const scorer = await SegmentScorer.create(Int32Array.from({length: REFLECTION_COUNT}, (_, i) => 32000 + i));

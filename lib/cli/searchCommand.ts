@@ -1,4 +1,3 @@
-import {parseArgs} from "node:util";
 import {invalidParameterError} from "../errors.js";
 import type {Embedder} from "../retrieval/Embedder.js";
 import {GgufEmbedder} from "../retrieval/GgufEmbedder.js";
@@ -6,6 +5,7 @@ import {readManifest} from "../retrieval/IndexManifest.js";
 import {PassageIndex, type SearchHit} from "../retrieval/PassageIndex.js";
 import {searchResultsJson} from "../serving/responses.js";
 import {integerOption} from "./options.js";
+import {parseCommand} from "./contract.js";
 
 const help = `Usage: selfrag search --index DIR [--k N] [--json] "query"
 
@@ -23,14 +23,12 @@ it with the index's own embedder (the hashing embedder, or the GGUF model record
   --threads N --cpu`;
 
 export async function searchCommand(args: string[]): Promise<void> {
-    const {values, positionals} = parseArgs({args, allowPositionals: true, options: {
+    const parsed = parseCommand("selfrag search", help, {args, allowPositionals: true, options: {
         index: {type: "string"}, k: {type: "string"}, json: {type: "boolean"}, embedder: {type: "string"}, view: {type: "boolean"},
-        "expansion-search": {type: "string"}, exact: {type: "boolean"}, hnsw: {type: "boolean"}, threads: {type: "string"}, cpu: {type: "boolean"}, help: {type: "boolean"}
+        "expansion-search": {type: "string"}, exact: {type: "boolean"}, hnsw: {type: "boolean"}, threads: {type: "string"}, cpu: {type: "boolean"}
     }});
-    if (values.help) {
-        console.log(help);
-        return;
-    }
+    if (parsed == null) return;
+    const {values, positionals} = parsed;
     const query = positionals.join(" ").trim();
     if (values.index == null) throw invalidParameterError("--index", "an index directory", values.index);
     if (query === "") throw invalidParameterError("query", "the query as the last argument", query);

@@ -1,9 +1,9 @@
-import {parseArgs} from "node:util";
 import {invalidParameterError} from "../errors.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import {SelfRagServer} from "../serving/SelfRagServer.js";
 import {integerOption, requireModel} from "./options.js";
+import {parseCommand} from "./contract.js";
 
 const help = `Usage: selfrag serve [--model FILE] [--index DIR] [--port N] [options]
 
@@ -29,15 +29,13 @@ server section for the request fields).
   --threads N --cpu`;
 
 export async function serveCommand(args: string[]): Promise<void> {
-    const {values} = parseArgs({args, options: {
+    const parsed = parseCommand("selfrag serve", help, {args, options: {
         model: {type: "string"}, index: {type: "string"}, port: {type: "string"}, host: {type: "string"}, sequences: {type: "string"},
         "context-size": {type: "string"}, "step-tokens": {type: "string"}, timeout: {type: "string"}, "max-queue": {type: "string"}, "max-body": {type: "string"},
-        threads: {type: "string"}, cpu: {type: "boolean"}, help: {type: "boolean"}
+        threads: {type: "string"}, cpu: {type: "boolean"}
     }});
-    if (values.help) {
-        console.log(help);
-        return;
-    }
+    if (parsed == null) return;
+    const {values} = parsed;
     const port = integerOption("--port", values.port) ?? 8080;
     if (port < 0 || port > 65535) throw invalidParameterError("--port", "a port number from 0 to 65535", values.port);
     const index = values.index != null ? await PassageIndex.open(values.index, {view: true}) : undefined;

@@ -1,0 +1,158 @@
+// The CLI's error contract, shared by every command: arguments are parsed by `parseCommand`
+// (which turns node's parseArgs errors into SelfRagErrors naming the option, and answers
+// `--help` / `-h`), and every failure ends as exactly one line `selfrag: <message> [CODE]` on
+// stderr with exit code 1 (`reportFailure`).
+import {parseArgs, type ParseArgsConfig} from "node:util";
+import {SelfRagError, invalidParameterError} from "../errors.js";
+import type {RetrievalMode} from "../selfrag/RetrievalDecision.js";
+
+type ParseOptions = NonNullable<ParseArgsConfig["options"]>;
+type Parsed<T extends ParseArgsConfig> = ReturnType<typeof parseArgs<T>>;
+
+/**
+ * parseArgs with the CLI's rules:
+ * - `--help` / `-h` prints `help` on stdout and returns undefined (the command then does nothing);
+ * - a string option followed by a negative number (`--w-rel -1`) takes it as its value;
+ * - unknown options, missing values and unexpected arguments are SelfRagErrors (INVALID_ARGUMENT)
+ *   naming the option and the command.
+ */
+export function parseCommand<T extends ParseArgsConfig>(command: string, help: string, config: T): Parsed<T> | undefined {
+    const options: ParseOptions = {...config.options, help: {type: "boolean", short: "h"}};
+    const args = negativeValuesInline(config.args ?? [], options);
+    let parsed: Parsed<T>;
+    try {
+        parsed = parseArgs({...config, args, options} as T);
+    } catch (error) {
+        throw parseError(error, command);
+    }
+    if ((parsed.values as {help?: boolean}).help) {
+        console.log(help);
+        return undefined;
+    }
+    return parsed;
+}
+
+/** `--opt -1` as `--opt=-1` when --opt takes a value and what follows is a number (parseArgs reads it as an option). */
+export function negativeValuesInline(args: readonly string[], options: ParseOptions): string[] {
+    const out: string[] = [];
+    for (let i = 0; i < args.length; i++) {
+        const arg = args[i];
+        if (arg === "--") {
+            out.push(...args.slice(i));
+            break;
+        }
+        const next = args[i + 1];
+        const name = arg.startsWith("--") && !arg.includes("=") ? arg.slice(2) : undefined;
+        if (name != null && options[name]?.type === "string" && next != null && /^-(\d|\.\d|Infinity$)/.test(next)) {
+            out.push(`${arg}=${next}`);
+            i++;
+        } else {
+            out.push(arg);
+        }
+    }
+    return out;
+}
+
+/** node's parseArgs errors (TypeErrors with ERR_PARSE_ARGS_* codes) as one-line SelfRagErrors. */
+export function parseError(error: unknown, command: string): unknown {
+    const code = (error as NodeJS.ErrnoException | undefined)?.code;
+    if (typeof code !== "string" || !code.startsWith("ERR_PARSE_ARGS_")) return error;
+    const message = (error as Error).message;
+    const quoted = /'([^']*)'/.exec(message)?.[1] ?? "";
+    const option = quoted.replace(/ <value>$/, "");
+    const see = `see \`${command} --help\``;
+    if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+        return new SelfRagError(`unknown option ${option} for \`${command}\` (${see})`,
+            "INVALID_ARGUMENT", {cause: error});
+    }
+    if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+        return new SelfRagError(`unexpected argument "${quoted}": \`${command}\` takes no positional arguments (${see})`, "INVALID_ARGUMENT", {cause: error});
+    }
+    if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+        if (/does not take an argument/.test(message)) {
+            return new SelfRagError(`option ${option} takes no value (${see})`, "INVALID_ARGUMENT", {cause: error});
+        }
+        return new SelfRagError(`option ${option} needs a value (write ${option}=VALUE for a value starting with "-"; ${see})`,
+            "INVALID_ARGUMENT", {cause: error});
+    }
+    return new SelfRagError(`${message.split("\n")[0]} (${see})`, "INVALID_ARGUMENT", {cause: error});
+}
+
+/** An option given without the option it works with: refused rather than silently ignored. */
+export function requireWith(flag: string, given: unknown, required: string, present: boolean, why: string): void {
+    if (given == null || given === false || present) return;
+    throw new SelfRagError(`${flag} has no effect without ${required} (${why})`, "INVALID_ARGUMENT");
+}
+
+/** Two options that do not go together. */
+export function refuseTogether(flag: string, given: unknown, other: string, present: boolean, why: string): void {
+    if (given == null || given === false || !present) return;
+    throw new SelfRagError(`${flag} cannot be used with ${other} (${why})`, "INVALID_ARGUMENT");
+}
+
+/** The long-form search options: refused in short form, where they do nothing. */
+export function checkLongOnly(values: {"beam-width"?: string, "max-depth"?: string, "ignore-cont"?: boolean, context?: string},
+    long: boolean): void {
+    for (const flag of ["beam-width", "max-depth", "ignore-cont", "context"] as const) {
+        requireWith(`--${flag}`, values[flag], "--long", long, "it is a long-form search option");
+    }
+}
+
+/** Retrieval modes, with the Self-RAG scripts' names. */
+export const MODES: Record<string, RetrievalMode> = {
+    adaptive: "adaptive", always: "always", never: "never",
+    adaptive_retrieval: "adaptive", always_retrieve: "always", no_retrieval: "never"
+};
+
+export function modeOption(value: string | undefined): RetrievalMode | undefined {
+    if (value == null) return undefined;
+    const mode = MODES[value];
+    if (mode == null) {
+        throw invalidParameterError("--mode", "adaptive | always | never (or the scripts' adaptive_retrieval | always_retrieve | no_retrieval)", value);
+    }
+    return mode;
+}
+
+/** A message on one line: its lines joined, so one failure is one line of stderr. */
+export function oneLine(message: string): string {
+    const lines = message.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "");
+    return lines.reduce((joined, line) => joined === "" ? line : /[.:;,]$/.test(joined) ? `${joined} ${line}` : `${joined}; ${line}`, "");
+}
+
+/** The one stderr line for a failure (plus the stack with SELFRAG_DEBUG=1). */
+export function describeFailure(error: unknown): string {
+    const debug = process.env.SELFRAG_DEBUG === "1";
+    const stack = debug && error instanceof Error && error.stack != null ? `\n${error.stack}` : "";
+    if (error instanceof SelfRagError) return `selfrag: ${oneLine(error.message)} [${error.code}]${stack}\n`;
+    const message = error instanceof Error ? error.message : String(error);
+    return `selfrag: unexpected error: ${oneLine(message) || (error as Error)?.name || "unknown"} [INTERNAL]${stack}\n`;
+}
+
+let failed = false;
+
+/** Reports a failure once (later ones, e.g. from cleanup, are dropped) and sets exit code 1. */
+export function reportFailure(error: unknown): void {
+    process.exitCode = 1;
+    if (failed) return;
+    failed = true;
+    try {
+        process.stderr.write(describeFailure(error));
+    } catch {
+        // stderr closed: nothing more to say
+    }
+}
+
+/**
+ * A closed stdout (`selfrag demo | head -1`) ends the command quietly with exit code 0: the reader
+ * has what it wanted. Other stream errors are reported as failures.
+ */
+export function quietOnClosedStdout(): void {
+    process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+        if (error.code === "EPIPE" || error.code === "ERR_STREAM_DESTROYED") process.exit(failed ? 1 : 0);
+        reportFailure(error);
+        process.exit(1);
+    });
+    process.stderr.on("error", () => {
+        // nowhere left to report to
+    });
+}

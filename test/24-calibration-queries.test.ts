@@ -66,3 +66,28 @@ describe("search calibration with question-like queries", function () {
         assert.equal(summary.manifest.search?.calibration?.queries, questions.length);
     });
 });
+
+describe("index build / info: the calibration explained", function () {
+    this.timeout(300_000);
+    const cliPath = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "lib", "cli", "main.js");
+    const selfrag = async (...args: string[]) => {
+        const {execFile} = await import("node:child_process");
+        const {promisify} = await import("node:util");
+        return promisify(execFile)("node", [cliPath, ...args]);
+    };
+
+    it("--calibration-queries FILE calibrates on your questions; both recalls are printed; a small index says why it is not calibrated", async () => {
+        const dir = fs.mkdtempSync(path.join(tempDir, "calibration-cli-"));
+        const corpus = writeJsonl(path.join(dir, "corpus.jsonl"), [...generatedPassages(1500, 3), ...REAL]);
+        const questions = path.join(dir, "questions.jsonl");
+        fs.writeFileSync(questions, QUESTIONS.map((q) => JSON.stringify({question: q})).join("\n") + "\n");
+        const built = await selfrag("index", "build", "--corpus", corpus, "--out", path.join(dir, "big"), "--calibration-queries", questions);
+        assert.match(built.stdout, /search: (HNSW at ef \d+ \(recall@10 on 3 of your questions: [\d.]+; the held-out passages themselves: [\d.]+|exact)/);
+        const info = await selfrag("index", "info", path.join(dir, "big"));
+        assert.equal((JSON.parse(info.stdout) as {search: {calibration: {queryKind: string}}}).search.calibration.queryKind, "questions");
+        assert.match(info.stderr, /^search: /);
+        const small = writeJsonl(path.join(dir, "small.jsonl"), REAL);
+        const smallBuilt = await selfrag("index", "build", "--corpus", small, "--out", path.join(dir, "small"));
+        assert.match(smallBuilt.stdout, /not calibrated: 3 passages, under 1000: HNSW at ef \d+ finds the exact top k on an index this small/);
+    });
+});

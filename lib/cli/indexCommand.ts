@@ -1,3 +1,4 @@
+import {readCalibrationQuestions} from "../retrieval/CalibrationQueries.js";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import {CORPUS_FORMATS, type CorpusFormat} from "../retrieval/corpusReaders.js";
 import type {BuildProgress} from "../retrieval/buildIndex.js";
@@ -32,10 +33,13 @@ interrupted build never leaves a partial index at DIR; running the command again
   --connectivity N      HNSW degree (16)     --expansion-add N   build-time ef (128)
   --expansion-search N  search-time ef recorded in the index (default: chosen by the calibration; giving it
                         turns the calibration off unless --calibration-queries is given)
-  --target-recall X     recall@10 the default search must reach (0.95): after the build, a held-out sample of
-                        passages is searched at increasing ef against exact search, and the cheapest search
-                        reaching X (HNSW at some ef, or exact search) becomes the index's default
-  --calibration-queries N   passages held out for that (200; 0: no calibration, ef 128)
+  --target-recall X     recall@10 the default search must reach (0.95): after the build, question-like spans
+                        of a held-out sample of passages (embedded as queries) search the index at increasing
+                        ef against exact search, and the cheapest search reaching X (HNSW at some ef, or
+                        exact search) becomes the index's default; the held-out passages' own recall is
+                        reported beside it
+  --calibration-queries N|FILE   N: passages held out for that (200; 0: no calibration, ef 128);
+                        FILE: your own questions to calibrate with (one per line, or JSONL with "question")
   --keep-vectors        keep vectors.f32 (4 bytes x dims per passage) so the index can be searched exactly
                         (kept anyway when the calibration chooses exact search)
   --threads N           USearch threads (all CPUs)   --batch N   passages per step (256)
@@ -109,7 +113,7 @@ async function build(args: string[]): Promise<void> {
             expansionSearch: integerOption("--expansion-search", values["expansion-search"]),
             threads: integerOption("--threads", values.threads), batchSize: integerOption("--batch", values.batch),
             calibration: {
-                queries: integerOption("--calibration-queries", values["calibration-queries"]),
+                ...calibrationQueries(values["calibration-queries"]),
                 targetRecall: numberOption("--target-recall", values["target-recall"])
             },
             keepVectors: values["keep-vectors"],
@@ -139,19 +143,30 @@ async function build(args: string[]): Promise<void> {
     }
 }
 
+/** `--calibration-queries`: a count of held-out passages, or a file of questions. */
+function calibrationQueries(value: string | undefined): {queries?: number, questions?: string[]} {
+    if (value == null) return {};
+    if (/^\d+$/.test(value.trim())) return {queries: integerOption("--calibration-queries", value)};
+    return {questions: readCalibrationQuestions(value)};
+}
+
 /** One line on how the index will be searched, and why. */
 export function describePlan(plan: SearchPlan | undefined): string {
     if (plan == null) return "search: HNSW (not calibrated)";
     const report = plan.calibration;
-    if (report == null) return `search: HNSW at ef ${plan.expansionSearch} (not calibrated)`;
+    if (report == null) return `search: HNSW at ef ${plan.expansionSearch} (not calibrated${plan.uncalibrated != null ? `: ${plan.uncalibrated}` : ""})`;
     const ms = (us: number | undefined) => us == null ? "n/a" : `${(us / 1000).toFixed(2)} ms/query`;
     const best = report.hnsw.reduce((a, b) => b.recall > a.recall ? b : a, report.hnsw[0]);
     const exact = report.exact.candidate ? `exact search ${ms(report.exact.usPerQuery)}`
         : `exact search not a candidate (${(report.exact.vectorBytes / 1e9).toFixed(1)} GB of vectors > ${(report.exact.memoryLimit / 1e9).toFixed(1)} GB budget)`;
-    const measured = `recall@${report.k} on ${report.queries} held-out passages`;
+    const kind = report.queryKind ?? "passages";
+    const measured = `recall@${report.k} on ${report.queries} ${kind === "questions" ? "of your questions" : kind === "spans"
+        ? "question-like spans of held-out passages" : "held-out passages"}`;
+    const passagesAt = report.passages?.hnsw.find((m) => m.expansionSearch === plan.expansionSearch);
+    const beside = passagesAt != null ? `; the held-out passages themselves: ${passagesAt.recall.toFixed(3)}` : "";
     const head = plan.mode === "exact"
         ? `search: exact (recall 1; HNSW reached ${best.recall.toFixed(3)} at ef ${best.expansionSearch}, ${ms(best.usPerQuery)}; ${exact})`
-        : `search: HNSW at ef ${plan.expansionSearch} (${measured}: ${plan.recall?.toFixed(3)}, ` +
+        : `search: HNSW at ef ${plan.expansionSearch} (${measured}: ${plan.recall?.toFixed(3)}${beside}, ` +
           `${ms(report.hnsw.find((m) => m.expansionSearch === plan.expansionSearch)?.usPerQuery)}; ${exact})`;
     return plan.meetsTarget === false ? `${head}; WARNING: below the target recall ${report.targetRecall}` : head;
 }
@@ -161,7 +176,9 @@ function info(args: string[]): void {
     if (parsed == null) return;
     const {positionals} = parsed;
     if (positionals.length !== 1) throw invalidParameterError("index directory", "one directory", positionals.join(" "));
-    console.log(JSON.stringify(readManifest(positionals[0]), null, 2));
+    const manifest = readManifest(positionals[0]);
+    process.stderr.write(describePlan(manifest.search) + "\n"); // the summary for people; stdout stays JSON
+    console.log(JSON.stringify(manifest, null, 2));
 }
 
 /**

@@ -70,6 +70,8 @@ export interface SearchPlan {
     recall?: number;
     /** Whether the plan's recall lower bound reaches the target. */
     meetsTarget?: boolean;
+    /** Why the build did not calibrate, when it did not. */
+    uncalibrated?: string;
     calibration?: CalibrationReport;
 }
 

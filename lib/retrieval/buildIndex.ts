@@ -220,7 +220,10 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildSumma
         }
         passages.close();
         flat?.close();
-        let plan: SearchPlan = {mode: "hnsw", expansionSearch: config.expansionSearch};
+        let plan: SearchPlan = {mode: "hnsw", expansionSearch: config.expansionSearch,
+            uncalibrated: calibrationQueries === 0
+                ? (options.expansionSearch != null ? "the search ef was given" : "calibration turned off")
+                : `${state.passages} passages, under ${MIN_CALIBRATED}: HNSW at ef ${config.expansionSearch} finds the exact top k on an index this small`};
         if (sample.keys.length > 0 && state.passages >= MIN_CALIBRATED) {
             progress("calibrate", "saving the index without the held-out sample");
             await index.save(vectorsFile);

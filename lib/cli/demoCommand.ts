@@ -13,7 +13,7 @@ const help = `Usage: selfrag demo [--model FILE] [--cpu]
 Runs full short-form Self-RAG rounds end to end on a small built-in corpus: builds a passage index
 (USearch + SQLite, lexical embedder, in ~/.cache/selfrag/demo-index), retrieves the top passages,
 decides retrieval, decodes one candidate per passage in one batch, scores them, answers. Uses --model, or a
-pulled model ($SELFRAG_MODEL, ~/.cache/selfrag/models/selfrag*.gguf); without one it writes and
+pulled model ($SELFRAG_MODEL, else what \`selfrag pull\` recorded, else a Self-RAG GGUF in ~/.cache/selfrag/models); without one it writes and
 uses the generated FIXTURE model, which is not a language model: its answers are scripted.`;
 
 /** A few passages in the DPR style (title + text) the demo answers from. */

@@ -3,30 +3,36 @@ import {REFLECTION_TOKENS} from "../engine/ReflectionTokens.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import {parseCommand} from "./contract.js";
 import {integerOption} from "./options.js";
+import {formatPrompt} from "../selfrag/prompts.js";
 
-const help = `Usage: selfrag inspect --model FILE --prompt TEXT [--json] [--threads N] [--cpu]
+const help = `Usage: selfrag inspect --model FILE (--question TEXT | --prompt TEXT) [--json] [--threads N] [--cpu]
 
-Prints the log-probability of each of the 15 reflection tokens at the next position after TEXT
-(BOS added, special tokens such as [Retrieval] parsed) and
+Prints the log-probability of each of the 15 reflection tokens at the next position after the
+prompt (BOS added, special tokens such as [Retrieval] parsed) and
 p_retrieve = P([Retrieval]) / (P([Retrieval]) + P([No Retrieval])).
-The prompt is used as given: wrap a question yourself, e.g.
-  "### Instruction:\\nWho wrote Hamlet?\\n\\n### Response:\\n"`;
+  --question TEXT       a question, wrapped in the Self-RAG prompt ("### Instruction:\\n...\\n\\n### Response:\\n")
+  --prompt TEXT         the prompt as given, byte for byte; in bash, real newlines need $'...' quoting:
+                        --prompt $'### Instruction:\\nWho wrote Hamlet?\\n\\n### Response:\\n'
+                        ("\\n" inside plain quotes reaches the model as a backslash and an n)`;
 
 export async function inspectCommand(args: string[]): Promise<void> {
     const parsed = parseCommand("selfrag inspect", help, {args, options: {
-        model: {type: "string"}, prompt: {type: "string"}, json: {type: "boolean"}, threads: {type: "string"},
+        model: {type: "string"}, prompt: {type: "string"}, question: {type: "string"}, json: {type: "boolean"}, threads: {type: "string"},
         cpu: {type: "boolean"}
     }});
     if (parsed == null) return;
     const {values} = parsed;
     if (values.model == null) throw invalidParameterError("--model", "a GGUF file path", values.model);
-    if (values.prompt == null) throw invalidParameterError("--prompt", "the prompt text", values.prompt);
+    if ((values.prompt == null) === (values.question == null)) {
+        throw invalidParameterError("--question / --prompt", "exactly one of a question or a prompt", values.prompt ?? values.question);
+    }
+    const prompt = values.prompt ?? formatPrompt(values.question!);
     const model = await SelfRagModel.load({
         modelPath: values.model, sequences: 1, contextSize: 4096,
         threads: integerOption("--threads", values.threads), gpu: values.cpu ? false : "auto"
     });
     try {
-        const result = await model.inspect(values.prompt);
+        const result = await model.inspect(prompt);
         if (values.json) {
             console.log(JSON.stringify({...result, model: values.model, backend: model.backend}));
             return;

@@ -16,7 +16,7 @@ server section for the request fields).
   POST /v1/chat/completions  OpenAI-compatible (last user message = the question; Self-RAG data in "selfrag")
   POST /v1/search            {"query", "k"?}                 (with --index)
   GET  /health   GET /v1/stats   GET /metrics (Prometheus)   GET /v1/models
-  --model FILE          a Self-RAG GGUF (default: $SELFRAG_MODEL or ~/.cache/selfrag/models/selfrag*.gguf)
+  --model FILE          a Self-RAG GGUF (default: $SELFRAG_MODEL, else the model \`selfrag pull\` recorded)
   --index DIR           retrieve for requests that bring no passages
   --port N (8080)       --host H (127.0.0.1; the server has no authentication)
   --sequences N         decoding slots (10): a short-form question takes ndocs of them, a long-form one

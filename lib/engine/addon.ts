@@ -91,13 +91,13 @@ async function doLoad(gpu: GpuOption): Promise<LoadedAddon> {
             addon.setErrorClass(SelfRagError);
             return {addon, llama, variant, addonPath: candidate};
         } catch (error) {
-            failures.push(`  ${candidate}: ${(error as Error).message}`);
+            failures.push(`${candidate}: ${(error as Error).message}`);
         }
     }
     throw new SelfRagError(
-        `could not load the selfrag addon for llama.cpp variant "${variant}".\n` +
-        (failures.length > 0 ? `Tried:\n${failures.join("\n")}\n` : "") +
-        "Build it with `npm run build:addon` (CMake and a C++17 compiler) or `npm run build:addon:gyp`.",
+        `could not load the selfrag addon for llama.cpp variant "${variant}"` +
+        (failures.length > 0 ? ` (tried: ${failures.join("; ")})` : "") +
+        "; build it with `npm run build:addon` (CMake and a C++17 compiler) or `npm run build:addon:gyp`",
         candidates.length === 0 && failures.length === 0 ? "ADDON_NOT_BUILT" : "ADDON_LOAD_FAILED");
 }
 
@@ -119,8 +119,8 @@ function addonCandidates(variant: string): string[] {
     const manifestPath = path.join(packageRoot, "build", "variants.json");
     if (!fs.existsSync(manifestPath)) {
         throw new SelfRagError(
-            `the selfrag native addon is not built (${manifestPath} is missing).\n` +
-            "Run `npm run build:addon` (needs CMake and a C++17 compiler) or `npm run build:addon:gyp`.",
+            `the selfrag native addon is not built (${manifestPath} is missing); ` +
+            "run `npm run build:addon` (needs CMake and a C++17 compiler) or `npm run build:addon:gyp`",
             "ADDON_NOT_BUILT");
     }
     const manifest = JSON.parse(fs.readFileSync(manifestPath, "utf8")) as BuildManifest;

@@ -17,21 +17,76 @@ export class SelfRagError extends Error {
     }
 }
 
-export type SelfRagErrorCode =
-    | "ADDON_NOT_BUILT" | "ADDON_LOAD_FAILED" | "INVALID_ARGUMENT" | "INVALID_STATE"
-    | "MODEL_NOT_FOUND" | "DOWNLOAD_FAILED" | "INVALID_GGUF" | "MODEL_LOAD_FAILED" | "MISSING_REFLECTION_TOKENS"
-    | "MODEL_DISPOSED" | "MODEL_IN_USE" | "CONTEXT_CREATE_FAILED" | "CONTEXT_DISPOSED" | "CONTEXT_BUSY"
-    | "CONTEXT_OVERFLOW" | "TOO_FEW_SLOTS" | "SEQUENCE_OUT_OF_RANGE" | "KV_FULL" | "DECODE_FAILED" | "NO_PENDING_LOGITS"
-    | "INVALID_TOKEN" | "TRIM_UNSUPPORTED" | "INTERNAL"
-    // short and long form
-    | "EMPTY_PASSAGES" | "INVALID_JSONL" | "INVALID_TRACE"
-    // retrieval
-    | "EMBEDDER_MISMATCH" | "EMBEDDER_REQUIRED" | "DIMENSION_MISMATCH" | "CORPUS_NOT_FOUND" | "CORPUS_READ_FAILED"
-    | "EMPTY_CORPUS" | "MALFORMED_CORPUS" | "INDEX_NOT_FOUND" | "INDEX_CORRUPT" | "INDEX_CLOSED" | "NO_EXACT_VECTORS" | "OUTPUT_EXISTS"
-    | "BUILD_IN_PROGRESS" | "ABORTED"
-    // scheduler and server
-    | "QUEUE_FULL" | "SCHEDULER_CLOSED" | "INVALID_REQUEST" | "PAYLOAD_TOO_LARGE" | "NOT_FOUND" | "METHOD_NOT_ALLOWED"
-    | "UNSUPPORTED_MEDIA_TYPE" | "TIMEOUT" | "INVALID_JSON";
+/**
+ * Every code selfrag reports, with the HTTP status the server answers it with and what it means.
+ * The README's error table is this table (a test checks both, and that every code thrown anywhere
+ * in lib/ and native/ is here).
+ */
+export const ERROR_CODES = {
+    // input and options
+    INVALID_ARGUMENT: [400, "an option, argument or field is missing, of the wrong type or out of range (the message names it)"],
+    INVALID_REQUEST: [400, "an HTTP body is not a JSON object of known fields of the right types"],
+    INVALID_JSON: [400, "an HTTP body is not JSON"],
+    INVALID_JSONL: [400, "a line of a JSONL file (passages, evaluation records, questions) is not a valid record; file:line given"],
+    INVALID_TRACE: [400, "a saved trace is not a valid trace record"],
+    INVALID_TOKEN: [400, "a token id outside the model's vocabulary"],
+    TOKENIZE_FAILED: [422, "llama.cpp could not tokenize the text"],
+    DETOKENIZE_FAILED: [500, "llama.cpp could not turn token ids back into text"],
+    EMPTY_PASSAGES: [400, "a passages file holds no passage"],
+    CONTEXT_OVERFLOW: [422, "a prompt (plus the token budget) or a passage does not fit the context per sequence"],
+    TOO_FEW_SLOTS: [422, "a question needs more sequence slots (ndocs, beamWidth x ndocs) than the model was loaded with"],
+    SEQUENCE_OUT_OF_RANGE: [422, "a sequence slot index beyond the context's slots"],
+    // HTTP
+    NOT_FOUND: [404, "no such route"],
+    METHOD_NOT_ALLOWED: [405, "the route exists with another method"],
+    PAYLOAD_TOO_LARGE: [413, "the body is over --max-body (not read past the limit)"],
+    UNSUPPORTED_MEDIA_TYPE: [415, "a body that is not JSON (multipart, form)"],
+    ABORTED: [499, "the request, question, build or evaluation was cancelled (client gone, signal, Ctrl-C)"],
+    QUEUE_FULL: [503, "more requests wait for slots than --max-queue; retry (Retry-After)"],
+    SCHEDULER_CLOSED: [503, "the server or scheduler is shutting down"],
+    TIMEOUT: [504, "the request ran past its time limit (--timeout); its slots were freed"],
+    // models and the engine
+    MODEL_NOT_FOUND: [500, "no model file at the path given, and none pulled (see selfrag pull)"],
+    DOWNLOAD_FAILED: [500, "selfrag pull could not download or copy the file"],
+    INVALID_GGUF: [500, "the file is not a complete GGUF (truncated, corrupt, not GGUF); what is wrong is named"],
+    MISSING_REFLECTION_TOKENS: [500, "the model's vocabulary lacks Self-RAG reflection tokens (not a Self-RAG model); the missing ones are listed"],
+    MODEL_LOAD_FAILED: [500, "llama.cpp could not load the model"],
+    MODEL_BUSY: [503, "the model is still loading"],
+    MODEL_NOT_LOADED: [503, "the model handle has no model (load failed or not finished)"],
+    MODEL_DISPOSED: [503, "the model was disposed"],
+    MODEL_IN_USE: [500, "the model cannot be freed while a context uses it"],
+    CONTEXT_CREATE_FAILED: [500, "llama.cpp could not create the context (memory for the KV cache?)"],
+    CONTEXT_DISPOSED: [503, "the context was disposed while the work was queued or running"],
+    KV_FULL: [503, "the KV cache has no room for any work at all (only the youngest item fails)"],
+    DECODE_FAILED: [500, "llama_decode failed"],
+    NO_PENDING_LOGITS: [500, "generation asked on a slot without a pending distribution (nothing prefilled)"],
+    TRIM_UNSUPPORTED: [500, "the model's memory cannot remove positions (trim on a recurrent model)"],
+    INVALID_STATE: [500, "an operation on an object in the wrong state (a closed worker, a context not created)"],
+    ADDON_NOT_BUILT: [500, "the native addon is not built for the llama.cpp in use (run npm run build:addon)"],
+    ADDON_LOAD_FAILED: [500, "the native addon exists but could not be loaded; each file tried is named"],
+    // retrieval and evaluation
+    CORPUS_NOT_FOUND: [400, "a corpus, evaluation or questions file does not exist"],
+    CORPUS_READ_FAILED: [500, "a corpus file could not be read (I/O, bad gzip)"],
+    EMPTY_CORPUS: [400, "a corpus (or questions file) holds no usable record"],
+    MALFORMED_CORPUS: [400, "a malformed corpus line with --strict"],
+    EMBEDDER_MISMATCH: [400, "the embedder differs from the one that built the index"],
+    EMBEDDER_REQUIRED: [500, "the index was built with a GGUF embedder: open it with that embedder"],
+    DIMENSION_MISMATCH: [500, "vectors of another dimension than the index's"],
+    INDEX_NOT_FOUND: [500, "no index (manifest, vectors) in that directory"],
+    INDEX_CORRUPT: [500, "an index file is damaged or from another build; which one is named"],
+    INDEX_CLOSED: [503, "the index was closed"],
+    NO_EXACT_VECTORS: [400, "exact search asked of an index built without vectors.f32 (--keep-vectors)"],
+    OUTPUT_EXISTS: [409, "the output (index directory, evaluation file) exists: --overwrite / --resume"],
+    BUILD_IN_PROGRESS: [409, "another build writes to the same output"],
+    INTERNAL: [500, "a bug: please report it with the message"]
+} as const satisfies Record<string, readonly [number, string]>;
+
+export type SelfRagErrorCode = keyof typeof ERROR_CODES;
+
+/** The HTTP status of an error code (500 for a code not in the table). */
+export function httpStatusOf(code: string): number {
+    return (ERROR_CODES as Record<string, readonly [number, string]>)[code]?.[0] ?? 500;
+}
 
 /** The sharp-style helper: one message shape for every rejected option. */
 export function invalidParameterError(name: string, expected: string, actual: unknown): SelfRagError {

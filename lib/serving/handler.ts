@@ -13,7 +13,7 @@
 // request past its time limit gets a 504; no request can take the process down.
 import type http from "node:http";
 import path from "node:path";
-import {SelfRagError} from "../errors.js";
+import {SelfRagError, httpStatusOf} from "../errors.js";
 import type {PassageIndex} from "../retrieval/PassageIndex.js";
 import type {AnswerEvent} from "../selfrag/events.js";
 import {formatPrompt, taskInstruction} from "../selfrag/prompts.js";
@@ -38,11 +38,6 @@ export interface HandlerOptions {
     modelName?: string;
 }
 
-const STATUS: Record<string, number> = {
-    INVALID_REQUEST: 400, INVALID_ARGUMENT: 400, EMPTY_PASSAGES: 400, INVALID_JSON: 400, EMBEDDER_MISMATCH: 400,
-    NOT_FOUND: 404, METHOD_NOT_ALLOWED: 405, PAYLOAD_TOO_LARGE: 413, UNSUPPORTED_MEDIA_TYPE: 415,
-    CONTEXT_OVERFLOW: 422, TOO_FEW_SLOTS: 422, SEQUENCE_OUT_OF_RANGE: 422, QUEUE_FULL: 503, SCHEDULER_CLOSED: 503, CONTEXT_DISPOSED: 503, TIMEOUT: 504
-};
 
 type Reply = {kind: "json", status?: number, body: unknown} | {kind: "text", body: string, type: string} | {kind: "streamed"};
 type Route = {method: "GET" | "POST", handle: (req: http.IncomingMessage, res: http.ServerResponse, body: unknown, signal: AbortSignal) => Promise<Reply>};
@@ -171,7 +166,7 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
             } catch (error) {
                 if (events == null) throw error;
                 const e = asSelfRagError(error);
-                events.send(undefined, openAiErrorBody(e, STATUS[e.code] ?? 500));
+                events.send(undefined, openAiErrorBody(e, httpStatusOf(e.code)));
             }
             events!.send(undefined, "[DONE]");
             events!.end();
@@ -204,7 +199,7 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
         } catch (error) {
             if (abort.signal.aborted && res.destroyed) return; // nobody to answer
             const e = asSelfRagError(error);
-            const status = STATUS[e.code] ?? 500;
+            const status = httpStatusOf(e.code);
             if (status === 503) res.setHeader("Retry-After", "1");
             if (status === 413) res.setHeader("Connection", "close");
             send(res, status, openAi ? openAiErrorBody(e, status) : {error: {code: e.code, message: e.message}});

@@ -80,7 +80,7 @@ describe("short-form Self-RAG on the fixture model", () => {
         const chat = await model.answer("Say hello.", {passages: CORPUS});
         assert.equal(chat.retrieve.decision, false);
         assert.equal(chat.candidates.length, 1);
-        assert.equal(chat.candidates[0].passage, undefined);
+        assert.equal(chat.candidates[0].passage, null);
         assert.equal(chat.answer, "London.");
         const never = await model.answer(QUESTION, {passages: CORPUS, mode: "never"});
         assert.equal(never.retrieve.decision, false);

@@ -67,7 +67,7 @@ describe("retrieval CLI: index build and search", () => {
         // Line numbers count the header: passage n is on line n + 1.
         assert.match(result.stderr, /selfrag: warning: .*bad\.tsv:51: unterminated quoted field 2 \(opened at column 4\) \(line skipped\)\n/);
         assert.match(result.stderr, /selfrag: warning: .*bad\.tsv:121: expected 3 tab-separated fields \(id, text, title\), found 2 \(line skipped\)\n/);
-        assert.match(result.stdout, /^indexed 298 passages into .*bad-index in [\d.]+ s \(\d+ passages\/s; embedder hashing .*384 dims, f16\); 2 malformed lines skipped\nsearch: HNSW at ef 128 \(not calibrated\)\n$/);
+        assert.match(result.stdout, /^indexed 298 passages into .*bad-index in [\d.]+ s \(\d+ passages\/s; embedder hashing .*384 dims, f16\); 2 malformed lines skipped\nsearch: HNSW at ef 128 \(not calibrated: 298 passages, under 1000: HNSW at ef 128 finds the exact top k on an index this small\)\n$/);
         assert.equal(readManifest(out).count, 298);
         assert.equal(readManifest(out).corpus.malformed, 2);
 

@@ -117,7 +117,7 @@ describe("long-form Self-RAG on the fixture model", () => {
 
     it("bad input: too few slots for beamWidth x ndocs, no passages at all; slots stay free", async () => {
         await assert.rejects(model.answerLong(QUESTION, {passages: PASSAGES, beamWidth: 3}),
-            (e: unknown) => e instanceof SelfRagError && e.code === "INVALID_ARGUMENT" && /beamWidth x ndocs = 15/.test(e.message));
+            (e: unknown) => e instanceof SelfRagError && e.code === "TOO_FEW_SLOTS" && /beamWidth x ndocs = 15/.test(e.message));
         await assert.rejects(model.answerLong(QUESTION, {}), (e: unknown) => e instanceof SelfRagError && e.code === "INVALID_ARGUMENT");
         await assert.rejects(model.answerLong(QUESTION, {beamWidth: 1, retriever: () => {
             throw new Error("index offline");

@@ -36,7 +36,8 @@ ASQA ({"question", "qa_pairs", "docs"}); JSONL or a JSON array.
                         "retrieve", "passage" | "docs", "error"?}, in input order as questions finish
   --resume              keep the records already in --output and answer only the missing questions
   --task T              popqa | triviaqa | fever (PubHealth) | arc_c | asqa | factscore | ... (default none)
-  --metric M            match (default; any gold string in the prediction) | accuracy | str_em (default with --long)
+  --metric M[,M...]     match (default; any gold string in the prediction) | accuracy | str_em (default with --long)
+                        | em (SQuAD exact match) | f1 (SQuAD token F1); a list scores each, the first is "score"
   --index DIR           retrieve for questions whose record has no passages
   --limit N             the first N questions only
   --batch N             questions in flight at once (64); as one finishes the next starts
@@ -84,7 +85,10 @@ export async function evalCommand(args: string[]): Promise<void> {
     if (values.output == null) throw invalidParameterError("--output", "the JSONL file to write", values.output);
     const task = (values.task ?? preset?.task ?? "none") as Task;
     if (!TASKS.includes(task)) throw invalidParameterError("--task", TASKS.join(" | "), values.task);
-    if (values.metric != null && !METRICS.includes(values.metric as MetricName)) throw invalidParameterError("--metric", METRICS.join(" | "), values.metric);
+    const metricList = values.metric?.split(",").map((m) => m.trim()).filter((m) => m !== "");
+    for (const m of metricList ?? []) {
+        if (!METRICS.includes(m as MetricName)) throw invalidParameterError("--metric", `a comma-separated list of ${METRICS.join(" | ")}`, values.metric);
+    }
     const mode: RetrievalMode | undefined = modeOption(values.mode) ?? preset?.mode;
     if (values.context != null && values.context !== "reference" && values.context !== "interleaved") {
         throw invalidParameterError("--context", "reference | interleaved", values.context);
@@ -104,15 +108,15 @@ export async function evalCommand(args: string[]): Promise<void> {
             modelPath: requireModel(values.model),
             sequences: integerOption("--sequences", values.sequences) ?? 4 * (long ? beamWidth * ndocs : ndocs),
             contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
-            gpu: values.cpu ? false : "auto"
+            gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
         });
         const common = {
             ndocs, mode, threshold: numberOption("--threshold", values.threshold) ?? preset?.threshold,
             maxNewTokens: integerOption("--max-new-tokens", values["max-new-tokens"]) ?? preset?.maxNewTokens, weights, retrieveRatio
         };
+        const counted = await countRecords(values.input, task, profile, integerOption("--limit", values.limit), skip);
         if (index == null && mode !== "never") {
-            const limit = integerOption("--limit", values.limit);
-            const unretrieved = await countWithoutPassages(values.input, task, profile, limit, skip);
+            const unretrieved = counted.withoutPassages;
             if (unretrieved > 0) {
                 process.stderr.write(`selfrag: warning: ${unretrieved} record${unretrieved === 1 ? " has" : "s have"} no passages and no --index ` +
                     "was given: answered without retrieval\n");
@@ -121,7 +125,8 @@ export async function evalCommand(args: string[]): Promise<void> {
         const progressEvery = process.stderr.isTTY ? 0 : 10_000;
         let lastProgress = 0;
         const summary = await runEvaluation(model, values.input, {
-            task, metric: (values.metric as MetricName | undefined) ?? preset?.metric, long, profile, referenceFields: outputFormat === "reference",
+            task, metrics: (metricList as MetricName[] | undefined) ?? (preset != null ? [preset.metric] : undefined), long, profile,
+            referenceFields: outputFormat === "reference",
             retriever: index?.asRetriever(),
             shortForm: common,
             longForm: {...common, beamWidth, maxDepth: integerOption("--max-depth", values["max-depth"]) ?? preset?.maxDepth, ignoreCont: values["ignore-cont"],
@@ -133,7 +138,7 @@ export async function evalCommand(args: string[]): Promise<void> {
             onProgress: (s) => {
                 if (Date.now() - lastProgress < progressEvery) return;
                 lastProgress = Date.now();
-                process.stderr.write(`${process.stderr.isTTY ? "\r\x1b[K" : ""}eval: ${describe(s)}${process.stderr.isTTY ? "" : "\n"}`);
+                process.stderr.write(`${process.stderr.isTTY ? "\r\x1b[K" : ""}eval: ${progressLine(s, counted.total)}${process.stderr.isTTY ? "" : "\n"}`);
             }
         });
         if (process.stderr.isTTY) process.stderr.write("\n");
@@ -161,25 +166,46 @@ export async function evalCommand(args: string[]): Promise<void> {
     }
 }
 
-/** The records this run will answer (as runEvaluation reads them) that carry no passages. */
-async function countWithoutPassages(file: string, task: Task, profile: Profile, limit: number | undefined,
-    skip: ReadonlySet<string>): Promise<number> {
+/**
+ * One pass over the input as runEvaluation reads it: the questions this run goes through (for the
+ * progress line's total) and those that will be answered without passages (for the warning).
+ */
+async function countRecords(file: string, task: Task, profile: Profile, limit: number | undefined,
+    skip: ReadonlySet<string>): Promise<{total: number, withoutPassages: number}> {
     let seen = 0;
-    let count = 0;
+    let withoutPassages = 0;
     for await (const entry of readJsonRecords(file)) {
         if (limit != null && seen >= limit) break;
         if (entry.kind !== "record") continue;
         const item = toEvalItem(entry.value, entry.where, entry.line, task, profile);
         if (typeof item === "string") continue;
         seen++;
-        if (!skip.has(item.id) && item.passages == null) count++;
+        if (!skip.has(item.id) && item.passages == null) withoutPassages++;
     }
-    return count;
+    return {total: seen, withoutPassages};
+}
+
+/** `120/1000 (12.0%), 3.10 questions/s, ETA 4m 44s, match 0.4100, ...`: like index build's progress line. */
+export function progressLine(s: EvalSummary, total: number): string {
+    const done = s.answered + s.errors + s.skipped;
+    const left = Math.max(0, total - done);
+    const rate = s.questionsPerSecond;
+    const eta = rate > 0 && s.answered > 0 ? clock(left / rate) : "?";
+    return `${done}/${total} (${(100 * done / Math.max(total, 1)).toFixed(1)}%), ${rate.toFixed(2)} questions/s, ETA ${eta}` +
+        s.metrics.filter((m) => m.mean != null).map((m) => `, ${m.metric} ${m.mean!.toFixed(4)}`).join("") +
+        (s.errors > 0 ? `, ${s.errors} errors` : "");
+}
+
+function clock(seconds: number): string {
+    const h = Math.floor(seconds / 3600);
+    const m = Math.floor((seconds % 3600) / 60);
+    const sec = Math.round(seconds % 60);
+    return h > 0 ? `${h}h ${m}m` : m > 0 ? `${m}m ${sec}s` : `${sec}s`;
 }
 
 function describe(s: EvalSummary): string {
     const parts = [`${s.answered} answered`, `${s.questionsPerSecond.toFixed(2)} questions/s`];
-    if (s.mean != null) parts.push(`${s.metric} ${s.mean.toFixed(4)} over ${s.scored}`);
+    for (const m of s.metrics) if (m.mean != null) parts.push(`${m.metric} ${m.mean.toFixed(4)} over ${m.scored}`);
     if (s.retrievalRate != null) parts.push(`retrieval ${s.retrievalRate.toFixed(3)}`);
     if (s.errors > 0) parts.push(`${s.errors} errors`);
     if (s.skipped > 0) parts.push(`${s.skipped} already done`);

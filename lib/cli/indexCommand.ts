@@ -20,7 +20,7 @@ interrupted build never leaves a partial index at DIR; running the command again
   --corpus FILE         psgs_w100.tsv (DPR: id, text, title), passages .jsonl ({"id", "title", "text"}),
                         or an evaluation file whose records carry "ctxs"/"docs" (.json or .jsonl); .gz is read too
   --out DIR             the index directory to create
-  --format F            tsv | jsonl | ctxs (default: from the file name and first record)
+  --format F            tsv | jsonl | ctxs | pyserini (FlashRAG) | beir (default: from the file name and first record)
   --embedder E          hashing (default: lexical, no model) | FILE.gguf (an embedding model: BGE, E5, Contriever, ...)
   --dtype T             f16 (default) | i8 | f32: vector storage (2, 1 or 4 bytes per dimension)
   --strict              stop at the first malformed line (default: report it with its line number, skip it)

@@ -1,35 +1,44 @@
 #!/usr/bin/env node
-// The `selfrag` command. Each subcommand lives in its own module; this file routes and turns
-// every failure into one clear line (and exit code 1) instead of a stack trace (see contract.ts).
+// The `selfrag` command. Each subcommand lives in its own module, imported only when it runs, so
+// `selfrag --help` and `selfrag ask` do not pay for the server, the evaluation or the retrieval
+// code they do not use (and `--help` loads no native module); this file routes and turns every
+// failure into one clear line (and exit code 1) instead of a stack trace (see contract.ts).
 import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
 import {SelfRagError} from "../errors.js";
+import {markPhase} from "../timings.js";
 import {quietOnClosedStdout, reportFailure} from "./contract.js";
-import {fixtureCommand} from "./fixtureCommand.js";
-import {inspectCommand} from "./inspectCommand.js";
-import {askCommand} from "./askCommand.js";
-import {demoCommand} from "./demoCommand.js";
-import {rerankCommand} from "./rerankCommand.js";
-import {indexCommand} from "./indexCommand.js";
-import {searchCommand} from "./searchCommand.js";
-import {serveCommand} from "./serveCommand.js";
-import {evalCommand} from "./evalCommand.js";
-import {pullCommand} from "./pullCommand.js";
-import {modelsCommand} from "./modelsCommand.js";
 
-const commands: Record<string, {summary: string, run: (args: string[]) => Promise<void>}> = {
-    demo: {summary: "a full Self-RAG round on a built-in corpus (fixture model when no model is pulled)", run: demoCommand},
-    ask: {summary: "answer a question with short-form Self-RAG over given passages", run: askCommand},
-    rerank: {summary: "re-score saved traces with other critique weights (no model needed)", run: rerankCommand},
-    inspect: {summary: "reflection-token log-probs and p_retrieve after a prompt", run: inspectCommand},
-    fixture: {summary: "write a generated test model (GGUF) with the Self-RAG vocabulary", run: fixtureCommand},
-    index: {summary: "build a passage index (USearch vectors + SQLite passages) from a corpus file", run: indexCommand},
-    search: {summary: "find the passages of an index closest to a query", run: searchCommand},
-    eval: {summary: "answer every question of an evaluation file in batches, write JSONL, score with the reference metric", run: evalCommand},
-    serve: {summary: "an HTTP server answering JSON requests, batching concurrent ones", run: serveCommand},
-    pull: {summary: "download a Self-RAG model (hf: URI, URL, file or known name), verify it, make it the default", run: pullCommand},
-    models: {summary: "list the models folder: sizes, Self-RAG or not, the default", run: modelsCommand}
+type Run = (args: string[]) => Promise<void>;
+
+const commands: Record<string, {summary: string, load: () => Promise<Run>}> = {
+    demo: {summary: "a full Self-RAG round on a built-in corpus (fixture model when no model is pulled)",
+        load: async () => (await import("./demoCommand.js")).demoCommand},
+    ask: {summary: "answer a question with short-form Self-RAG over given passages",
+        load: async () => (await import("./askCommand.js")).askCommand},
+    view: {summary: "an HTML page of a saved answer: the long-form search tree, or the short-form candidates",
+        load: async () => (await import("./viewCommand.js")).viewCommand},
+    rerank: {summary: "re-score saved traces with other critique weights (no model needed)",
+        load: async () => (await import("./rerankCommand.js")).rerankCommand},
+    inspect: {summary: "reflection-token log-probs and p_retrieve after a prompt",
+        load: async () => (await import("./inspectCommand.js")).inspectCommand},
+    fixture: {summary: "write a generated test model (GGUF) with the Self-RAG vocabulary",
+        load: async () => (await import("./fixtureCommand.js")).fixtureCommand},
+    index: {summary: "build a passage index (USearch vectors + SQLite passages) from a corpus file",
+        load: async () => (await import("./indexCommand.js")).indexCommand},
+    search: {summary: "find the passages of an index closest to a query",
+        load: async () => (await import("./searchCommand.js")).searchCommand},
+    eval: {summary: "answer every question of an evaluation file in batches, write JSONL, score with the reference metric",
+        load: async () => (await import("./evalCommand.js")).evalCommand},
+    "eval-retrieval": {summary: "retrieval-only evaluation of an index against BEIR qrels: recall@k, nDCG@10, MRR",
+        load: async () => (await import("./evalRetrievalCommand.js")).evalRetrievalCommand},
+    serve: {summary: "an HTTP server answering JSON requests, batching concurrent ones",
+        load: async () => (await import("./serveCommand.js")).serveCommand},
+    pull: {summary: "download a Self-RAG model (hf: URI, URL, file or known name), verify it, make it the default",
+        load: async () => (await import("./pullCommand.js")).pullCommand},
+    models: {summary: "list the models folder: sizes, Self-RAG or not, the default",
+        load: async () => (await import("./modelsCommand.js")).modelsCommand}
 };
 
 function usage(): string {
@@ -60,7 +69,10 @@ async function main(argv: string[]): Promise<void> {
         const what = name.startsWith("-") ? `unknown option ${name}` : `unknown command "${name}"`;
         throw new SelfRagError(`${what} (commands: ${Object.keys(commands).join(", ")}; see \`selfrag --help\`)`, "INVALID_ARGUMENT");
     }
-    await command.run(rest);
+    const run = await command.load();
+    markPhase("import");
+    await run(rest);
+    markPhase("done");
 }
 
 // One line `selfrag: <message> [CODE]` and exit code 1 for every failure, a quiet exit when

@@ -88,7 +88,8 @@ export function toEvalItem(value: unknown, where: string, ordinal: number, task:
 }
 
 function golds(r: Record<string, unknown>): string[] | undefined {
-    for (const field of ["answers", "answer", "output", "possible_answers"]) {
+    // FlashRAG datasets: golden_answers.
+    for (const field of ["answers", "golden_answers", "answer", "output", "possible_answers"]) {
         let v = r[field];
         if (v == null) continue;
         // PopQA's release stores possible_answers as a JSON-encoded list.

@@ -15,13 +15,15 @@ import {RequestScheduler} from "../serving/RequestScheduler.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
 import type {ShortFormOptions} from "../selfrag/ShortForm.js";
 import {toEvalItem, type EvalItem} from "./EvalItems.js";
-import {accuracy, match, scoredPrediction, strEm, type MetricName} from "./metrics.js";
+import {accuracy, exactMatch, match, scoredPrediction, strEm, tokenF1, type MetricName} from "./metrics.js";
 
 export interface EvaluationOptions {
     /** The reference's task name: its instruction, ARC choices, PubHealth's true/false (default "none"). */
     task?: Task;
     /** Default: str_em in long form, match otherwise (the scripts' metric for every short-form task). */
     metric?: MetricName;
+    /** Several metrics: each record gets `scores` for all, `score` for the first; the summary a mean of each. */
+    metrics?: readonly MetricName[];
     /** "reference": the scripts' strings and defaults for reading records, answering and scoring (see `Profile`). */
     profile?: Profile;
     /** Keep in each record what the reference scripts' output file needs (`reference` field); see `writeReferenceOutput`. */
@@ -55,7 +57,11 @@ export interface EvalRecord {
     /** The answer as post-processed for scoring ("output" in ALCE's format for long form). */
     prediction: string;
     golds?: string[];
-    /** The metric for this question (absent without gold answers, or on error). */
+    /** Every metric asked for (absent without gold answers, or on error). */
+    scores?: Partial<Record<MetricName, number>>;
+    /** The dataset's own fields (FlashRAG's `metadata`), kept as they are. */
+    metadata?: unknown;
+    /** The first metric for this question (absent without gold answers, or on error). */
     score?: number;
     retrieve?: {decision: boolean, p: number};
     /** Short form: the passage of the chosen candidate. Long form: the cited passages (ALCE "docs"). */
@@ -87,6 +93,10 @@ export interface EvalSummary {
     /** Answered questions with gold answers, and their mean metric (null when none). */
     scored: number;
     mean: number | null;
+    /** Every metric asked for, in order, with the questions it scored and its mean. */
+    metrics: {metric: MetricName, scored: number, mean: number | null}[];
+    /** Questions read so far (answered, failed or skipped), for progress lines. */
+    seen: number;
     /** Fraction of answered questions where the model retrieved. */
     retrievalRate: number | null;
     seconds: number;
@@ -97,16 +107,21 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
     const started = Date.now();
     const task = options.task ?? "none";
     const profile = checkProfile(options.profile);
-    const metric = options.metric ?? (options.long ? "str_em" : "match");
+    const metrics: MetricName[] = options.metrics != null && options.metrics.length > 0 ? [...options.metrics]
+        : [options.metric ?? (options.long ? "str_em" : "match")];
+    const metric = metrics[0];
+    const perMetric = metrics.map((m) => ({metric: m, scored: 0, sum: 0}));
     const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 64, 1 << 16);
     const limit = options.limit ?? Number.POSITIVE_INFINITY;
     const scheduler = new RequestScheduler(model, {maxQueue: batchSize});
-    const totals = {answered: 0, errors: 0, skipped: 0, malformed: 0, scored: 0, scoreSum: 0, retrieved: 0};
+    const totals = {answered: 0, errors: 0, skipped: 0, malformed: 0, scored: 0, scoreSum: 0, retrieved: 0, seen: 0};
     const summary = (): EvalSummary => {
         const seconds = (Date.now() - started) / 1000;
         return {
             metric, answered: totals.answered, errors: totals.errors, skipped: totals.skipped, malformed: totals.malformed,
             scored: totals.scored, mean: totals.scored > 0 ? totals.scoreSum / totals.scored : null,
+            metrics: perMetric.map((m) => ({metric: m.metric, scored: m.scored, mean: m.scored > 0 ? m.sum / m.scored : null})),
+            seen: totals.seen,
             retrievalRate: totals.answered > 0 ? totals.retrieved / totals.answered : null,
             seconds, questionsPerSecond: totals.answered / Math.max(seconds, 1e-3)
         };
@@ -146,7 +161,18 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
                 totals.errors++;
             } else {
                 record = outcome!.value;
-                record.score = scoreOf(record, item, metric, task, profile);
+                const scores: Partial<Record<MetricName, number>> = {};
+                perMetric.forEach((m) => {
+                    const value = scoreOf(record, item, m.metric, task, profile);
+                    if (value == null) return;
+                    scores[m.metric] = value;
+                    m.scored++;
+                    m.sum += value;
+                });
+                record.score = scores[metric];
+                if (metrics.length > 1 && Object.keys(scores).length > 0) record.scores = scores;
+                const metadata = item.record.metadata;
+                if (metadata !== undefined) record.metadata = metadata;
                 totals.answered++;
                 if (record.retrieve?.decision) totals.retrieved++;
                 if (record.score != null) {
@@ -173,6 +199,7 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
                 continue;
             }
             seen++;
+            totals.seen = seen;
             if (options.skip?.has(item.id)) {
                 totals.skipped++;
                 continue;
@@ -235,5 +262,10 @@ function scoreOf(record: EvalRecord, item: EvalItem, metric: MetricName, task: T
     if (metric === "str_em") return item.qaPairs != null ? strEm(record.prediction, item.qaPairs) : undefined;
     if (item.golds == null || item.golds.length === 0) return undefined;
     const prediction = scoredPrediction(record.prediction, task, {profile, metric});
-    return metric === "match" ? match(prediction, item.golds) : accuracy(prediction, item.golds);
+    switch (metric) {
+        case "match": return match(prediction, item.golds);
+        case "accuracy": return accuracy(prediction, item.golds);
+        case "em": return exactMatch(prediction, item.golds);
+        case "f1": return tokenF1(prediction, item.golds);
+    }
 }

@@ -52,5 +52,42 @@ export function strEm(output: string, qaPairs: readonly {short_answers: readonly
     return found.length / qaPairs.length;
 }
 
-export type MetricName = "match" | "accuracy" | "str_em";
-export const METRICS: readonly MetricName[] = ["match", "accuracy", "str_em"];
+/** SQuAD's exact match: the normalised prediction equals a normalised gold (FlashRAG's `em`). */
+export function exactMatch(prediction: string, golds: readonly string[]): number {
+    const p = normalizeAnswer(prediction);
+    return golds.some((gold) => normalizeAnswer(gold) === p) ? 1 : 0;
+}
+
+/**
+ * SQuAD's token F1, the best over the golds: precision and recall of the normalised prediction's
+ * tokens against a normalised gold's, counted with multiplicity (FlashRAG's `f1`). Both empty: 1.
+ */
+export function tokenF1(prediction: string, golds: readonly string[]): number {
+    const p = normalizeAnswer(prediction).split(" ").filter((t) => t !== "");
+    let best = 0;
+    for (const gold of golds) {
+        const g = normalizeAnswer(gold).split(" ").filter((t) => t !== "");
+        if (p.length === 0 || g.length === 0) {
+            best = Math.max(best, p.length === g.length ? 1 : 0);
+            continue;
+        }
+        const counts = new Map<string, number>();
+        for (const t of g) counts.set(t, (counts.get(t) ?? 0) + 1);
+        let common = 0;
+        for (const t of p) {
+            const n = counts.get(t) ?? 0;
+            if (n > 0) {
+                common++;
+                counts.set(t, n - 1);
+            }
+        }
+        if (common === 0) continue;
+        const precision = common / p.length;
+        const recall = common / g.length;
+        best = Math.max(best, 2 * precision * recall / (precision + recall));
+    }
+    return best;
+}
+
+export type MetricName = "match" | "accuracy" | "str_em" | "em" | "f1";
+export const METRICS: readonly MetricName[] = ["match", "accuracy", "str_em", "em", "f1"];

@@ -16,9 +16,13 @@ import {MAX_LINE_BYTES, readLines, type ByteCounter, type Line} from "./lineRead
  * - `ctxs`: Self-RAG / ALCE evaluation files whose records carry pre-retrieved passages in
  *   `ctxs` (or `docs`): a JSON array or JSONL; passages seen before (same id, or same title and
  *   text) are skipped as duplicates.
+ * - `pyserini`: FlashRAG's and Pyserini's JSONL collections, `{"id", "contents"}` with the title
+ *   as a quoted first line of `contents` (`"\"Title\"\ntext"`); `contents` without such a line is
+ *   the text, with no title.
+ * - `beir`: BEIR's corpus.jsonl, `{"_id", "title", "text", "metadata"?}`.
  */
-export type CorpusFormat = "tsv" | "jsonl" | "ctxs";
-export const CORPUS_FORMATS: readonly CorpusFormat[] = ["tsv", "jsonl", "ctxs"];
+export type CorpusFormat = "tsv" | "jsonl" | "ctxs" | "pyserini" | "beir";
+export const CORPUS_FORMATS: readonly CorpusFormat[] = ["tsv", "jsonl", "ctxs", "pyserini", "beir"];
 
 export type CorpusItem =
     | {kind: "passage", passage: Passage, metadata?: Record<string, unknown>, line: number}
@@ -55,7 +59,7 @@ export async function openCorpus(file: string, options: {format?: CorpusFormat} 
         throw new SelfRagError(`unknown corpus format "${String(options.format)}" (expected ${CORPUS_FORMATS.join(", ")})`, "INVALID_ARGUMENT");
     }
     const format = options.format ?? await detectFormat(file);
-    const read = format === "tsv" ? readTsv : format === "jsonl" ? readJsonl : readCtxs;
+    const read = {tsv: readTsv, jsonl: readJsonl, ctxs: readCtxs, pyserini: readPyserini, beir: readBeir}[format];
     return {file, format, totalBytes: stat.size, items: (counter?: ByteCounter) => read(file, counter ?? {bytes: 0})};
 }
 
@@ -69,14 +73,17 @@ async function detectFormat(file: string): Promise<CorpusFormat> {
             if (line.text.trim() === "") continue;
             try {
                 const value = JSON.parse(line.text) as Record<string, unknown>;
-                return Array.isArray(value?.ctxs) || Array.isArray(value?.docs) ? "ctxs" : "jsonl";
+                if (Array.isArray(value?.ctxs) || Array.isArray(value?.docs)) return "ctxs";
+                if (typeof value?.contents === "string" && value.text === undefined) return "pyserini";
+                if (value?._id !== undefined && value.id === undefined) return "beir";
+                return "jsonl";
             } catch {
                 return "jsonl"; // the build reports the bad line with its number
             }
         }
         return "jsonl";
     }
-    throw new SelfRagError(`cannot tell the format of ${file} from its name; pass --format tsv|jsonl|ctxs`, "INVALID_ARGUMENT");
+    throw new SelfRagError(`cannot tell the format of ${file} from its name; pass --format ${CORPUS_FORMATS.join("|")}`, "INVALID_ARGUMENT");
 }
 
 function overlong(file: string, line: Line): CorpusItem {
@@ -218,6 +225,109 @@ function extraFields(record: Record<string, unknown>, skip: ReadonlySet<string>)
         (extra ??= {})[key] = value;
     }
     return extra;
+}
+
+// ---------------------------------------------------------------------------------------------
+// FlashRAG / Pyserini and BEIR collections
+// ---------------------------------------------------------------------------------------------
+
+/** A line's JSON object, or the reason it is not one. */
+function jsonObject(file: string, line: Line): Record<string, unknown> | CorpusItem {
+    try {
+        const value = JSON.parse(line.text) as unknown;
+        if (value != null && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
+        return {kind: "malformed", line: line.number, message: `${file}:${line.number}: expected a JSON object`};
+    } catch (error) {
+        return {kind: "malformed", line: line.number, message: `${file}:${line.number}: not valid JSON (${(error as Error).message})`};
+    }
+}
+
+function idOf(value: unknown): string | undefined | false {
+    if (value == null) return undefined;
+    return typeof value === "string" || typeof value === "number" ? String(value) : false;
+}
+
+/**
+ * FlashRAG's `contents`: `"Title"\ntext`. The first line is the title when it is a quoted string
+ * (JSON-style escapes allowed); otherwise the whole of `contents` is the text.
+ */
+export function splitContents(contents: string): {title: string, text: string} {
+    const newline = contents.indexOf("\n");
+    if (newline > 0) {
+        const first = contents.slice(0, newline).trim();
+        if (first.length >= 2 && first.startsWith("\"") && first.endsWith("\"")) {
+            let title: string;
+            try {
+                title = JSON.parse(first) as string;
+            } catch {
+                title = first.slice(1, -1);
+            }
+            return {title, text: contents.slice(newline + 1)};
+        }
+    }
+    return {title: "", text: contents};
+}
+
+async function* readPyserini(file: string, counter: ByteCounter): AsyncGenerator<CorpusItem> {
+    for await (const line of readLines(file, counter)) {
+        if (line.overlong) {
+            yield overlong(file, line);
+            continue;
+        }
+        if (line.text.trim() === "") continue;
+        const record = jsonObject(file, line);
+        if ("kind" in record && typeof record.kind === "string" && record.kind === "malformed") {
+            yield record as CorpusItem;
+            continue;
+        }
+        const r = record as Record<string, unknown>;
+        const id = idOf(r.id);
+        if (id === false) {
+            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: field "id" must be a string or a number`};
+            continue;
+        }
+        if (typeof r.contents !== "string" || r.contents.trim() === "") {
+            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: field "contents" must be a non-empty string (got ${typeof r.contents})`};
+            continue;
+        }
+        const {title, text} = splitContents(r.contents);
+        if (text.trim() === "") {
+            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: "contents" has a title line but no text`};
+            continue;
+        }
+        yield {kind: "passage", passage: {id, title, text}, metadata: extraFields(r, new Set(["id", "contents"])), line: line.number};
+    }
+}
+
+async function* readBeir(file: string, counter: ByteCounter): AsyncGenerator<CorpusItem> {
+    for await (const line of readLines(file, counter)) {
+        if (line.overlong) {
+            yield overlong(file, line);
+            continue;
+        }
+        if (line.text.trim() === "") continue;
+        const record = jsonObject(file, line);
+        if ("kind" in record && typeof record.kind === "string" && record.kind === "malformed") {
+            yield record as CorpusItem;
+            continue;
+        }
+        const r = record as Record<string, unknown>;
+        const id = idOf(r._id);
+        if (id === false || id === undefined) {
+            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: field "_id" must be a string or a number`};
+            continue;
+        }
+        if (typeof r.text !== "string" || r.text.trim() === "") {
+            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: field "text" must be a non-empty string (got ${typeof r.text})`};
+            continue;
+        }
+        if (r.title != null && typeof r.title !== "string") {
+            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: field "title" must be a string (got ${typeof r.title})`};
+            continue;
+        }
+        yield {kind: "passage", passage: {id, title: (r.title as string | undefined) ?? "", text: r.text},
+            metadata: extraFields(r, new Set(["_id", "title", "text"])), line: line.number};
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
 import type {FnReturnedObject, Task} from "tinybench";
+import {writeCharts} from "./charts.js";
 
 /** One timed quantity, in microseconds per `unit` (a logits row, a decoded token, ...). */
 export interface Measurement {
@@ -130,6 +131,11 @@ export function writeResult(result: BenchResult): {json: string, markdown: strin
     const withVerdicts = {...result, comparisons: result.comparisons.map((c) => ({...c, meetsTarget: meetsTarget(c)}))};
     fs.writeFileSync(json, JSON.stringify(withVerdicts, null, 2) + "\n");
     fs.writeFileSync(markdown, renderMarkdown(result));
+    try {
+        writeCharts(resultsDir); // every chart from every saved result, so the summary takes this one in
+    } catch (error) {
+        console.warn(`bench: charts not written: ${(error as Error).message}`); // the results are saved: do not fail the run for a chart
+    }
     return {json, markdown};
 }
 

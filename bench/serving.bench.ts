@@ -305,7 +305,9 @@ export async function run(): Promise<BenchResult> {
         (decodeCalls.has(id) ? `, decode calls ${median(decodeCalls.get(id))}, occupancy ${median(occupancy.get(id)).toFixed(3)}` : "") +
         (saturated.has(id) ? ` (${median(saturated.get(id)).toFixed(3)} while requests waited)` : "") +
         (firstEvents.has(id) ? `, first event p50 ${median(firstEvents.get(id)).toFixed(0)} ms` : ""));
-    const result: BenchResult = {
+    // p50 / p99 per system and workload for the latency chart (bench/charts.ts), in ms.
+    const latencyMs = Object.fromEntries([...latencies.keys()].map((id) => [id, {p50: lat(id, 50), p99: lat(id, 99)}]));
+    const result: BenchResult & {figures: {latencyMs: Record<string, {p50: number, p99: number}>}} = {
         name: "serving",
         title: "Serving: continuous batching (selfrag) vs the former static batching vs llama-server with a top-20 Self-RAG client",
         environment: environment("auto"),
@@ -323,7 +325,8 @@ export async function run(): Promise<BenchResult> {
             "llama-server: built from node-llama-cpp's llama.cpp source (bench/peer), --parallel 12 --cont-batching -t 1, mode \"always\" " +
             "(see the header of bench/serving.bench.ts); it scores from top-20 log-probs, selfrag from the full distribution.",
             "Machines are shared and noisy: compare ratios, not absolute times."
-        ]
+        ],
+        figures: {latencyMs}
     };
     writeResult(result);
     return result;

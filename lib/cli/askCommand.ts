@@ -3,7 +3,7 @@ import fs from "node:fs";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import {readPassagesJsonl} from "../selfrag/passages.js";
 import {TASKS, type Passage, type Task} from "../selfrag/prompts.js";
-import {PassageIndex} from "../retrieval/PassageIndex.js";
+import type {PassageIndex} from "../retrieval/PassageIndex.js";
 import {longFormJson, shortFormJson} from "../serving/responses.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
@@ -12,6 +12,8 @@ import type {LongFormAnswer} from "../selfrag/LongForm.js";
 import {integerOption, numberOption, requireModel, weightOptions, weightsFrom, type WeightValues} from "./options.js";
 import {checkLongOnly, modeOption, parseCommand, refuseTogether, requireWith} from "./contract.js";
 import {LONG_FORM_DEFAULTS, PROFILES, SHORT_FORM_DEFAULTS, type Profile} from "../selfrag/profiles.js";
+import {renderLongFormHtml, renderShortFormHtml} from "../view/AnswerView.js";
+import {checkHtmlTarget, writeHtml} from "./viewCommand.js";
 
 const help = `Usage: selfrag ask [--model FILE] (--passages FILE.jsonl | --index DIR) [options] "question"
 
@@ -32,6 +34,8 @@ a segment-level beam search whose nodes share their encoded prefix, with [n] cit
   --w-rel X --w-sup X --w-use X --no-seqscore   critique weights (1, 1, 0.5, sequence score on)
   --use-groundness --use-utility --use-seqscore  the scripts' flags (the reference profile counts those terms only when given)
   --save-traces FILE    append this question's trace (JSONL) for \`selfrag rerank\` (short form)
+  --html FILE           also write the answer as one self-contained HTML page: the search tree with
+                        --long, the candidates side by side otherwise (see \`selfrag view\`)
   --id ID               the trace record's id (default: the first 8 hex digits of the question's SHA-1)
   --long                long form: --beam-width N (2) --max-depth N (7) --ignore-cont
                         --context reference|interleaved (what children see: generated text only, or earlier passages too)
@@ -46,7 +50,7 @@ export async function askCommand(args: string[]): Promise<void> {
         task: {type: "string"}, choices: {type: "string"}, "save-traces": {type: "string"}, threads: {type: "string"},
         "context-size": {type: "string"}, cpu: {type: "boolean"}, json: {type: "boolean"},
         long: {type: "boolean"}, "beam-width": {type: "string"}, "max-depth": {type: "string"}, "ignore-cont": {type: "boolean"},
-        context: {type: "string"}, profile: {type: "string"}, id: {type: "string"}, ...weightOptions
+        context: {type: "string"}, profile: {type: "string"}, id: {type: "string"}, html: {type: "string"}, ...weightOptions
     }});
     if (parsed == null) return;
     const {values, positionals} = parsed;
@@ -57,7 +61,8 @@ export async function askCommand(args: string[]): Promise<void> {
         throw invalidParameterError("--passages / --index", "exactly one of a passages JSONL file or an index directory", values.passages ?? values.index);
     }
     const passages = values.passages != null ? await readPassagesJsonl(values.passages) : undefined;
-    const index = values.index != null ? await PassageIndex.open(values.index) : undefined;
+    // The retrieval code (USearch, SQLite) is imported only when an index is asked for.
+    const index = values.index != null ? await (await import("../retrieval/PassageIndex.js")).PassageIndex.open(values.index) : undefined;
     try {
         await ask(values, question, passages, index);
     } finally {
@@ -74,6 +79,7 @@ function checkAskOptions(values: AskValues): void {
     requireWith("--id", values.id, "--save-traces", values["save-traces"] != null, "it is the id of the trace record");
     if (values.task != null && !TASKS.includes(values.task as Task)) throw invalidParameterError("--task", TASKS.join(" | "), values.task);
     modeOption(values.mode);
+    if (values.html != null) checkHtmlTarget(values.html);
     if (values.context != null && values.context !== "reference" && values.context !== "interleaved") {
         throw invalidParameterError("--context", `"reference" or "interleaved"`, values.context);
     }
@@ -89,7 +95,7 @@ interface AskValues extends WeightValues {
     model?: string; mode?: string; threshold?: string; "reference-retrieve-ratio"?: boolean; ndocs?: string;
     "max-new-tokens"?: string; task?: string; choices?: string; "save-traces"?: string; threads?: string;
     "context-size"?: string; cpu?: boolean; json?: boolean; long?: boolean; "beam-width"?: string; "max-depth"?: string;
-    "ignore-cont"?: boolean; context?: string; profile?: string; id?: string;
+    "ignore-cont"?: boolean; context?: string; profile?: string; id?: string; html?: string;
 }
 
 async function ask(values: AskValues, question: string, passages: Passage[] | undefined, index: PassageIndex | undefined): Promise<void> {
@@ -103,7 +109,7 @@ async function ask(values: AskValues, question: string, passages: Passage[] | un
     const model = await SelfRagModel.load({
         modelPath: requireModel(values.model), sequences: values.long ? beamWidth * usable : usable,
         contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
-        gpu: values.cpu ? false : "auto"
+        gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
     });
     const common = {
         passages, retriever: index?.asRetriever(), ndocs, maxNewTokens, mode: modeOption(values.mode),
@@ -117,6 +123,7 @@ async function ask(values: AskValues, question: string, passages: Passage[] | un
                 ...common, beamWidth, maxDepth: integerOption("--max-depth", values["max-depth"]),
                 ignoreCont: values["ignore-cont"], contextPolicy: values.context as ContextPolicy | undefined
             });
+            if (values.html != null) writeHtml(values.html, renderLongFormHtml(result, {question}));
             if (values.json) console.log(JSON.stringify(longFormJson(result)));
             else printLongAnswer(result);
             return;
@@ -132,6 +139,7 @@ async function ask(values: AskValues, question: string, passages: Passage[] | un
             fs.appendFileSync(saveTraces, JSON.stringify({id, question, ...trace}) + "\n");
         }
         for (const warning of result.warnings) process.stderr.write(`selfrag: warning: ${warning}\n`);
+        if (values.html != null) writeHtml(values.html, renderShortFormHtml(result, {question}));
         if (values.json) console.log(JSON.stringify(shortFormJson(result)));
         else printAnswer(result);
     } finally {

@@ -1,15 +1,40 @@
 import fs from "node:fs";
-import {readGgufFileInfo} from "node-llama-cpp";
 import {DecodingContext} from "./engine/DecodingContext.js";
 import {SelfRagError, invalidParameterError, requirePositiveInteger} from "./errors.js";
-import {loadAddon, takeRecentLlamaLog, type GpuOption, type LoadedAddon} from "./engine/addon.js";
+import {readGgufLayoutSync, Truncated, type GgufLayout} from "./gguf/GgufReader.js";
+import {loadEngine, takeRecentLlamaLog, type EngineRuntime, type GpuOption} from "./engine/addon.js";
+import {markPhase} from "./timings.js";
 import type {NativeModel, NativeModelInfo} from "./engine/types.js";
 import {REFLECTION_TOKENS, R, ReflectionTokens, type ReflectionTokenText} from "./engine/ReflectionTokens.js";
 import {retrievalProbability} from "./selfrag/scoring.js";
 import type {EngineModel} from "./engine/EngineModel.js";
+import type {Llama} from "node-llama-cpp";
 import type {RunControl} from "./selfrag/events.js";
-import {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions, type LongFormQuestion} from "./selfrag/LongForm.js";
-import {answer, answerBatch, type ShortFormAnswer, type ShortFormOptions, type ShortFormQuestion} from "./selfrag/ShortForm.js";
+import type {LongFormAnswer, LongFormOptions, LongFormQuestion} from "./selfrag/LongForm.js";
+import type {ShortFormAnswer, ShortFormOptions, ShortFormQuestion} from "./selfrag/ShortForm.js";
+
+interface Flows {
+    shortForm: typeof import("./selfrag/ShortForm.js");
+    longForm: typeof import("./selfrag/LongForm.js");
+}
+
+let flowsImport: Promise<Flows> | undefined;
+let flows: Flows | undefined;
+
+/**
+ * The Self-RAG flows are imported while the first model loads (the native load runs on a worker
+ * thread, so their parsing costs no wall time) rather than with this module: loading a model, or
+ * `inspect`, does not wait for them. `load` resolves only once they are in, so every model can
+ * call them synchronously, exactly as with static imports.
+ */
+function importFlows(): Promise<Flows> {
+    flowsImport ??= Promise.all([import("./selfrag/ShortForm.js"), import("./selfrag/LongForm.js")])
+        .then(([shortForm, longForm]) => flows = {shortForm, longForm});
+    flowsImport.catch(() => {
+        flowsImport = undefined;
+    });
+    return flowsImport;
+}
 
 export interface SelfRagModelOptions {
     /** Path to a GGUF file of a Self-RAG model. */
@@ -51,6 +76,14 @@ export interface SelfRagModelOptions {
     unifiedKv?: boolean;
     /** Memory-map the weights (default true). */
     useMmap?: boolean;
+    /**
+     * Also bring up node-llama-cpp's `Llama` on the same llama.cpp, for `model.llama` (oracles,
+     * embedders, grammars). Default true. false starts faster: the engine needs only llama.cpp, and
+     * once this machine's CPU runtime has been checked by node-llama-cpp (the first load records
+     * it, see engine/runtimeRecord.ts) a process skips node-llama-cpp's JavaScript, GPU probing and
+     * binary test, about a second; `model.llama` then throws. The CLI loads this way.
+     */
+    nodeLlamaCpp?: boolean;
 }
 
 export interface InspectResult {
@@ -83,9 +116,9 @@ export class SelfRagModel implements EngineModel {
     /** The llama.cpp variant in use: "cpu", "cuda", "vulkan" or "metal". */
     public readonly backend: string;
     private native: NativeModel | undefined;
-    private readonly loaded: LoadedAddon;
+    private readonly loaded: EngineRuntime;
 
-    private constructor(path: string, native: NativeModel, loaded: LoadedAddon, reflection: ReflectionTokens, context: DecodingContext) {
+    private constructor(path: string, native: NativeModel, loaded: EngineRuntime, reflection: ReflectionTokens, context: DecodingContext) {
         this.path = path;
         this.native = native;
         this.loaded = loaded;
@@ -110,9 +143,10 @@ export class SelfRagModel implements EngineModel {
         if (!["auto", false, "cuda", "vulkan", "metal"].includes(gpu)) {
             throw invalidParameterError("gpu", `"auto", false, "cuda", "vulkan" or "metal"`, gpu);
         }
-        await checkGgufFile(modelPath);
+        const tensorCount = checkGgufFile(modelPath);
+        const flowsReady = importFlows();
 
-        const loaded = await loadAddon({gpu});
+        const loaded = await loadEngine({gpu, nodeLlamaCpp: options.nodeLlamaCpp ?? true});
         const gpuLayers = loaded.variant === "cpu" ? 0 : options.gpuLayers ?? 999;
         const native = new loaded.addon.Model();
         takeRecentLlamaLog();
@@ -122,11 +156,15 @@ export class SelfRagModel implements EngineModel {
             // node-llama-cpp delivers llama.cpp's log lines through the event loop.
             await new Promise((resolve) => setTimeout(resolve, 20));
             const log = takeRecentLlamaLog();
+            // A file without tensors cannot be a model: say so, unless llama.cpp stopped earlier for
+            // a reason of its own (an architecture it does not know), which is then the news.
+            if (tensorCount === 0 && !log.some((line) => line.includes("unknown model architecture"))) throw noTensors(modelPath);
             throw new SelfRagError(`could not load ${modelPath}: ${(error as Error).message}` +
                 (log.length > 0 ? `\nllama.cpp said:\n  ${log.slice(-5).join("\n  ")}` : ""),
             (error as SelfRagError).code ?? "MODEL_LOAD_FAILED", {cause: error});
         }
-        const threads = options.threads ?? defaultThreads(native.info().parameterCount, loaded.llama.cpuMathCores);
+        markPhase("model");
+        const threads = options.threads ?? defaultThreads(native.info().parameterCount, loaded.mathCores);
         const threadsBatch = options.threadsBatch ?? threads;
         let reflection: ReflectionTokens;
         let context: DecodingContext;
@@ -137,6 +175,14 @@ export class SelfRagModel implements EngineModel {
                 unifiedKv: options.unifiedKv ?? true, reflectionIds: reflection.ids
             }, onComplete), reflection.ids);
         } catch (error) {
+            native.dispose();
+            throw error;
+        }
+        markPhase("context");
+        try {
+            await flowsReady;
+        } catch (error) {
+            await context.dispose();
             native.dispose();
             throw error;
         }
@@ -194,12 +240,12 @@ export class SelfRagModel implements EngineModel {
      * ```
      */
     public answer(question: string | ShortFormQuestion, options?: ShortFormOptions, control?: RunControl): Promise<ShortFormAnswer> {
-        return answer(this, question, options, control);
+        return flows!.shortForm.answer(this, question, options, control);
     }
 
     /** Many questions at once: they share decode steps as far as the slots allow ("submit all, collect all"). */
     public answerBatch(questions: readonly (string | ShortFormQuestion)[], options?: ShortFormOptions, control?: RunControl): Promise<ShortFormAnswer[]> {
-        return answerBatch(this, questions, options, control);
+        return flows!.shortForm.answerBatch(this, questions, options, control);
     }
 
     /**
@@ -210,16 +256,17 @@ export class SelfRagModel implements EngineModel {
      * ```
      */
     public answerLong(question: string | LongFormQuestion, options?: LongFormOptions, control?: RunControl): Promise<LongFormAnswer> {
-        return answerLong(this, question, options, control);
+        return flows!.longForm.answerLong(this, question, options, control);
     }
 
     public answerLongBatch(questions: readonly (string | LongFormQuestion)[], options?: LongFormOptions, control?: RunControl): Promise<LongFormAnswer[]> {
-        return answerLongBatch(this, questions, options, control);
+        return flows!.longForm.answerLongBatch(this, questions, options, control);
     }
 
     /** Frees the context and the weights; work in flight rejects with CONTEXT_DISPOSED. Idempotent. */
     public async dispose(): Promise<void> {
         if (this.native == null) return;
+        markPhase("dispose");
         await this.context.dispose();
         this.native.dispose();
         this.native = undefined;
@@ -230,7 +277,11 @@ export class SelfRagModel implements EngineModel {
     }
 
     /** The llama.cpp / node-llama-cpp instance shared with this model (for oracles and embedders). */
-    public get llama() {
+    public get llama(): Llama {
+        if (this.loaded.llama == null) {
+            throw new SelfRagError("this model was loaded with nodeLlamaCpp: false, so there is no node-llama-cpp Llama " +
+                "(load with nodeLlamaCpp: true, or call loadAddon() for one)", "INVALID_STATE");
+        }
         return this.loaded.llama;
     }
 
@@ -245,8 +296,12 @@ export function defaultThreads(parameterCount: number, mathCores: number): numbe
     return parameterCount >= 1e9 ? Math.max(1, mathCores) : 1;
 }
 
-/** Fails early, with the file named, on what llama.cpp would only log: missing file, wrong magic, bad header. */
-async function checkGgufFile(modelPath: string): Promise<void> {
+/**
+ * Fails early, with the file named, on what llama.cpp would only log: missing file, wrong magic,
+ * bad or cut header, tensor data cut short. One synchronous read of the header (the metadata
+ * values are skipped, not decoded); llama.cpp then maps the file itself. Returns the tensor count.
+ */
+function checkGgufFile(modelPath: string): number {
     let stat: fs.Stats;
     try {
         stat = fs.statSync(modelPath);
@@ -254,50 +309,45 @@ async function checkGgufFile(modelPath: string): Promise<void> {
         throw new SelfRagError(`model file not found: ${modelPath}`, "MODEL_NOT_FOUND");
     }
     if (!stat.isFile()) throw new SelfRagError(`model path is not a file: ${modelPath}`, "MODEL_NOT_FOUND");
-    const head = Buffer.alloc(4);
     const fd = fs.openSync(modelPath, "r");
+    let layout: GgufLayout;
     try {
+        const head = Buffer.alloc(4);
         fs.readSync(fd, head, 0, 4, 0);
+        if (head.toString("latin1") !== "GGUF") {
+            throw new SelfRagError(`${modelPath} is not a GGUF file (it starts with ${JSON.stringify(head.toString("latin1"))}, ` +
+                `not "GGUF"; ${stat.size} bytes)`, "INVALID_GGUF");
+        }
+        layout = readGgufLayoutSync(fd, stat.size);
+    } catch (error) {
+        if (error instanceof SelfRagError) throw error;
+        if (error instanceof Truncated) throw headerCut(modelPath, error.needed, stat.size);
+        throw new SelfRagError(`${modelPath} has an unreadable GGUF header: ${(error as Error).message}`, "INVALID_GGUF",
+            {cause: error});
     } finally {
         fs.closeSync(fd);
     }
-    if (head.toString("latin1") !== "GGUF") {
-        throw new SelfRagError(`${modelPath} is not a GGUF file (it starts with ${JSON.stringify(head.toString("latin1"))}, ` +
-            `not "GGUF"; ${stat.size} bytes)`, "INVALID_GGUF");
-    }
-    let info: Awaited<ReturnType<typeof readGgufFileInfo>>;
-    try {
-        info = await readGgufFileInfo(modelPath, {sourceType: "filesystem", readTensorInfo: true, logWarnings: false,
-            ignoreKeys: ["tokenizer.ggml.merges"]});
-    } catch (error) {
-        throw new SelfRagError(`${modelPath} has an unreadable GGUF header: ${(error as Error).message}`, "INVALID_GGUF",
-            {cause: error});
-    }
-    // The header reader does not notice a short file, and llama.cpp only logs it: check the sizes.
-    const headerEnd = Number(info.infoEndOffset ?? 0);
-    if (headerEnd > stat.size) {
-        throw new SelfRagError(`${modelPath} is truncated inside its GGUF header: the header needs ${headerEnd} bytes ` +
-            `but the file has ${stat.size} (was the download or copy cut short?)`, "INVALID_GGUF");
-    }
-    for (const tensor of info.fullTensorInfo ?? info.tensorInfo ?? []) {
-        const elements = tensor.dimensions.reduce<number>((a, b) => a * Number(b), 1);
-        const bytes = ggmlTensorBytes(tensor.ggmlType, elements);
-        const end = Number(tensor.fileOffset) + (bytes ?? 0);
-        if (bytes != null && end > stat.size) {
+    // The whole header was read, so a file with no tensors is complete: dataStart only adds the
+    // alignment padding that tensor data would follow (llama.cpp's models/ggml-vocab-*.gguf).
+    // llama.cpp refuses it (see noTensors).
+    if (layout.tensors.length === 0) return 0;
+    if (layout.dataStart > stat.size) throw headerCut(modelPath, layout.dataStart, stat.size);
+    for (const tensor of layout.tensors) {
+        const end = tensor.start + tensor.bytes;
+        if (end > stat.size) {
             throw new SelfRagError(`${modelPath} is truncated: tensor ${tensor.name} ends at byte ${end} ` +
                 `but the file has ${stat.size} bytes (was the download or copy cut short?)`, "INVALID_GGUF");
         }
     }
+    return layout.tensors.length;
 }
 
-/** [bytes per block, elements per block] of the common ggml types (ggml.c's type traits). */
-const GGML_BLOCKS: Record<number, [number, number]> = {
-    0: [4, 1], 1: [2, 1], 30: [2, 1], // F32, F16, BF16
-    2: [18, 32], 3: [20, 32], 6: [22, 32], 7: [24, 32], 8: [34, 32], 9: [36, 32], // Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1
-    10: [84, 256], 11: [110, 256], 12: [144, 256], 13: [176, 256], 14: [210, 256], 15: [292, 256] // Q2_K..Q8_K
-};
+function noTensors(modelPath: string): SelfRagError {
+    return new SelfRagError(`${modelPath} is a valid GGUF file with no tensors (a vocabulary-only file?): its header is ` +
+        "complete but it holds no weights, so it cannot be loaded as a model", "INVALID_GGUF");
+}
 
-function ggmlTensorBytes(type: number, elements: number): number | undefined {
-    const block = GGML_BLOCKS[type];
-    return block == null ? undefined : Math.ceil(elements / block[1]) * block[0];
+function headerCut(modelPath: string, needed: number, size: number): SelfRagError {
+    return new SelfRagError(`${modelPath} is truncated inside its GGUF header: the header needs ${needed} bytes ` +
+        `but the file has ${size} (was the download or copy cut short?)`, "INVALID_GGUF");
 }

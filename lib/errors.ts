@@ -59,6 +59,7 @@ export const ERROR_CODES = {
     CONTEXT_DISPOSED: [503, "the context was disposed while the work was queued or running"],
     KV_FULL: [503, "the KV cache has no room for any work at all (only the youngest item fails)"],
     DECODE_FAILED: [500, "llama_decode failed"],
+    NAN_LOGITS: [500, "the model produced a logits row holding NaN (or only -Infinity): no token can be chosen, so the work fails; the row and index are named"],
     NO_PENDING_LOGITS: [500, "generation asked on a slot without a pending distribution (nothing prefilled)"],
     TRIM_UNSUPPORTED: [500, "the model's memory cannot remove positions (trim on a recurrent model)"],
     INVALID_STATE: [500, "an operation on an object in the wrong state (a closed worker, a context not created)"],
@@ -77,7 +78,12 @@ export const ERROR_CODES = {
     INDEX_CLOSED: [503, "the index was closed"],
     NO_EXACT_VECTORS: [400, "exact search asked of an index built without vectors.f32 (--keep-vectors)"],
     OUTPUT_EXISTS: [409, "the output (index directory, evaluation file) exists: --overwrite / --resume"],
+    OUTPUT_WRITE_FAILED: [500, "an output file could not be written (disk full, permissions); the records before it are complete: --resume"],
     BUILD_IN_PROGRESS: [409, "another build writes to the same output"],
+    // distributed runs (selfrag worker, selfrag eval --redis)
+    REDIS_UNAVAILABLE: [503, "the Redis of --redis cannot be reached at start (not running, wrong address, no answer within 5 s)"],
+    MODEL_MISMATCH: [409, "a worker's model is not the one the run was started with (fingerprints differ): the worker put the question back and stopped"],
+    WORKER_LOST: [503, "every worker that took a question died or stopped answering before finishing it (BullMQ's stalled-job limit)"],
     INTERNAL: [500, "a bug: please report it with the message"]
 } as const satisfies Record<string, readonly [number, string]>;
 

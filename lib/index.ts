@@ -41,6 +41,8 @@ export {EngineMonitor, type EngineReport} from "./serving/EngineMonitor.js";
 export type {AnswerEvent, CandidateEvent, SegmentEvent, RetrievalEvent, RunControl} from "./selfrag/events.js";
 export {SelfRagServer, type SelfRagServerOptions} from "./serving/SelfRagServer.js";
 export {shortFormJson, searchResultsJson} from "./serving/responses.js";
+export {renderLongFormHtml, renderShortFormHtml, chosenPath, type AnswerViewOptions, type ChosenPath, type LongFormViewInput,
+    type ShortFormViewInput} from "./view/AnswerView.js";
 export {runEvaluation, type EvaluationOptions, type EvalRecord, type EvalSummary} from "./eval/Evaluation.js";
 export {toEvalItem, formatEvalPrompt, type EvalItem, type EvalPromptOptions} from "./eval/EvalItems.js";
 export {PAPER_PRESETS, describePresets, type PaperPreset} from "./eval/paperPresets.js";

@@ -25,41 +25,47 @@ Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
 //                           out: {argmax: Int32Array, argmaxLogprob, logSumExp, reflection: Float32Array},
 //                           threads, isa) -> boolean
 // Writes into caller-owned arrays (no allocation per call); returns false when this CPU cannot
-// run the requested instruction set.
+// run the requested instruction set. Every array's kind and length is checked here, not only in
+// the TypeScript wrapper: a Uint8Array taken for an Int32Array would be written out of bounds.
+// A row holding NaN (or only -Infinity) throws NAN_LOGITS naming the first such row.
 Napi::Value ExtractReflectionLogprobs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 7 || !info[0].IsTypedArray() || !info[3].IsTypedArray() || !info[4].IsObject()) {
-        ThrowJs(env, "INVALID_ARGUMENT", "extractReflectionLogprobs(logits, rows, vocab, ids, out, threads, isa) expected");
-    }
-    Napi::Float32Array logits = info[0].As<Napi::Float32Array>();
-    const int64_t rows = info[1].As<Napi::Number>().Int64Value();
-    const int32_t vocab = info[2].As<Napi::Number>().Int32Value();
-    Napi::Int32Array ids = info[3].As<Napi::Int32Array>();
+    const int64_t rows = ArgInteger(env, info[1], "rows", 0, INT32_MAX);
+    const int64_t vocab = ArgInteger(env, info[2], "vocab", 1, INT32_MAX);
+    Napi::Float32Array logits = ArgTypedArray<float>(env, info[0], "logits", static_cast<uint64_t>(rows * vocab), "rows x vocab");
+    Napi::Int32Array ids = ArgTypedArray<int32_t>(env, info[3], "ids");
+    if (!info[4].IsObject()) ThrowArgumentError(env, false, "out must be an object of output arrays, got " + DescribeValue(info[4]));
     const Napi::Object out = info[4].As<Napi::Object>();
-    const int threads = info[5].As<Napi::Number>().Int32Value();
+    const int threads = static_cast<int>(ArgInteger(env, info[5], "threads", 1, 1024));
+    if (!info[6].IsString()) ThrowArgumentError(env, false, "isa must be a string, got " + DescribeValue(info[6]));
     const std::string isa = info[6].As<Napi::String>().Utf8Value();
-    Napi::Int32Array argmax = out.Get("argmax").As<Napi::Int32Array>();
-    Napi::Float32Array argmaxLogprob = out.Get("argmaxLogprob").As<Napi::Float32Array>();
-    Napi::Float32Array logSumExp = out.Get("logSumExp").As<Napi::Float32Array>();
-    Napi::Float32Array reflection = out.Get("reflection").As<Napi::Float32Array>();
-    const int64_t nIds = static_cast<int64_t>(ids.ElementLength());
-    if (rows < 0 || vocab <= 0 || static_cast<int64_t>(logits.ElementLength()) < rows * vocab ||
-        static_cast<int64_t>(argmax.ElementLength()) < rows || static_cast<int64_t>(argmaxLogprob.ElementLength()) < rows ||
-        static_cast<int64_t>(logSumExp.ElementLength()) < rows ||
-        static_cast<int64_t>(reflection.ElementLength()) < rows * nIds) {
-        ThrowJs(env, "INVALID_ARGUMENT", "extractReflectionLogprobs(): array sizes do not match rows x vocab");
+    const uint64_t nIds = ids.ElementLength();
+    Napi::Int32Array argmax = ArgTypedArray<int32_t>(env, out.Get("argmax"), "out.argmax", static_cast<uint64_t>(rows), "one per row");
+    Napi::Float32Array argmaxLogprob = ArgTypedArray<float>(env, out.Get("argmaxLogprob"), "out.argmaxLogprob", static_cast<uint64_t>(rows), "one per row");
+    Napi::Float32Array logSumExp = ArgTypedArray<float>(env, out.Get("logSumExp"), "out.logSumExp", static_cast<uint64_t>(rows), "one per row");
+    Napi::Float32Array reflection = ArgTypedArray<float>(env, out.Get("reflection"), "out.reflection", static_cast<uint64_t>(rows) * nIds,
+                                                         "rows x ids");
+    const ExtractStatus status = ExtractReflectionRowsWith(isa.c_str(), logits.Data(), rows, static_cast<int32_t>(vocab), ids.Data(),
+                                                           static_cast<int32_t>(nIds), argmax.Data(), argmaxLogprob.Data(),
+                                                           logSumExp.Data(), reflection.Data(), threads);
+    if (status.badRow >= 0) {
+        const RowSummary& bad = status.badSummary;
+        ThrowJs(env, "NAN_LOGITS", "logits row " + std::to_string(status.badRow) + " " + InvalidRowReason(bad) +
+                                       (bad.status == RowSummary::kNaN ? " at index " + std::to_string(bad.badIndex) : std::string()) +
+                                       ": it has no log-softmax (the other rows are written; this one holds argmax -1 and NaN)");
     }
-    const bool ran = ExtractReflectionRowsWith(isa.c_str(), logits.Data(), rows, vocab, ids.Data(),
-                                               static_cast<int32_t>(nIds), argmax.Data(), argmaxLogprob.Data(),
-                                               logSumExp.Data(), reflection.Data(), threads);
-    return Napi::Boolean::New(env, ran);
+    return Napi::Boolean::New(env, status.ran);
 }
 
 // retrievalRatio(logRet, logCont, logNoRet): the in-segment gate formula, exported for tests.
 Napi::Value RetrievalRatioJs(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), RetrievalRatio(info[0].As<Napi::Number>().FloatValue(),
-                                                        info[1].As<Napi::Number>().FloatValue(),
-                                                        info[2].As<Napi::Number>().FloatValue()));
+    Napi::Env env = info.Env();
+    for (size_t i = 0; i < 3; ++i) {
+        if (!info[i].IsNumber()) ThrowArgumentError(env, false, "retrievalRatio() argument " + std::to_string(i) + " must be a number, got " + DescribeValue(info[i]));
+    }
+    return Napi::Number::New(env, RetrievalRatio(info[0].As<Napi::Number>().FloatValue(),
+                                                 info[1].As<Napi::Number>().FloatValue(),
+                                                 info[2].As<Napi::Number>().FloatValue()));
 }
 
 // scoreSegments(offsets: Int32Array(n+1), tokens: Int32Array, logprobs: Float32Array,
@@ -69,15 +75,25 @@ Napi::Value RetrievalRatioJs(const Napi::CallbackInfo& info) {
 // Candidates are packed back to back; candidate i owns tokens [offsets[i], offsets[i+1]).
 Napi::Value ScoreSegmentsJs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 6 || !info[5].IsObject()) ThrowJs(env, "INVALID_ARGUMENT", "scoreSegments(offsets, tokens, logprobs, reflection, ids, weights) expected");
-    for (int i = 0; i < 5; ++i) {
-        if (!info[i].IsTypedArray()) ThrowJs(env, "INVALID_ARGUMENT", "scoreSegments(): argument " + std::to_string(i) + " must be a typed array");
+    Napi::Int32Array offsets = ArgTypedArray<int32_t>(env, info[0], "offsets", 1, "candidates + 1");
+    const size_t n = offsets.ElementLength() - 1;
+    // Every offset is checked before anything is read: non-decreasing from 0 to the total.
+    if (offsets[0] < 0) ThrowArgumentError(env, true, "offsets[0] must be >= 0, got " + std::to_string(offsets[0]));
+    for (size_t i = 0; i < n; ++i) {
+        if (offsets[i + 1] < offsets[i]) {
+            ThrowArgumentError(env, true, "offsets must be non-decreasing: offsets[" + std::to_string(i + 1) + "] = " +
+                                              std::to_string(offsets[i + 1]) + " < offsets[" + std::to_string(i) + "] = " +
+                                              std::to_string(offsets[i]));
+        }
     }
-    Napi::Int32Array offsets = info[0].As<Napi::Int32Array>();
-    Napi::Int32Array tokens = info[1].As<Napi::Int32Array>();
-    Napi::Float32Array logprobs = info[2].As<Napi::Float32Array>();
-    Napi::Float32Array reflection = info[3].As<Napi::Float32Array>();
-    Napi::Int32Array ids = info[4].As<Napi::Int32Array>();
+    const uint64_t total = static_cast<uint64_t>(offsets[n]);
+    Napi::Int32Array ids = ArgTypedArray<int32_t>(env, info[4], "reflectionIds");
+    const int32_t nIds = static_cast<int32_t>(ids.ElementLength());
+    if (nIds != 15) ThrowArgumentError(env, true, "reflectionIds must hold the 15 reflection ids, got " + std::to_string(nIds));
+    Napi::Int32Array tokens = ArgTypedArray<int32_t>(env, info[1], "tokens", total, "offsets[last]");
+    Napi::Float32Array logprobs = ArgTypedArray<float>(env, info[2], "logprobs", total, "offsets[last]");
+    Napi::Float32Array reflection = ArgTypedArray<float>(env, info[3], "reflection", total * 15, "offsets[last] x 15");
+    if (!info[5].IsObject()) ThrowArgumentError(env, false, "weights must be an object, got " + DescribeValue(info[5]));
     const Napi::Object w = info[5].As<Napi::Object>();
     ScoreWeights weights;
     weights.relevance = w.Get("relevance").ToNumber().DoubleValue();
@@ -85,18 +101,10 @@ Napi::Value ScoreSegmentsJs(const Napi::CallbackInfo& info) {
     weights.utility = w.Get("utility").ToNumber().DoubleValue();
     weights.useSequenceScore = w.Get("useSequenceScore").ToBoolean().Value();
     weights.referenceLongFormUtility = w.Get("referenceLongFormUtility").ToBoolean().Value();
-    const int32_t nIds = static_cast<int32_t>(ids.ElementLength());
-    if (nIds != 15) ThrowJs(env, "INVALID_ARGUMENT", "scoreSegments(): expected the 15 reflection ids");
-    const size_t n = offsets.ElementLength() == 0 ? 0 : offsets.ElementLength() - 1;
-    const size_t total = n == 0 ? 0 : static_cast<size_t>(offsets[n]);
-    if (tokens.ElementLength() < total || logprobs.ElementLength() < total || reflection.ElementLength() < total * nIds) {
-        ThrowJs(env, "INVALID_ARGUMENT", "scoreSegments(): tokens, logprobs and reflection do not cover the offsets");
-    }
     Napi::Float64Array out = Napi::Float64Array::New(env, n * 5);
     for (size_t i = 0; i < n; ++i) {
         const int32_t begin = offsets[i];
         const int32_t end = offsets[i + 1];
-        if (begin < 0 || end < begin) ThrowJs(env, "INVALID_ARGUMENT", "scoreSegments(): offsets must be non-decreasing");
         const CandidateScore s = ScoreCandidate(tokens.Data() + begin, logprobs.Data() + begin,
                                                 reflection.Data() + static_cast<int64_t>(begin) * nIds, end - begin,
                                                 ids.Data(), nIds, weights);

@@ -106,7 +106,7 @@ Napi::Function Context::Define(Napi::Env env) {
                        });
 }
 
-// new Context(model, {contextSize, sequences, threads, threadsBatch, batchSize, stepTokens, unifiedKv, reflectionIds},
+// new Context(model, {contextSize, sequences, threads, threadsBatch, batchSize, stepTokens, unifiedKv, kvCells?, reflectionIds},
 //             onComplete(completions[]))
 Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
     Napi::Env env = info.Env();
@@ -133,6 +133,13 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
         const int32_t us = RequireInt(env, o.Get("reactionWindowUs"), "reactionWindowUs");
         if (us < 0) ThrowJs(env, "INVALID_ARGUMENT", "reactionWindowUs must not be negative");
         options.reactionWindow = std::chrono::microseconds(us);
+    }
+    if (o.Has("kvCells") && !o.Get("kvCells").IsUndefined()) {
+        options.kvCells = RequireInt(env, o.Get("kvCells"), "kvCells");
+        if (options.kvCells < 1) ThrowJs(env, "INVALID_ARGUMENT", "kvCells must be positive");
+        if (!options.unifiedKv) {
+            ThrowJs(env, "INVALID_ARGUMENT", "kvCells needs the unified KV cache (unifiedKv: true): per-sequence streams cannot be overcommitted");
+        }
     }
     options.reflectionIds = RequireInt32Array(env, o.Get("reflectionIds"), "reflectionIds");
     if (options.contextSize < 1 || options.sequences < 1 || options.batchSize < 1 || options.threads < 1 ||
@@ -353,21 +360,23 @@ Napi::Value Context::Info(const Napi::CallbackInfo& info) {
     return out;
 }
 
-// Counters are atomics written by the loop thread: safe to read while it runs.
+// One consistent snapshot: the loop updates its counters under its lock and this reads them
+// under it (each counter alone would be safe, but a reader between two updates of one step would
+// see, say, the step counted and its slot-steps not yet).
 Napi::Value Context::Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureUsable(env);
-    EngineStats& s = engine_->Stats();
+    const StatsSnapshot s = loop_->Snapshot();
     Napi::Object out = Napi::Object::New(env);
-    out.Set("tokensEvaluated", static_cast<double>(s.tokensEvaluated.load()));
-    out.Set("decodeCalls", static_cast<double>(s.decodeCalls.load()));
-    out.Set("rowsExtracted", static_cast<double>(s.rowsExtracted.load()));
-    out.Set("steps", static_cast<double>(s.steps.load()));
-    out.Set("busySlotSteps", static_cast<double>(s.busySlotSteps.load()));
-    out.Set("slotSteps", static_cast<double>(s.slotSteps.load()));
-    out.Set("generatedTokens", static_cast<double>(s.generatedTokens.load()));
-    out.Set("reactionWaitMs", static_cast<double>(s.reactionWaitUs.load()) / 1000.0);
-    out.Set("pendingWork", static_cast<double>(loop_->PendingCount()));
+    out.Set("tokensEvaluated", static_cast<double>(s.tokensEvaluated));
+    out.Set("decodeCalls", static_cast<double>(s.decodeCalls));
+    out.Set("rowsExtracted", static_cast<double>(s.rowsExtracted));
+    out.Set("steps", static_cast<double>(s.steps));
+    out.Set("busySlotSteps", static_cast<double>(s.busySlotSteps));
+    out.Set("slotSteps", static_cast<double>(s.slotSteps));
+    out.Set("generatedTokens", static_cast<double>(s.generatedTokens));
+    out.Set("reactionWaitMs", static_cast<double>(s.reactionWaitUs) / 1000.0);
+    out.Set("pendingWork", static_cast<double>(s.pendingWork));
     return out;
 }
 

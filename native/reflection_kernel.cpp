@@ -22,6 +22,65 @@ namespace selfrag {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kPosInf = std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+RowSummary Finite(int32_t argmax, float best, double sum) {
+    RowSummary s;
+    s.argmax = argmax;
+    s.maxLogit = best;
+    s.logSum = static_cast<float>(std::log(sum));
+    s.logSumExp = static_cast<float>(static_cast<double>(best) + std::log(sum));
+    return s;
+}
+
+// Every row whose fast pass met a non-finite value (NaN, +-Infinity, or a sum that is not finite)
+// is summarised here, in doubles, one way for all instruction sets: the vector paths only detect
+// such rows (NaN propagates through their sums) and hand them over, so they cannot disagree.
+RowSummary SummariseSpecial(const float* row, int32_t n) {
+    RowSummary s;
+    int32_t firstPosInf = -1;
+    int32_t posInf = 0;
+    double best = -std::numeric_limits<double>::infinity();
+    int32_t bestIndex = -1;
+    for (int32_t i = 0; i < n; ++i) {
+        const float x = row[i];
+        if (std::isnan(x)) {
+            s.status = RowSummary::kNaN;
+            s.badIndex = i;
+            s.maxLogit = s.logSum = s.logSumExp = kNaN;
+            return s;
+        }
+        if (x == kPosInf) {
+            if (posInf++ == 0) firstPosInf = i;
+        } else if (x > best) {
+            best = x;
+            bestIndex = i;
+        }
+    }
+    if (posInf > 0) {
+        s.argmax = firstPosInf;
+        s.maxLogit = kPosInf;
+        s.logSumExp = kPosInf;
+        s.logSum = static_cast<float>(std::log(static_cast<double>(posInf)));
+        s.posInf = posInf;
+        return s;
+    }
+    if (bestIndex < 0) {  // every logit is -Infinity
+        s.status = RowSummary::kNoFiniteLogit;
+        s.maxLogit = s.logSum = s.logSumExp = kNaN;
+        return s;
+    }
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - best);
+    return Finite(bestIndex, static_cast<float>(best), sum);
+}
+
+// The fast passes are exact for finite rows; anything else goes to SummariseSpecial.
+inline RowSummary FiniteOrSpecial(const float* row, int32_t n, int32_t argmax, float best, double sum) {
+    if (!std::isfinite(best) || !std::isfinite(sum) || !(sum > 0.0)) return SummariseSpecial(row, n);
+    return Finite(argmax, best, sum);
+}
 
 // Two passes (max/argmax, then sum of exp(x - max)) over a row that fits in L2 beat a one-pass
 // online logsumexp, which needs two exponentials per element.
@@ -36,14 +95,18 @@ RowSummary SummariseScalar(const float* row, int32_t n) {
     }
     double sum = 0.0;
     for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - best);
-    return {bestIndex, best, static_cast<float>(best + std::log(sum))};
+    return FiniteOrSpecial(row, n, bestIndex, best, sum);
 }
 
 #ifdef SELFRAG_X86_DISPATCH
-// exp(x - m) as 2^t with t = x*log2(e) - m*log2(e) (one FMA), t = n + f, |f| <= 1/2, 2^f by a
-// degree-6 minimax-style polynomial (relative error ~2e-7) and 2^n from the exponent bits. Inputs
-// are at most 0 (m is the row maximum); below 2^-126 a term cannot move a sum that holds
-// exp(0) = 1, so t is clamped there instead of producing a denormal or a wrapped exponent.
+// exp(x - m) as 2^t with t = (x - m) * log2(e), t = n + f, |f| <= 1/2, 2^f by a degree-6
+// minimax-style polynomial (relative error ~2e-7) and 2^n from the exponent bits. The difference
+// comes first: x - m is exact near the maximum, where the terms that matter are, whereas
+// x*log2(e) - m*log2(e) carries the rounding of m*log2(e) (1e-3 at |m| = 1e4) into every term.
+// Inputs are at most 0 (m is the row maximum); below 2^-126 a term cannot move a sum that holds
+// exp(0) = 1, so t is clamped there instead of producing a denormal or a wrapped exponent. The
+// clamp is max(-126, t), operands in that order, so a NaN t stays NaN: a row with NaN or
+// Infinity then has a NaN sum and goes to SummariseSpecial.
 #define SELFRAG_EXP2_CONSTANTS                                 \
     constexpr float kLog2e = 1.44269504088896341f;             \
     constexpr float kMinT = -126.0f;                           \
@@ -55,11 +118,11 @@ RowSummary SummariseScalar(const float* row, int32_t n) {
     constexpr float kE5 = 0.00133335581f;                      \
     constexpr float kE6 = 0.000154035304f;
 
-// 2^t for t <= 0, t = x * log2(e) + bias.
-__attribute__((target("avx512f"))) inline __m512 ExpShifted512(__m512 x, __m512 bias) {
+// 2^t for t = (x - m) * log2(e) <= 0.
+__attribute__((target("avx512f"))) inline __m512 ExpShifted512(__m512 x, __m512 m) {
     SELFRAG_EXP2_CONSTANTS
-    __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(kLog2e), bias);
-    t = _mm512_max_ps(t, _mm512_set1_ps(kMinT));
+    __m512 t = _mm512_mul_ps(_mm512_sub_ps(x, m), _mm512_set1_ps(kLog2e));
+    t = _mm512_max_ps(_mm512_set1_ps(kMinT), t);
     const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(t, n);
     __m512 p = _mm512_set1_ps(kE6);
@@ -105,7 +168,7 @@ __attribute__((target("avx512f"))) RowSummary SummariseAvx512(const float* row, 
         }
     }
 
-    const __m512 bias = _mm512_set1_ps(-best * 1.44269504088896341f);
+    const __m512 bias = _mm512_set1_ps(best);  // the row maximum m
     __m512 acc0 = _mm512_setzero_ps();
     __m512 acc1 = _mm512_setzero_ps();
     __m512 acc2 = _mm512_setzero_ps();
@@ -128,13 +191,13 @@ __attribute__((target("avx512f"))) RowSummary SummariseAvx512(const float* row, 
     acc0 = _mm512_add_ps(acc0, acc2);
     acc1 = _mm512_add_ps(acc1, acc3);
     const float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-    return {bestIndex, best, best + std::log(sum)};
+    return FiniteOrSpecial(row, n, bestIndex, best, sum);
 }
 
-__attribute__((target("avx2,fma"))) inline __m256 ExpShifted256(__m256 x, __m256 bias) {
+__attribute__((target("avx2,fma"))) inline __m256 ExpShifted256(__m256 x, __m256 m) {
     SELFRAG_EXP2_CONSTANTS
-    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), bias);
-    t = _mm256_max_ps(t, _mm256_set1_ps(kMinT));
+    __m256 t = _mm256_mul_ps(_mm256_sub_ps(x, m), _mm256_set1_ps(kLog2e));
+    t = _mm256_max_ps(_mm256_set1_ps(kMinT), t);
     const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m256 f = _mm256_sub_ps(t, n);
     __m256 p = _mm256_set1_ps(kE6);
@@ -184,7 +247,7 @@ __attribute__((target("avx2,fma"))) RowSummary SummariseAvx2(const float* row, i
         }
     }
 
-    const __m256 bias = _mm256_set1_ps(-best * 1.44269504088896341f);
+    const __m256 bias = _mm256_set1_ps(best);  // the row maximum m
     __m256 acc0 = _mm256_setzero_ps();
     __m256 acc1 = _mm256_setzero_ps();
     __m256 acc2 = _mm256_setzero_ps();
@@ -206,7 +269,9 @@ __attribute__((target("avx2,fma"))) RowSummary SummariseAvx2(const float* row, i
     double sum = 0.0;
     for (float lane : lanes) sum += lane;
     for (; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - best);
-    return {bestIndex, best, static_cast<float>(best + std::log(sum))};
+    // A NaN can hide a lane's maximum from _mm256_max_ps (it returns its second operand), so
+    // `best` is only trusted when the sum is finite, which a NaN in the row never leaves it.
+    return FiniteOrSpecial(row, n, bestIndex, best, sum);
 }
 #endif
 
@@ -232,26 +297,53 @@ const KernelChoice& Kernel() {
     return choice;
 }
 
-void ExtractRange(SummariseFn fn, const float* logits, int64_t begin, int64_t end, int32_t vocab,
-                  const int32_t* ids, int32_t nIds, int32_t* argmax, float* argmaxLogprob,
-                  float* logSumExp, float* idLogprobs) {
+// Summarises rows [begin, end); returns the first invalid row (or -1) with its summary.
+int64_t ExtractRange(SummariseFn fn, const float* logits, int64_t begin, int64_t end, int32_t vocab,
+                     const int32_t* ids, int32_t nIds, int32_t* argmax, float* argmaxLogprob,
+                     float* logSumExp, float* idLogprobs, RowSummary* bad) {
+    int64_t firstBad = -1;
     for (int64_t r = begin; r < end; ++r) {
         const float* row = logits + r * static_cast<int64_t>(vocab);
         const RowSummary s = fn(row, vocab);
-        if (argmax != nullptr) argmax[r] = s.argmax;
-        if (argmaxLogprob != nullptr) argmaxLogprob[r] = s.maxLogit - s.logSumExp;
-        if (logSumExp != nullptr) logSumExp[r] = s.logSumExp;
         float* out = idLogprobs + r * nIds;
+        if (s.status != RowSummary::kOk) {
+            if (firstBad < 0) {
+                firstBad = r;
+                *bad = s;
+            }
+            if (argmax != nullptr) argmax[r] = -1;
+            if (argmaxLogprob != nullptr) argmaxLogprob[r] = kNaN;
+            if (logSumExp != nullptr) logSumExp[r] = kNaN;
+            for (int32_t k = 0; k < nIds; ++k) out[k] = kNaN;
+            continue;
+        }
+        if (argmax != nullptr) argmax[r] = s.argmax;
+        if (argmaxLogprob != nullptr) argmaxLogprob[r] = LogProbOf(s, s.maxLogit);
+        if (logSumExp != nullptr) logSumExp[r] = s.logSumExp;
         for (int32_t k = 0; k < nIds; ++k) {
             const int32_t id = ids[k];
-            out[k] = (id >= 0 && id < vocab) ? row[id] - s.logSumExp : kNegInf;
+            out[k] = (id >= 0 && id < vocab) ? LogProbOf(s, row[id]) : kNegInf;
         }
     }
+    return firstBad;
 }
 
 }  // namespace
 
 RowSummary SummariseRow(const float* row, int32_t vocab) { return Kernel().fn(row, vocab); }
+
+float LogProbOf(const RowSummary& s, float x) {
+    if (s.posInf > 0) return x == kPosInf ? 0.0f - s.logSum : kNegInf;  // 0 - 0 = +0, not -0, for one +Inf
+    return (x - s.maxLogit) - s.logSum;
+}
+
+const char* InvalidRowReason(const RowSummary& s) {
+    switch (s.status) {
+        case RowSummary::kNaN: return "holds NaN";
+        case RowSummary::kNoFiniteLogit: return "has every logit -Infinity";
+        default: return "is valid";
+    }
+}
 
 const char* KernelIsa() { return Kernel().isa; }
 
@@ -285,36 +377,49 @@ bool KernelForIsa(const char* isa, SummariseFn* out) {
 }
 }  // namespace
 
-bool ExtractReflectionRowsWith(const char* isa, const float* logits, int64_t rows, int32_t vocab,
-                               const int32_t* ids, int32_t nIds, int32_t* argmax,
-                               float* argmaxLogprob, float* logSumExp, float* idLogprobs,
-                               int threads) {
+ExtractStatus ExtractReflectionRowsWith(const char* isa, const float* logits, int64_t rows, int32_t vocab,
+                                        const int32_t* ids, int32_t nIds, int32_t* argmax,
+                                        float* argmaxLogprob, float* logSumExp, float* idLogprobs,
+                                        int threads) {
+    ExtractStatus status;
     SummariseFn fn = nullptr;
-    if (!KernelForIsa(isa, &fn)) return false;
+    if (!KernelForIsa(isa, &fn)) return status;
+    status.ran = true;
     // Starting a thread costs tens of microseconds; one row costs about ten, so only large
     // batches of rows are split.
     constexpr int64_t kRowsPerThread = 16;
     const int64_t useful = rows / kRowsPerThread;
     const int nThreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, useful)));
     if (nThreads <= 1) {
-        ExtractRange(fn, logits, 0, rows, vocab, ids, nIds, argmax, argmaxLogprob, logSumExp,
-                     idLogprobs);
-        return true;
+        status.badRow = ExtractRange(fn, logits, 0, rows, vocab, ids, nIds, argmax, argmaxLogprob, logSumExp,
+                                     idLogprobs, &status.badSummary);
+        return status;
     }
     std::vector<std::thread> workers;
     workers.reserve(nThreads - 1);
+    std::vector<int64_t> bad(static_cast<size_t>(nThreads), -1);
+    std::vector<RowSummary> badSummary(static_cast<size_t>(nThreads));
     const int64_t chunk = (rows + nThreads - 1) / nThreads;
     for (int t = 1; t < nThreads; ++t) {
         const int64_t begin = t * chunk;
         const int64_t end = std::min(rows, begin + chunk);
         if (begin >= end) break;
-        workers.emplace_back(ExtractRange, fn, logits, begin, end, vocab, ids, nIds, argmax,
-                             argmaxLogprob, logSumExp, idLogprobs);
+        workers.emplace_back([&, t, begin, end] {
+            bad[static_cast<size_t>(t)] = ExtractRange(fn, logits, begin, end, vocab, ids, nIds, argmax, argmaxLogprob,
+                                                       logSumExp, idLogprobs, &badSummary[static_cast<size_t>(t)]);
+        });
     }
-    ExtractRange(fn, logits, 0, std::min(rows, chunk), vocab, ids, nIds, argmax, argmaxLogprob,
-                 logSumExp, idLogprobs);
+    bad[0] = ExtractRange(fn, logits, 0, std::min(rows, chunk), vocab, ids, nIds, argmax, argmaxLogprob,
+                          logSumExp, idLogprobs, &badSummary[0]);
     for (auto& worker : workers) worker.join();
-    return true;
+    for (size_t t = 0; t < bad.size(); ++t) {
+        if (bad[t] >= 0) {  // chunks are in row order: the first one with a bad row has the first bad row
+            status.badRow = bad[t];
+            status.badSummary = badSummary[t];
+            break;
+        }
+    }
+    return status;
 }
 
 }  // namespace selfrag

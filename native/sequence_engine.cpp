@@ -7,13 +7,18 @@
 #include "errors.h"
 #include "reflection_kernel.h"
 
+// llama.cpp's staging API (C++, like node-llama-cpp's own use of memory_breakdown()): what each
+// buffer type holds for the model, the context's memory (the KV cache) and compute.
+#include <../src/llama-ext.h>
+
 namespace selfrag {
 
 namespace {
 
 llama_context_params MakeParams(const EngineOptions& o) {
     llama_context_params params = llama_context_default_params();
-    params.n_ctx = static_cast<uint32_t>(o.contextSize) * static_cast<uint32_t>(o.sequences);
+    params.n_ctx = o.kvCells > 0 ? static_cast<uint32_t>(o.kvCells)
+                                 : static_cast<uint32_t>(o.contextSize) * static_cast<uint32_t>(o.sequences);
     params.n_seq_max = static_cast<uint32_t>(o.sequences);
     params.n_batch = static_cast<uint32_t>(o.batchSize);
     params.n_ubatch = static_cast<uint32_t>(o.batchSize);
@@ -46,11 +51,9 @@ SequenceEngine::SequenceEngine(std::shared_ptr<llama_model> sharedModel, const E
     nVocab_ = llama_vocab_n_tokens(vocab_);
     nBatch_ = static_cast<int32_t>(llama_n_batch(ctx_.get()));
     for (auto& state : states_) state.pendingReflection.assign(options_.reflectionIds.size(), 0.0f);
-    // f16 K and V for every layer and cell (llama.cpp's default cache type).
-    const llama_model* model = model_.get();
-    const double headDim = static_cast<double>(llama_model_n_embd(model)) / llama_model_n_head(model);
-    const double kvWidth = headDim * llama_model_n_head_kv(model);
-    kvBytes_ = 2.0 * 2.0 * kvWidth * llama_model_n_layer(model) * nCtx_;
+    // What llama.cpp actually allocated for the cache (any cache type, padding, SWA layout).
+    kvBytes_ = 0;
+    for (const auto& entry : llama_get_memory_breakdown(ctx_.get())) kvBytes_ += static_cast<double>(entry.second.context);
 }
 
 void SequenceEngine::CheckSequence(int32_t seq) const {
@@ -73,24 +76,21 @@ void SequenceEngine::CheckFits(int32_t seq, int32_t base, size_t extraTokens) co
     }
 }
 
-void SequenceEngine::SummariseInto(const float* logits, RowBlock& block) const {
+RowSummary SequenceEngine::SummariseInto(const float* logits, RowBlock& block) const {
     const RowSummary s = SummariseRow(logits, nVocab_);
+    if (s.status != RowSummary::kOk) return s;
     block.argmax.push_back(s.argmax);
-    block.argmaxLogprob.push_back(s.maxLogit - s.logSumExp);
+    block.argmaxLogprob.push_back(LogProbOf(s, s.maxLogit));
     block.logSumExp.push_back(s.logSumExp);
     for (int32_t id : options_.reflectionIds) {
-        block.reflection.push_back(id >= 0 && id < nVocab_ ? logits[id] - s.logSumExp
+        block.reflection.push_back(id >= 0 && id < nVocab_ ? LogProbOf(s, logits[id])
                                                            : -std::numeric_limits<float>::infinity());
     }
+    return s;
 }
 
 int32_t SequenceEngine::DecodeView(const Batch& batch, int32_t offset, int32_t count) {
-    const int32_t ret = llama_decode(ctx_.get(), batch.View(offset, count));
-    if (ret == 0) {
-        stats_.decodeCalls += 1;
-        stats_.tokensEvaluated += static_cast<uint64_t>(count);
-    }
-    return ret;
+    return llama_decode(ctx_.get(), batch.View(offset, count));
 }
 
 void SequenceEngine::SetPending(int32_t seq, const RowBlock& block, size_t row) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "llama_handles.h"
+#include "reflection_kernel.h"
 
 namespace selfrag {
 
@@ -26,6 +27,10 @@ struct EngineOptions {
     int32_t batchSize = 512;
     int32_t stepTokens = 512;  // tokens per decode step (generation first, then prefill chunks)
     bool unifiedKv = true;
+    // KV cells in the cache, 0: contextSize x sequences. Fewer overcommit a unified cache (forks
+    // share their prefix cells, so slots rarely fill together); a full cache makes work wait for
+    // cells, and fails (KV_FULL) or stops (kv_full) only the work that can never get one.
+    int32_t kvCells = 0;
     // After handing finished work to JavaScript, how long the loop waits for the work that follows
     // from it before starting the next step without it (0: never wait).
     std::chrono::microseconds reactionWindow{2000};
@@ -49,7 +54,10 @@ struct RowBlock {
     std::vector<float> reflection;  // rows x reflectionIds.size()
 };
 
-// Counters read from the JS thread while the loop thread writes them.
+// Counters read from the JS thread while the loop thread writes them. Each is atomic, and the
+// step loop updates them only under its mutex, under which StepLoop::Snapshot reads them all: a
+// snapshot is one consistent set (slotSteps = steps x sequences, tokens >= decode calls ...),
+// never counters from two different steps.
 struct EngineStats {
     std::atomic<uint64_t> tokensEvaluated{0};  // tokens that went through llama_decode (prompt and generated)
     std::atomic<uint64_t> decodeCalls{0};
@@ -82,6 +90,7 @@ public:
     int32_t ContextTotal() const { return nCtx_; }
     int32_t VocabSize() const { return nVocab_; }
     int32_t BatchSize() const { return nBatch_; }
+    // Bytes llama.cpp allocated for the KV cache (its memory breakdown, all buffer types).
     double KvBytes() const { return kvBytes_; }
     const std::vector<int32_t>& ReflectionIds() const { return options_.reflectionIds; }
     const EngineOptions& Options() const { return options_; }
@@ -89,13 +98,14 @@ public:
     const llama_vocab* Vocab() const { return vocab_; }
 
     // llama_decode of tokens [offset, offset + count) of `batch`: 0 on success, 1 when no KV cell
-    // is free for them (nothing was decoded), anything else a failure. Counts the call.
+    // is free for them (nothing was decoded), anything else a failure. (The caller counts it.)
     int32_t DecodeView(const Batch& batch, int32_t offset, int32_t count);
     // Logits of output row j of the last decoded view.
     const float* ViewLogits(int32_t j) const { return llama_get_logits_ith(ctx_.get(), j); }
 
-    // Summarises one logits row into the given block.
-    void SummariseInto(const float* logits, RowBlock& block) const;
+    // Summarises one logits row into the given block. A row holding NaN (or only -Infinity) is
+    // not added: the summary's status says why (see RowSummary).
+    RowSummary SummariseInto(const float* logits, RowBlock& block) const;
     // Makes the last row of `block` the slot's pending distribution.
     void SetPending(int32_t seq, const RowBlock& block, size_t row);
 

@@ -58,6 +58,22 @@ size_t StepLoop::PendingCount() {
     return pending_.size();
 }
 
+StatsSnapshot StepLoop::Snapshot() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const EngineStats& s = engine_.Stats();
+    StatsSnapshot out;
+    out.tokensEvaluated = s.tokensEvaluated.load();
+    out.decodeCalls = s.decodeCalls.load();
+    out.rowsExtracted = s.rowsExtracted.load();
+    out.steps = s.steps.load();
+    out.busySlotSteps = s.busySlotSteps.load();
+    out.slotSteps = s.slotSteps.load();
+    out.generatedTokens = s.generatedTokens.load();
+    out.reactionWaitUs = s.reactionWaitUs.load();
+    out.pendingWork = pending_.size();
+    return out;
+}
+
 void StepLoop::Stop() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -268,18 +284,26 @@ int32_t StepLoop::DecodeStep(const std::vector<StepEntry>& step, const std::vect
         }
         const llama_batch view = batch_.View(offset, count);
         std::lock_guard<std::mutex> lock(mutex_);
+        engine_.Stats().decodeCalls += 1;
+        engine_.Stats().tokensEvaluated += static_cast<uint64_t>(count);
         for (int32_t j = 0; j < count; ++j) {
             Work& w = *step[static_cast<size_t>(owner[static_cast<size_t>(offset + j)])].work;
             SequenceState& state = engine_.State(w.seq);
             const float* logits = view.logits[j] ? engine_.ViewLogits(j) : nullptr;
             if (logits != nullptr) engine_.Stats().rowsExtracted += 1;
+            if (!w.failCode.empty()) continue;  // an earlier row of this work was invalid
             if (w.kind == WorkKind::Generate) {
                 state.nPast += 1;
                 scratch_.argmax.clear();
                 scratch_.argmaxLogprob.clear();
                 scratch_.logSumExp.clear();
                 scratch_.reflection.clear();
-                engine_.SummariseInto(logits, scratch_);
+                const RowSummary summary = engine_.SummariseInto(logits, scratch_);
+                if (summary.status != RowSummary::kOk) {
+                    state.hasPending = false;  // no distribution to continue from
+                    MarkInvalidRow(w, summary, state.nPast);
+                    continue;
+                }
                 engine_.SetPending(w.seq, scratch_, 0);
                 if (AcceptToken(engine_, *w.options, w.maxTokens, w.segment, scratch_.argmax[0], scratch_.argmaxLogprob[0],
                                 scratch_.reflection.data())) {
@@ -291,7 +315,13 @@ int32_t StepLoop::DecodeStep(const std::vector<StepEntry>& step, const std::vect
             w.consumed += 1;
             state.nPast = w.positionBase + static_cast<int32_t>(w.consumed);
             for (int32_t seq : w.shareWith) engine_.State(seq).nPast = state.nPast;
-            if (logits != nullptr) engine_.SummariseInto(logits, w.rows);
+            if (logits != nullptr) {
+                const RowSummary summary = engine_.SummariseInto(logits, w.rows);
+                if (summary.status != RowSummary::kOk) {
+                    MarkInvalidRow(w, summary, state.nPast);
+                    continue;
+                }
+            }
             if (w.consumed == w.tokens.size() && w.rows.argmax.empty()) {
                 Fail(w, "INTERNAL", "llama.cpp returned no logits for the last prompt position");
             } else if (w.consumed == w.tokens.size()) {
@@ -303,6 +333,14 @@ int32_t StepLoop::DecodeStep(const std::vector<StepEntry>& step, const std::vect
         offset += count;
     }
     return offset;
+}
+
+void StepLoop::MarkInvalidRow(Work& work, const RowSummary& summary, int32_t position) {
+    work.failCode = "NAN_LOGITS";
+    work.failMessage = "the model's logits for sequence " + std::to_string(work.seq) + " after position " +
+                       std::to_string(position) + " " + InvalidRowReason(summary) +
+                       (summary.status == RowSummary::kNaN ? " at index " + std::to_string(summary.badIndex) : std::string()) +
+                       ": no token can be chosen from them (broken weights, or an input the model cannot handle)";
 }
 
 void StepLoop::FailYoungest(const std::vector<StepEntry>& step) {
@@ -378,6 +416,11 @@ void StepLoop::Run() {
         const int32_t decoded = DecodeStep(step, owner, failure);
         {
             std::unique_lock<std::mutex> lock(mutex_);
+            // Work with an invalid logits row fails now that every view of the step is decoded (a
+            // prefill's rollback must also drop the tokens of it that later views decoded).
+            for (const auto& entry : step) {
+                if (!entry.work->done && !entry.work->failCode.empty()) Fail(*entry.work, entry.work->failCode, entry.work->failMessage);
+            }
             // A prefill that got no token in (no KV cell, or the prefill it was chained to did not
             // finish) starts again, with fresh checks, when it is next due.
             for (const auto& entry : step) {

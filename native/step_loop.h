@@ -44,6 +44,8 @@ struct Work {
     std::shared_ptr<const GenerateOptions> options;
 
     // Progress, owned by the loop thread.
+    std::string failCode;  // set mid-step (a NaN logits row); the work fails once the step's decode is over
+    std::string failMessage;
     bool started = false;
     bool cancelled = false;
     bool done = false;
@@ -51,6 +53,19 @@ struct Work {
     int32_t positionBase = 0; // slot length when the prefill started
     RowBlock rows;
     SegmentResult segment;
+};
+
+// Every counter of EngineStats plus the work in the loop, read together under the loop's lock.
+struct StatsSnapshot {
+    uint64_t tokensEvaluated = 0;
+    uint64_t decodeCalls = 0;
+    uint64_t rowsExtracted = 0;
+    uint64_t steps = 0;
+    uint64_t busySlotSteps = 0;
+    uint64_t slotSteps = 0;
+    uint64_t generatedTokens = 0;
+    uint64_t reactionWaitUs = 0;
+    size_t pendingWork = 0;
 };
 
 struct Completion {
@@ -82,6 +97,8 @@ public:
     // Guards the sequence states for readers on other threads.
     std::mutex& Mutex() { return mutex_; }
     size_t PendingCount();
+    // The engine's counters and the pending work, as of one moment between two updates.
+    StatsSnapshot Snapshot();
 
 private:
     struct StepEntry {
@@ -101,6 +118,8 @@ private:
     static std::vector<int32_t> SeqsOf(const Work& work);
     // Ends the youngest work of a step that could not decode a single token (no free KV cell).
     void FailYoungest(const std::vector<StepEntry>& step);
+    // Records that a logits row of `work` was invalid (NaN, or every logit -Infinity).
+    static void MarkInvalidRow(Work& work, const RowSummary& summary, int32_t position);
 
     SequenceEngine& engine_;
     std::function<void()> notify_;

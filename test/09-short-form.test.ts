@@ -46,11 +46,24 @@ describe("short-form Self-RAG on the fixture model", () => {
             const expected = oracleScore(c, trace.reflection_ids);
             assert.ok(Math.abs(result.candidates[i].score - expected.score) < 1e-6, `candidate ${i}`);
         });
-        // and re-scoring the trace offline with the same weights picks the same candidate
+        // Re-scoring the saved trace offline (after a JSON round trip) gives the TypeScript
+        // oracle's scores and choice, with the default weights and with others.
         const scorer = await SegmentScorer.create(model.reflection.ids);
-        const reranked = rerankTrace(validateTrace(JSON.parse(JSON.stringify(trace)), "trace"), scorer, {});
-        assert.equal(reranked.best, result.best);
-        reranked.candidates.forEach((c, i) => assert.ok(Math.abs(c.score - result.candidates[i].score) < 1e-9));
+        const saved = validateTrace(JSON.parse(JSON.stringify(trace)), "trace");
+        const weightSets = [{}, {relevance: 0.2, support: 2, utility: 1.5}, {useSequenceScore: false, utility: -1, relevance: 3}];
+        for (const weights of weightSets) {
+            const reranked = rerankTrace(saved, scorer, weights);
+            const w = {rel: weights.relevance ?? 1, sup: weights.support ?? 1, use: weights.utility ?? 0.5, seq: weights.useSequenceScore ?? true};
+            const expected = saved.candidates.map((c) => oracleScore(c, saved.reflection_ids, w));
+            reranked.candidates.forEach((c, i) => {
+                for (const key of ["score", "relevance", "support", "utility", "seq"] as const) {
+                    assert.ok(Math.abs(c[key] - expected[i][key]) < 1e-6, `${JSON.stringify(weights)} candidate ${i} ${key}: ${c[key]} vs ${expected[i][key]}`);
+                }
+            });
+            const oracleBest = expected.reduce((b, e, i) => (e.score > expected[b].score ? i : b), 0);
+            assert.equal(reranked.best, oracleBest, JSON.stringify(weights));
+        }
+        assert.equal(rerankTrace(saved, scorer, {}).best, result.best);
     });
 
     it("candidates decoded together equal candidates decoded one by one", async () => {

@@ -12,7 +12,7 @@ import path from "node:path";
 import {createHandler} from "../lib/serving/handler.js";
 import type {Passage} from "../lib/selfrag/prompts.js";
 import {RequestScheduler} from "../lib/serving/RequestScheduler.js";
-import {shortFormJson} from "../lib/serving/responses.js";
+import {longFormJson, shortFormJson} from "../lib/serving/responses.js";
 import {PassageIndex} from "../lib/retrieval/PassageIndex.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {SelfRagServer} from "../lib/serving/SelfRagServer.js";
@@ -199,7 +199,18 @@ describe("HTTP server", () => {
         const long = await post("/v1/answer", {question: QUESTIONS[0], passages: CORPUS.slice(0, 2), long: true, beamWidth: 2, ndocs: 2,
             maxDepth: 2, maxNewTokens: 16});
         assert.equal(long.status, 200);
-        assert.ok(typeof long.json.answer === "string" && Array.isArray(long.json.segments) && long.json.stats.evaluatedTokens > 0);
+        // The same question through the library: the same tree, segments, citations and counts.
+        const aloneLong = await model.answerLong({question: QUESTIONS[0], passages: CORPUS.slice(0, 2)},
+            {beamWidth: 2, ndocs: 2, maxDepth: 2, maxNewTokens: 16});
+        assert.ok(aloneLong.segments.length > 0);
+        assert.deepEqual(long.json, JSON.parse(JSON.stringify(longFormJson(aloneLong))));
+        // ... and for a question without passages, retrieving from the index per segment.
+        const retrievedLong = await post("/v1/answer", {question: "Tell me a bio of Paris, the capital of France.", long: true, beamWidth: 1,
+            ndocs: 2, maxDepth: 3, maxNewTokens: 16});
+        assert.equal(retrievedLong.status, 200);
+        const aloneRetrieved = await model.answerLong("Tell me a bio of Paris, the capital of France.",
+            {beamWidth: 1, ndocs: 2, maxDepth: 3, maxNewTokens: 16, retriever: index.asRetriever()});
+        assert.deepEqual(retrievedLong.json, JSON.parse(JSON.stringify(longFormJson(aloneRetrieved))));
     });
 
     it("bad requests get a JSON error naming the problem, and the server goes on answering", async () => {

@@ -57,7 +57,7 @@ export async function demoCommand(args: string[]): Promise<void> {
             "not a language model: its answers are scripted to exercise every step). See README, \"Getting a real model\".\n");
     }
     const index = await demoIndex();
-    const model = await SelfRagModel.load({modelPath, contextSize: 1024, sequences: NDOCS * DEMO_QUESTIONS.length, gpu: values.cpu ? false : "auto"});
+    const model = await SelfRagModel.load({modelPath, contextSize: 1024, sequences: NDOCS * DEMO_QUESTIONS.length, gpu: values.cpu ? false : "auto", nodeLlamaCpp: false});
     try {
         console.log(`model: ${modelPath}${fixture ? " (fixture)" : ""}   backend: ${model.backend}   ` +
             `index: ${index.dir} (${DEMO_CORPUS.length} passages, top ${NDOCS} per question)\n`);

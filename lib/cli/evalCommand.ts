@@ -2,7 +2,8 @@ import fs from "node:fs";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import {toEvalItem} from "../eval/EvalItems.js";
 import {readJsonRecords} from "../jsonRecords.js";
-import {runEvaluation, summarizeRecords, type EvalRecord, type EvalSummary} from "../eval/Evaluation.js";
+import {runEvaluation, summarizeRecords, type EvalRecord, type EvalSummary, type EvaluationOptions} from "../eval/Evaluation.js";
+import {checkRedisUrl} from "../distributed/redisUrl.js";
 import {METRICS, type MetricName} from "../eval/metrics.js";
 import type {ContextPolicy} from "../selfrag/ForkingSegmentSource.js";
 import {describePresets, PAPER_PRESETS} from "../eval/paperPresets.js";
@@ -10,7 +11,7 @@ import {formatReferenceOutput, referenceOutputPath} from "../eval/referenceOutpu
 import {LONG_FORM_DEFAULTS, SHORT_FORM_DEFAULTS, checkProfile, weightsOver, type Profile} from "../selfrag/profiles.js";
 import {TASKS, type Task} from "../selfrag/prompts.js";
 import type {RetrievalMode, RetrieveRatio} from "../selfrag/RetrievalDecision.js";
-import {checkLongOnly, modeOption, parseCommand} from "./contract.js";
+import {checkLongOnly, modeOption, parseCommand, refuseTogether, requireWith} from "./contract.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import {integerOption, numberOption, requireModel, weightOptions, weightsFrom} from "./options.js";
@@ -50,6 +51,12 @@ ASQA ({"question", "qa_pairs", "docs"}); JSONL or a JSON array.
               profile counts those terms only when flagged, the default profile always)
   long form:  --long --beam-width N (2) --max-depth N (7) --ignore-cont --context reference|interleaved
   --sequences N (slots; default: enough for 4 questions) --context-size N (2048) --threads N --cpu
+  --redis URL           distributed: enqueue every question in the Redis at redis://HOST:PORT for
+                        \`selfrag worker\` processes (any number, any machines) and write each record as its
+                        question is answered (in that order); --model is the workers' model (they refuse
+                        another), --resume continues after this process dies; --index, --batch and the
+                        engine options are the workers' (see \`selfrag worker --help\`)
+  --queue NAME          the queue (selfrag), the workers' --queue
 Long-form options without --long are refused. Records without passages are answered without
 retrieval unless --index is given (one warning per run says how many).`;
 
@@ -61,7 +68,8 @@ export async function evalCommand(args: string[]): Promise<void> {
         "max-new-tokens": {type: "string"}, long: {type: "boolean"}, "beam-width": {type: "string"}, "max-depth": {type: "string"},
         "ignore-cont": {type: "boolean"}, context: {type: "string"}, sequences: {type: "string"}, "context-size": {type: "string"},
         threads: {type: "string"}, cpu: {type: "boolean"}, ...weightOptions,
-        paper: {type: "string"}, profile: {type: "string"}, "output-format": {type: "string"}, "retrieve-ratio": {type: "string"}
+        paper: {type: "string"}, profile: {type: "string"}, "output-format": {type: "string"}, "retrieve-ratio": {type: "string"},
+        redis: {type: "string"}, queue: {type: "string"}
     }});
     if (parsed == null) return;
     const {values} = parsed;
@@ -96,6 +104,11 @@ export async function evalCommand(args: string[]): Promise<void> {
     const ndocs = integerOption("--ndocs", values.ndocs) ?? preset?.ndocs ?? (long ? LONG_FORM_DEFAULTS : SHORT_FORM_DEFAULTS)[profile].ndocs;
     const beamWidth = integerOption("--beam-width", values["beam-width"]) ?? preset?.beamWidth ?? 2;
     const weights = weightsOver(preset?.weights ?? {}, weightsFrom(values));
+    const redis = values.redis != null ? checkRedisUrl(values.redis) : undefined;
+    requireWith("--queue", values.queue, "--redis", redis != null, "it names the queue of a distributed run");
+    for (const flag of ["index", "batch", "sequences", "context-size", "threads", "cpu"] as const) {
+        refuseTogether(`--${flag}`, values[flag], "--redis", redis != null, "the workers answer the questions: give it to `selfrag worker`");
+    }
     const skip = values.resume ? resumeOutput(values.output) : startOutput(values.output);
 
     const index = values.index != null ? await PassageIndex.open(values.index) : undefined;
@@ -104,7 +117,7 @@ export async function evalCommand(args: string[]): Promise<void> {
     const onSignal = () => abort.abort();
     process.once("SIGINT", onSignal);
     try {
-        model = await SelfRagModel.load({
+        model = redis != null ? undefined : await SelfRagModel.load({
             modelPath: requireModel(values.model),
             sequences: integerOption("--sequences", values.sequences) ?? 4 * (long ? beamWidth * ndocs : ndocs),
             contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
@@ -119,12 +132,13 @@ export async function evalCommand(args: string[]): Promise<void> {
             const unretrieved = counted.withoutPassages;
             if (unretrieved > 0) {
                 process.stderr.write(`selfrag: warning: ${unretrieved} record${unretrieved === 1 ? " has" : "s have"} no passages and no --index ` +
-                    "was given: answered without retrieval\n");
+                    (redis != null ? "was given: the workers retrieve with their --index, or answer without retrieval\n" : "was given: answered without retrieval\n"));
             }
         }
         const progressEvery = process.stderr.isTTY ? 0 : 10_000;
+        let written = skip.size;
         let lastProgress = 0;
-        const summary = await runEvaluation(model, values.input, {
+        const evaluation: EvaluationOptions = {
             task, metrics: (metricList as MetricName[] | undefined) ?? (preset != null ? [preset.metric] : undefined), long, profile,
             referenceFields: outputFormat === "reference",
             retriever: index?.asRetriever(),
@@ -133,14 +147,20 @@ export async function evalCommand(args: string[]): Promise<void> {
                 contextPolicy: values.context as ContextPolicy | undefined},
             batchSize: integerOption("--batch", values.batch), limit: integerOption("--limit", values.limit), skip, strict: values.strict,
             signal: abort.signal,
-            onRecord: (record: EvalRecord) => fs.appendFileSync(values.output!, JSON.stringify(record) + "\n"),
+            onRecord: (record: EvalRecord) => {
+                appendRecord(values.output!, JSON.stringify(record) + "\n", written);
+                written++;
+            },
             onMalformed: (message) => process.stderr.write(`selfrag: warning: ${message} (skipped)\n`),
             onProgress: (s) => {
                 if (Date.now() - lastProgress < progressEvery) return;
                 lastProgress = Date.now();
                 process.stderr.write(`${process.stderr.isTTY ? "\r\x1b[K" : ""}eval: ${progressLine(s, counted.total)}${process.stderr.isTTY ? "" : "\n"}`);
             }
-        });
+        };
+        const summary = redis != null
+            ? await (await import("./distributedEval.js")).distributedEval(values.input, evaluation, {redis, queue: values.queue, modelPath: requireModel(values.model)})
+            : await runEvaluation(model!, values.input, evaluation);
         if (process.stderr.isTTY) process.stderr.write("\n");
         // Resumed: the metric over every record in the file, not only this run's.
         const records = fs.readFileSync(values.output, "utf8").split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as EvalRecord);
@@ -211,6 +231,20 @@ function describe(s: EvalSummary): string {
     if (s.skipped > 0) parts.push(`${s.skipped} already done`);
     if (s.malformed > 0) parts.push(`${s.malformed} malformed skipped`);
     return parts.join(", ");
+}
+
+/**
+ * Appends one record. A failed write (a full disk, a revoked permission) is OUTPUT_WRITE_FAILED
+ * naming the file: the records before it are whole (a record cut short by the failure is dropped
+ * by --resume), so the run can be resumed once there is room.
+ */
+function appendRecord(file: string, line: string, written: number): void {
+    try {
+        fs.appendFileSync(file, line);
+    } catch (error) {
+        throw new SelfRagError(`cannot write to ${file}: ${(error as Error).message}; the ${written} records before this one are ` +
+            "complete: free some space and run again with --resume", "OUTPUT_WRITE_FAILED", {cause: error});
+    }
 }
 
 /** A fresh output file; an existing one is an error unless resuming (answers are not thrown away silently). */

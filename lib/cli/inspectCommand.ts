@@ -29,7 +29,7 @@ export async function inspectCommand(args: string[]): Promise<void> {
     const prompt = values.prompt ?? formatPrompt(values.question!);
     const model = await SelfRagModel.load({
         modelPath: values.model, sequences: 1, contextSize: 4096,
-        threads: integerOption("--threads", values.threads), gpu: values.cpu ? false : "auto"
+        threads: integerOption("--threads", values.threads), gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
     });
     try {
         const result = await model.inspect(prompt);

@@ -1,7 +1,6 @@
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import {SelfRagError, invalidParameterError} from "../errors.js";
+import {cacheDir} from "../paths.js";
 import type {CritiqueWeights} from "../selfrag/SegmentScorer.js";
 import {findModelIn} from "../models/ModelStore.js";
 
@@ -43,11 +42,7 @@ export function weightsFrom(values: WeightValues): CritiqueWeights {
     };
 }
 
-/** Where `selfrag` keeps pulled models and generated demo files. */
-export function cacheDir(): string {
-    const home = process.env.SELFRAG_HOME;
-    return home != null && home !== "" ? path.resolve(home) : path.join(os.homedir(), ".cache", "selfrag");
-}
+export {cacheDir};
 
 /**
  * The model to use when none is given: $SELFRAG_MODEL, else in the cache's models/ folder the

@@ -26,13 +26,15 @@ server section for the request fields).
   --max-queue N         requests waiting for slots before 503 (1024)
   --timeout SECONDS     time limit per request, queue wait included (none); past it: 504
   --max-body BYTES      largest request body (1048576)
+  --header-timeout S    a client must send its request headers within S seconds (30), ...
+  --body-timeout S      ... and its whole request, body included, within S seconds (60); past either: 408
   --threads N --cpu`;
 
 export async function serveCommand(args: string[]): Promise<void> {
     const parsed = parseCommand("selfrag serve", help, {args, options: {
         model: {type: "string"}, index: {type: "string"}, port: {type: "string"}, host: {type: "string"}, sequences: {type: "string"},
         "context-size": {type: "string"}, "step-tokens": {type: "string"}, timeout: {type: "string"}, "max-queue": {type: "string"}, "max-body": {type: "string"},
-        threads: {type: "string"}, cpu: {type: "boolean"}
+        threads: {type: "string"}, cpu: {type: "boolean"}, "header-timeout": {type: "string"}, "body-timeout": {type: "string"}
     }});
     if (parsed == null) return;
     const {values} = parsed;
@@ -45,12 +47,19 @@ export async function serveCommand(args: string[]): Promise<void> {
         model = await SelfRagModel.load({
             modelPath: requireModel(values.model), sequences: integerOption("--sequences", values.sequences) ?? 10,
             contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
-            stepTokens: integerOption("--step-tokens", values["step-tokens"]), gpu: values.cpu ? false : "auto"
+            stepTokens: integerOption("--step-tokens", values["step-tokens"]), gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
         });
         const timeout = values.timeout != null ? Number(values.timeout) : 0;
         if (!Number.isFinite(timeout) || timeout < 0) throw invalidParameterError("--timeout", "a number of seconds >= 0", values.timeout);
+        const seconds = (flag: string, value: string | undefined) => {
+            if (value == null) return undefined;
+            const n = Number(value);
+            if (!Number.isFinite(n) || n <= 0) throw invalidParameterError(flag, "a number of seconds > 0", value);
+            return n * 1000;
+        };
         server = await SelfRagServer.listen({
             model, index, port, host: values.host, maxBodyBytes: integerOption("--max-body", values["max-body"]),
+            headersTimeoutMs: seconds("--header-timeout", values["header-timeout"]), requestTimeoutMs: seconds("--body-timeout", values["body-timeout"]),
             scheduler: {maxQueue: integerOption("--max-queue", values["max-queue"]), timeoutMs: timeout * 1000}
         });
     } catch (error) {

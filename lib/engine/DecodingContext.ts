@@ -2,6 +2,7 @@ import {SelfRagError} from "../errors.js";
 import type {NativeCompletion, NativeContext, NativeContextInfo, NativeContextStats, NativeRowBlock, NativeRows, NativeSegment,
     NativeSequenceInfo, NativeStopOptions, NativeWork} from "./types.js";
 import {SlotPool} from "./SlotPool.js";
+import {markPhase} from "../timings.js";
 
 interface Waiting {
     work: NativeWork;
@@ -223,6 +224,7 @@ export class DecodingContext {
     }
 
     private complete(done: NativeCompletion[]): void {
+        markPhase("first-decode");
         for (const c of done) {
             const w = this.inFlight.get(c.id);
             if (w == null) continue;

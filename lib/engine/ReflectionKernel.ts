@@ -1,5 +1,5 @@
 import {SelfRagError, invalidParameterError} from "../errors.js";
-import {loadAddon} from "./addon.js";
+import {loadEngine} from "./addon.js";
 import type {KernelIsa, NativeAddon} from "./types.js";
 
 export interface ExtractedRows {
@@ -16,6 +16,9 @@ export interface ExtractedRows {
  * The fused kernel on its own: for `rows` rows of `vocab` logits, one vectorised pass per row
  * gives the argmax, its log-prob, the logsumexp and the log-probs of `ids`. Runs on the calling
  * thread (about 10 us per 32016-wide row); rows are split over `threads` when there are many.
+ * Every instruction set gives the same answer on non-finite logits: a row holding NaN, or only
+ * -Infinity, throws NAN_LOGITS (naming the row and index); k logits of +Infinity share the
+ * probability (log-prob -log k each, every other token -Infinity, logSumExp +Infinity).
  *
  * ```ts
  * const out = await extractReflectionLogprobs(logits, 4, 32016, model.reflection.ids);
@@ -23,7 +26,7 @@ export interface ExtractedRows {
  */
 export async function extractReflectionLogprobs(logits: Float32Array, rows: number, vocab: number, ids: Int32Array,
     options: {threads?: number, isa?: KernelIsa} = {}): Promise<ExtractedRows> {
-    const {addon} = await loadAddon();
+    const {addon} = await loadEngine();
     return extractWith(addon, logits, rows, vocab, ids, options);
 }
 

@@ -1,13 +1,17 @@
 // The one module that loads the .node file. It brings up node-llama-cpp first (getLlama() loads
 // the llama.cpp variant for this machine: CPU, CUDA, Vulkan or Metal), then loads the selfrag
 // addon built against that same variant, so both share one llama.cpp and one backend registry.
+// node-llama-cpp's JavaScript is imported only here and only when needed: a process whose CPU
+// runtime was recorded (runtimeRecord.ts) loads node-llama-cpp's binary straight away instead.
 import fs from "node:fs";
 import {createRequire} from "node:module";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
-import {getLlama, type Llama, type LlamaLogLevel} from "node-llama-cpp";
+import type {Llama, LlamaLogLevel} from "node-llama-cpp";
 import {SelfRagError} from "../errors.js";
+import {markPhase} from "../timings.js";
 import type {NativeAddon} from "./types.js";
+import {ADDON_LOG_LEVEL_WARN, forgetCpuRuntime, lineLogger, recordCpuRuntime, recordedCpuBinding, type LlamaBinding} from "./runtimeRecord.js";
 
 export type GpuOption = "auto" | false | "cuda" | "vulkan" | "metal";
 
@@ -28,26 +32,100 @@ const requireNative = createRequire(import.meta.url);
 /** Root of the selfrag package (this file is dist/lib/native/addon.js). */
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
-let loading: Promise<LoadedAddon> | undefined;
+/** llama.cpp as the engine needs it: the selfrag addon on a loaded llama.cpp, node-llama-cpp's `Llama` only if it was created. */
+export interface EngineRuntime {
+    addon: NativeAddon;
+    /** The llama.cpp variant in use ("cpu", "cuda", "vulkan", "metal"). */
+    variant: string;
+    addonPath: string;
+    /** CPU cores useful for math (node-llama-cpp's count). */
+    mathCores: number;
+    /** "node-llama-cpp": brought up by getLlama(); "direct": from a recorded CPU runtime, without node-llama-cpp's JavaScript. */
+    via: "node-llama-cpp" | "direct";
+    /** node-llama-cpp's Llama on the same llama.cpp (created by getLlama(); on a direct runtime only once asked for). */
+    llama?: Llama;
+}
+
+let loading: Promise<EngineRuntime> | undefined;
 let loadedGpu: GpuOption | undefined;
+let withLlama: Promise<Llama> | undefined;
+/** node-llama-cpp's binding when loaded directly: held so its exports (and the backend they own) live as long as the process. */
+let directBinding: LlamaBinding | undefined;
 
 /** Loads node-llama-cpp and the addon once per process; later calls share the result. */
-export function loadAddon(options: {gpu?: GpuOption} = {}): Promise<LoadedAddon> {
+export async function loadAddon(options: {gpu?: GpuOption} = {}): Promise<LoadedAddon> {
+    const runtime = await loadEngine({gpu: options.gpu, nodeLlamaCpp: true});
+    return {addon: runtime.addon, llama: runtime.llama!, variant: runtime.variant, addonPath: runtime.addonPath};
+}
+
+/**
+ * Loads llama.cpp and the addon once per process; later calls share it. With `nodeLlamaCpp: false`
+ * (what the engine alone needs) a recorded CPU runtime is loaded directly, skipping node-llama-cpp's
+ * JavaScript, GPU probing and binary test; `true` also makes node-llama-cpp's `Llama` (runtime.llama).
+ */
+export function loadEngine(options: {gpu?: GpuOption, nodeLlamaCpp?: boolean} = {}): Promise<EngineRuntime> {
     const gpu = options.gpu ?? "auto";
+    const nodeLlamaCpp = options.nodeLlamaCpp ?? false;
     if (loading != null) {
         if (gpu !== "auto" && loadedGpu !== gpu) {
             return Promise.reject(new SelfRagError(
                 `llama.cpp is already loaded in this process with gpu=${String(loadedGpu)}; ` +
                 `one process runs one llama.cpp variant, so gpu=${String(gpu)} cannot be honoured`, "INVALID_STATE"));
         }
-        return loading;
+        return nodeLlamaCpp ? loading.then(ensureLlama) : loading;
     }
     loadedGpu = gpu;
-    loading = doLoad(gpu);
+    loading = bringUp(gpu, nodeLlamaCpp);
     loading.catch(() => {
         loading = undefined;
     });
     return loading;
+}
+
+async function bringUp(gpu: GpuOption, nodeLlamaCpp: boolean): Promise<EngineRuntime> {
+    const recorded = nodeLlamaCpp ? undefined : recordedCpuBinding(gpu);
+    const runtime = (recorded != null ? await loadDirect(gpu, recorded) : undefined) ?? await doLoad(gpu);
+    markPhase("backend", runtime.via);
+    return runtime;
+}
+
+/**
+ * node-llama-cpp's CPU binary brought up as its Llama constructor does (logger, backends next to
+ * the binary, llama_backend_init), then the addon. undefined (and the record dropped) when the
+ * binary does not come up as the CPU variant: the caller goes through getLlama() instead.
+ */
+async function loadDirect(gpu: GpuOption, bindingPath: string): Promise<EngineRuntime | undefined> {
+    let binding: LlamaBinding;
+    try {
+        binding = requireNative(bindingPath) as LlamaBinding;
+        binding.markLoaded();
+        const printLevel = (process.env.SELFRAG_LOG_LEVEL ?? "disabled") as LlamaLogLevel;
+        binding.setLogger(lineLogger(logger(printLevel)));
+        binding.setLoggerLogLevel(ADDON_LOG_LEVEL_WARN);
+        binding.loadBackends();
+        if (binding.getGpuType() == null) binding.loadBackends(path.dirname(bindingPath));
+        const type = binding.getGpuType();
+        if (type !== false) throw new Error(`the recorded binary came up as ${String(type)}, not the CPU`);
+        binding.ensureGpuDeviceIsSupported();
+        await binding.init();
+    } catch {
+        forgetCpuRuntime(gpu);
+        return undefined;
+    }
+    directBinding = binding;
+    const {addon, addonPath} = loadSelfragAddon("cpu", path.dirname(bindingPath));
+    return {addon, variant: "cpu", addonPath, mathCores: Math.floor(directBinding.getMathCores()), via: "direct"};
+}
+
+/** node-llama-cpp's Llama for a runtime that came up without it: getLlama() for the variant already loaded (its binary is shared). */
+async function ensureLlama(runtime: EngineRuntime): Promise<EngineRuntime> {
+    if (runtime.llama != null) return runtime;
+    withLlama ??= getLlamaFor(runtime.variant === "cpu" ? false : runtime.variant as GpuOption);
+    withLlama.catch(() => {
+        withLlama = undefined;
+    });
+    runtime.llama = await withLlama;
+    return runtime;
 }
 
 const levelOrder: LlamaLogLevel[] = ["disabled", "fatal", "error", "warn", "info", "log", "debug"] as LlamaLogLevel[];
@@ -72,24 +150,35 @@ function logger(printLevel: LlamaLogLevel) {
     };
 }
 
-async function doLoad(gpu: GpuOption): Promise<LoadedAddon> {
+async function getLlamaFor(gpu: GpuOption): Promise<Llama> {
     const printLevel = (process.env.SELFRAG_LOG_LEVEL ?? "disabled") as LlamaLogLevel;
-    let llama: Llama;
     try {
-        llama = await getLlama({gpu, build: "never", logLevel: "warn" as LlamaLogLevel, logger: logger(printLevel),
+        const {getLlama} = await import("node-llama-cpp");
+        return await getLlama({gpu, build: "never", logLevel: "warn" as LlamaLogLevel, logger: logger(printLevel),
             progressLogs: false, skipDownload: true});
     } catch (error) {
         throw new SelfRagError(`node-llama-cpp could not load llama.cpp (gpu=${String(gpu)}): ${(error as Error).message}`,
             "ADDON_LOAD_FAILED", {cause: error});
     }
+}
+
+async function doLoad(gpu: GpuOption): Promise<EngineRuntime> {
+    const llama = await getLlamaFor(gpu);
     const variant = llama.gpu === false ? "cpu" : llama.gpu;
-    const candidates = addonCandidates(variant);
+    const {addon, addonPath} = loadSelfragAddon(variant);
+    if (variant === "cpu") recordCpuRuntime(gpu);
+    return {addon, llama, variant, addonPath, mathCores: llama.cpuMathCores, via: "node-llama-cpp"};
+}
+
+/** The selfrag addon built for `variant` (the llama.cpp already loaded); one error naming every file tried. */
+function loadSelfragAddon(variant: string, libDir?: string): {addon: NativeAddon, addonPath: string} {
+    const candidates = addonCandidates(variant, libDir);
     const failures: string[] = [];
     for (const candidate of candidates) {
         try {
             const addon = requireNative(candidate) as NativeAddon;
             addon.setErrorClass(SelfRagError);
-            return {addon, llama, variant, addonPath: candidate};
+            return {addon, addonPath: candidate};
         } catch (error) {
             failures.push(`${candidate}: ${(error as Error).message}`);
         }
@@ -112,7 +201,8 @@ function loadedLlamaSoname(): string | undefined {
     }
 }
 
-function addonCandidates(variant: string): string[] {
+/** The builds for the llama.cpp loaded: from `libDir` when known (a direct runtime), else by the libllama mapped. */
+function addonCandidates(variant: string, libDir?: string): string[] {
     if (process.env.SELFRAG_ADDON != null && process.env.SELFRAG_ADDON !== "") {
         return [path.resolve(process.env.SELFRAG_ADDON)];
     }
@@ -124,8 +214,9 @@ function addonCandidates(variant: string): string[] {
             "ADDON_NOT_BUILT");
     }
     const manifest = JSON.parse(fs.readFileSync(manifestPath, "utf8")) as BuildManifest;
-    const soname = loadedLlamaSoname();
-    const matching = manifest.builds.filter((b) => soname != null ? b.soname === soname : b.variant === variant);
+    const fromDir = libDir == null ? [] : manifest.builds.filter((b) => path.resolve(b.libDir) === path.resolve(libDir));
+    const soname = fromDir.length > 0 ? undefined : loadedLlamaSoname();
+    const matching = fromDir.length > 0 ? fromDir : manifest.builds.filter((b) => soname != null ? b.soname === soname : b.variant === variant);
     if (matching.length === 0) {
         throw new SelfRagError(
             `no selfrag addon was built for the llama.cpp node-llama-cpp loaded (${soname ?? variant}); built: ` +

@@ -34,6 +34,12 @@ export interface NativeContextOptions {
     /** Microseconds the loop waits, after finished work, for the work that follows from it (default 2000). */
     reactionWindowUs?: number;
     unifiedKv: boolean;
+    /**
+     * KV cells in the cache (default contextSize x sequences). Fewer overcommit a unified cache:
+     * forks share their prefix cells, so slots rarely fill together; when no cell is free, work
+     * waits for one, and only work that can never get one fails (KV_FULL) or stops (kv_full).
+     */
+    kvCells?: number;
     reflectionIds: Int32Array;
 }
 
@@ -110,6 +116,7 @@ export interface NativeContextInfo {
     kvCacheBytes: number;
 }
 
+/** One consistent snapshot of the loop's counters (read under its lock: no half-counted step). */
 export interface NativeContextStats {
     tokensEvaluated: number;
     decodeCalls: number;
@@ -161,6 +168,10 @@ export interface NativeAddon {
     Model: new () => NativeModel;
     Context: new (model: NativeModel, options: NativeContextOptions, onComplete: (done: NativeCompletion[]) => void) => NativeContext;
     setErrorClass(errorClass: new (message: string, code: string) => Error): void;
+    /**
+     * Checks every argument itself (TypeError for a wrong kind, RangeError for a short array, both
+     * with code INVALID_ARGUMENT); a row holding NaN, or only -Infinity, throws NAN_LOGITS.
+     */
     extractReflectionLogprobs(logits: Float32Array, rows: number, vocab: number, ids: Int32Array,
         out: NativeExtractOutput, threads: number, isa: KernelIsa): boolean;
     retrievalRatio(logRetrieval: number, logContinue: number, logNoRetrieval: number): number;

@@ -104,28 +104,14 @@ export interface EvalSummary {
 }
 
 export async function runEvaluation(model: SelfRagModel, file: string, options: EvaluationOptions = {}): Promise<EvalSummary> {
-    const started = Date.now();
     const task = options.task ?? "none";
     const profile = checkProfile(options.profile);
-    const metrics: MetricName[] = options.metrics != null && options.metrics.length > 0 ? [...options.metrics]
-        : [options.metric ?? (options.long ? "str_em" : "match")];
-    const metric = metrics[0];
-    const perMetric = metrics.map((m) => ({metric: m, scored: 0, sum: 0}));
+    const metrics = evaluationMetrics(options);
     const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 64, 1 << 16);
     const limit = options.limit ?? Number.POSITIVE_INFINITY;
     const scheduler = new RequestScheduler(model, {maxQueue: batchSize});
-    const totals = {answered: 0, errors: 0, skipped: 0, malformed: 0, scored: 0, scoreSum: 0, retrieved: 0, seen: 0};
-    const summary = (): EvalSummary => {
-        const seconds = (Date.now() - started) / 1000;
-        return {
-            metric, answered: totals.answered, errors: totals.errors, skipped: totals.skipped, malformed: totals.malformed,
-            scored: totals.scored, mean: totals.scored > 0 ? totals.scoreSum / totals.scored : null,
-            metrics: perMetric.map((m) => ({metric: m.metric, scored: m.scored, mean: m.scored > 0 ? m.sum / m.scored : null})),
-            seen: totals.seen,
-            retrievalRate: totals.answered > 0 ? totals.retrieved / totals.answered : null,
-            seconds, questionsPerSecond: totals.answered / Math.max(seconds, 1e-3)
-        };
-    };
+    const totals = new EvalTally(metrics);
+    const summary = () => totals.summary();
 
     // A sliding window: up to batchSize questions in flight; as each finishes another starts, and
     // finished records are written in input order as soon as every earlier question is done too.
@@ -151,40 +137,18 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
         while (window.length > 0 && window[0].outcome != null) await write(window.shift()!);
     };
     const write = async ({item, outcome}: Entry) => {
-        {
-            let record: EvalRecord;
-            if (outcome!.status === "rejected") {
-                const e = outcome!.reason as Error & {code?: string};
-                if (e.code === "ABORTED" || e.code === "SCHEDULER_CLOSED") throw e;
-                record = {id: item.id, question: item.question, prediction: "", golds: item.golds,
-                    error: {code: e.code ?? "INTERNAL", message: `${item.where}: ${e.message}`}};
-                totals.errors++;
-            } else {
-                record = outcome!.value;
-                const scores: Partial<Record<MetricName, number>> = {};
-                perMetric.forEach((m) => {
-                    const value = scoreOf(record, item, m.metric, task, profile);
-                    if (value == null) return;
-                    scores[m.metric] = value;
-                    m.scored++;
-                    m.sum += value;
-                });
-                record.score = scores[metric];
-                if (metrics.length > 1 && Object.keys(scores).length > 0) record.scores = scores;
-                const metadata = item.record.metadata;
-                if (metadata !== undefined) record.metadata = metadata;
-                totals.answered++;
-                if (record.retrieve?.decision) totals.retrieved++;
-                if (record.score != null) {
-                    totals.scored++;
-                    totals.scoreSum += record.score;
-                }
-            }
-            await options.onRecord?.(record);
+        let record: EvalRecord;
+        if (outcome!.status === "rejected") {
+            const e = outcome!.reason as Error & {code?: string};
+            if (e.code === "ABORTED" || e.code === "SCHEDULER_CLOSED") throw e;
+            record = errorRecord(item, {code: e.code ?? "INTERNAL", message: e.message});
+        } else {
+            record = scoreRecord(outcome!.value, item, metrics, task, profile);
         }
+        totals.count(record);
+        await options.onRecord?.(record);
         options.onProgress?.(summary());
     };
-
 
     try {
         let seen = 0;
@@ -233,7 +197,102 @@ export function summarizeRecords(records: readonly EvalRecord[]): {records: numb
     };
 }
 
-async function answerOne(scheduler: RequestScheduler, item: EvalItem, task: Task, options: EvaluationOptions): Promise<EvalRecord> {
+/**
+ * The metrics a run scores with: `metrics` when given, else `metric`, else str_em in long form and
+ * match otherwise; the first is each record's `score`.
+ */
+export function evaluationMetrics(options: Pick<EvaluationOptions, "metric" | "metrics" | "long">): MetricName[] {
+    return options.metrics != null && options.metrics.length > 0 ? [...options.metrics] : [options.metric ?? (options.long ? "str_em" : "match")];
+}
+
+/**
+ * The running totals of an evaluation (answered, errors, each metric's mean, retrieval rate) and
+ * its summary; a single-process run and a distributed coordinator count records the same way:
+ *
+ * ```ts
+ * const tally = new EvalTally(["match"]);
+ * tally.count(scoreRecord(answered, item, ["match"], "popqa", "default"));
+ * tally.summary().mean;
+ * ```
+ */
+export class EvalTally {
+    public answered = 0;
+    public errors = 0;
+    public skipped = 0;
+    public malformed = 0;
+    /** Questions read so far (answered, failed or skipped). */
+    public seen = 0;
+    private scored = 0;
+    private scoreSum = 0;
+    private retrieved = 0;
+    private readonly started = Date.now();
+    private readonly perMetric: {metric: MetricName, scored: number, sum: number}[];
+
+    public constructor(public readonly metrics: readonly MetricName[]) {
+        this.perMetric = metrics.map((m) => ({metric: m, scored: 0, sum: 0}));
+    }
+
+    /** One finished record: scored by `scoreRecord`, or an `errorRecord`. */
+    public count(record: EvalRecord): void {
+        if (record.error != null) {
+            this.errors++;
+            return;
+        }
+        this.answered++;
+        if (record.retrieve?.decision) this.retrieved++;
+        for (const m of this.perMetric) {
+            const value = record.scores != null ? record.scores[m.metric] : m.metric === this.metrics[0] ? record.score : undefined;
+            if (value == null) continue;
+            m.scored++;
+            m.sum += value;
+        }
+        if (record.score != null) {
+            this.scored++;
+            this.scoreSum += record.score;
+        }
+    }
+
+    public summary(): EvalSummary {
+        const seconds = (Date.now() - this.started) / 1000;
+        return {
+            metric: this.metrics[0], answered: this.answered, errors: this.errors, skipped: this.skipped, malformed: this.malformed,
+            scored: this.scored, mean: this.scored > 0 ? this.scoreSum / this.scored : null,
+            metrics: this.perMetric.map((m) => ({metric: m.metric, scored: m.scored, mean: m.scored > 0 ? m.sum / m.scored : null})),
+            seen: this.seen,
+            retrievalRate: this.answered > 0 ? this.retrieved / this.answered : null,
+            seconds, questionsPerSecond: this.answered / Math.max(seconds, 1e-3)
+        };
+    }
+}
+
+/**
+ * Completes an answered question's record (from `answerOne`) as the output file holds it: each
+ * metric's score, `score` (the first metric), `scores` when several, and the dataset's metadata.
+ */
+export function scoreRecord(record: EvalRecord, item: Pick<EvalItem, "golds" | "qaPairs" | "record">, metrics: readonly MetricName[],
+    task: Task, profile: Profile): EvalRecord {
+    const scores: Partial<Record<MetricName, number>> = {};
+    for (const m of metrics) {
+        const value = scoreOf(record, item, m, task, profile);
+        if (value != null) scores[m] = value;
+    }
+    record.score = scores[metrics[0]];
+    if (metrics.length > 1 && Object.keys(scores).length > 0) record.scores = scores;
+    const metadata = item.record.metadata;
+    if (metadata !== undefined) record.metadata = metadata;
+    return record;
+}
+
+/** The record of a question that could not be answered: its error's code and message, prefixed with where it is. */
+export function errorRecord(item: Pick<EvalItem, "id" | "question" | "golds" | "where">, error: {code: string, message: string}): EvalRecord {
+    return {id: item.id, question: item.question, prediction: "", golds: item.golds, error: {code: error.code, message: `${item.where}: ${error.message}`}};
+}
+
+/**
+ * One question answered through a scheduler (sharing decode steps with whatever else is in
+ * flight), as its output record before scoring (see `scoreRecord`).
+ */
+export async function answerOne(scheduler: RequestScheduler, item: EvalItem, task: Task, options: EvaluationOptions): Promise<EvalRecord> {
     const retriever = item.passages == null ? options.retriever : undefined;
     const profile = options.profile;
     if (options.long) {
@@ -258,7 +317,7 @@ async function answerOne(scheduler: RequestScheduler, item: EvalItem, task: Task
     return record;
 }
 
-function scoreOf(record: EvalRecord, item: EvalItem, metric: MetricName, task: Task, profile: Profile): number | undefined {
+function scoreOf(record: EvalRecord, item: Pick<EvalItem, "golds" | "qaPairs">, metric: MetricName, task: Task, profile: Profile): number | undefined {
     if (metric === "str_em") return item.qaPairs != null ? strEm(record.prediction, item.qaPairs) : undefined;
     if (item.golds == null || item.golds.length === 0) return undefined;
     const prediction = scoredPrediction(record.prediction, task, {profile, metric});

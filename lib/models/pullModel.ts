@@ -5,7 +5,6 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
-import {createModelDownloader} from "node-llama-cpp";
 import {SelfRagError} from "../errors.js";
 import {KNOWN_MODELS, knownModelUri} from "./knownModels.js";
 import {readManifest, recordModel, type ModelRecord} from "./ModelStore.js";
@@ -78,6 +77,7 @@ function stagingDir(dir: string, key: string): string {
 
 async function download(uri: string, staging: string, showProgress: boolean): Promise<{entry: string, files: string[]}> {
     try {
+        const {createModelDownloader} = await import("node-llama-cpp");
         const downloader = await createModelDownloader({
             modelUri: uri, dirPath: staging, showCliProgress: showProgress,
             // An interrupted pull leaves its partial file (and ipull's resume data) in the staging folder: the next pull of the same source resumes it.

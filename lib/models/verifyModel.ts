@@ -3,7 +3,7 @@
 // refused here, not at load time).
 import fs from "node:fs";
 import path from "node:path";
-import {readGgufFileInfo, type GgufFileInfo} from "node-llama-cpp";
+import type {GgufFileInfo} from "node-llama-cpp";
 import {SelfRagError} from "../errors.js";
 import {REFLECTION_TOKENS} from "../engine/ReflectionTokens.js";
 import {readGgufSummarySync, tensorBytes} from "./GgufVocabulary.js";
@@ -56,6 +56,7 @@ export async function checkSelfRagModel(file: string, label = path.basename(file
     }
     let info: GgufFileInfo;
     try {
+        const {readGgufFileInfo} = await import("node-llama-cpp");
         info = await readGgufFileInfo(file, {sourceType: "filesystem", logWarnings: false, spliceSplitFiles: false, readTensorInfo: true});
     } catch (error) {
         const why = (error as Error)?.message?.split("\n")[0] ?? String(error);

@@ -8,8 +8,17 @@
 // gives the dimensions). The scan itself is USearch's exactSearch (SIMD, multithreaded); for files
 // not loaded into memory it runs over chunks and merges the per-chunk top k.
 import fs from "node:fs";
-import usearch from "usearch";
+import {createRequire} from "node:module";
+import type Usearch from "usearch";
 import {SelfRagError} from "../errors.js";
+
+const requireModule = createRequire(import.meta.url);
+let usearchModule: typeof Usearch | undefined;
+
+/** USearch, loaded at the first scan: importing selfrag loads no native module (and USearch's binary lookup is slow to fail). */
+function loadUsearch(): typeof Usearch {
+    return usearchModule ??= (requireModule("usearch") as {default: typeof Usearch}).default;
+}
 
 /** Nearest rows of each query, `k` slots per query, the first counts[q] filled, best first. */
 export interface ExactMatches {
@@ -138,6 +147,7 @@ function scan(data: Float32Array, queries: Float32Array, dimensions: number, k: 
     const available = data.length / dimensions;
     const wanted = Math.min(k, available);
     if (wanted === 0) return {rows: new BigUint64Array(0), distances: new Float32Array(0), k: 0};
+    const usearch = loadUsearch();
     const found = usearch.exactSearch(data, queries, dimensions, wanted, usearch.MetricKind.Cos, threads) as unknown as
         {keys: BigUint64Array, distances: Float32Array};
     // One query gives Matches (only the found entries), several give BatchMatches (wanted per row);

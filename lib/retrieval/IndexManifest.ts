@@ -68,8 +68,9 @@ export function readManifest(dir: string): IndexManifest {
             "INDEX_CORRUPT");
     }
     const e = m.embedder;
-    if (e == null || (e.kind !== "hashing" && e.kind !== "gguf") || typeof e.fingerprint !== "string" || !isCount(e.dimensions)) {
-        throw bad("embedder", "{kind: \"hashing\" | \"gguf\", name, dimensions, fingerprint}");
+    if (e == null || (e.kind !== "hashing" && e.kind !== "gguf") || typeof e.fingerprint !== "string" || !isCount(e.dimensions) ||
+        e.details == null || typeof e.details !== "object") {
+        throw bad("embedder", "{kind: \"hashing\" | \"gguf\", name, dimensions, fingerprint, details}");
     }
     const v = m.vectors;
     if (v == null || !VECTOR_DTYPES.includes(v.dtype) || v.dimensions !== e.dimensions || !isCount(v.connectivity) ||

@@ -1,7 +1,16 @@
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
 import fs from "node:fs";
+import {createRequire} from "node:module";
 import {SelfRagError} from "../errors.js";
 import type {Passage} from "../selfrag/prompts.js";
+
+const requireModule = createRequire(import.meta.url);
+let sqlite: typeof Database | undefined;
+
+/** better-sqlite3, loaded when a store is first created or opened: importing selfrag loads no native module. */
+function database(): typeof Database {
+    return sqlite ??= requireModule("better-sqlite3") as typeof Database;
+}
 
 /** A passage as stored: the corpus's own id (if it had one), its USearch key and its metadata. */
 export interface StoredPassage extends Passage {
@@ -37,7 +46,7 @@ export class PassageStore {
      */
     public static create(file: string): PassageStore {
         if (fs.existsSync(file)) fs.rmSync(file);
-        const db = new Database(file);
+        const db = new (database())(file);
         db.pragma("journal_mode = OFF");
         db.pragma("synchronous = OFF");
         db.pragma("locking_mode = EXCLUSIVE");
@@ -50,7 +59,7 @@ export class PassageStore {
         if (!fs.existsSync(file)) throw new SelfRagError(`passage store not found: ${file}`, "INDEX_CORRUPT");
         let db: Database.Database;
         try {
-            db = new Database(file, {readonly: true, fileMustExist: true});
+            db = new (database())(file, {readonly: true, fileMustExist: true});
             db.pragma("mmap_size = 268435456"); // reads through the page cache instead of copies
             return new PassageStore(db, file);
         } catch (error) {
@@ -71,10 +80,24 @@ export class PassageStore {
     /** The passages under `keys`, in the same order; undefined for a key with no row. */
     public get(keys: readonly number[]): (StoredPassage | undefined)[] {
         return keys.map((key) => {
-            const row = this.select.get(key);
+            // A damaged file opens fine and fails on the page a lookup reads: name the file.
+            let row: {key: number, id: string | null, title: string, text: string, metadata: string | null} | undefined;
+            try {
+                row = this.select.get(key);
+            } catch (error) {
+                throw new SelfRagError(`the passage store ${this.file} is damaged (reading passage ${key}): ${(error as Error).message}`,
+                    "INDEX_CORRUPT", {cause: error});
+            }
             if (row == null) return undefined;
             const passage: StoredPassage = {key: row.key, id: row.id ?? undefined, title: row.title, text: row.text};
-            if (row.metadata != null) passage.metadata = JSON.parse(row.metadata) as Record<string, unknown>;
+            if (row.metadata != null) {
+                try {
+                    passage.metadata = JSON.parse(row.metadata) as Record<string, unknown>;
+                } catch (error) {
+                    throw new SelfRagError(`the passage store ${this.file} is damaged: passage ${key} has unreadable metadata`, "INDEX_CORRUPT",
+                        {cause: error});
+                }
+            }
             return passage;
         });
     }

@@ -1,5 +1,5 @@
 import {SelfRagError, requireNumberInRange} from "../errors.js";
-import {loadAddon} from "../engine/addon.js";
+import {loadEngine} from "../engine/addon.js";
 import type {NativeAddon, NativeScoreWeights} from "../engine/types.js";
 import {REFLECTION_COUNT} from "../engine/ReflectionTokens.js";
 
@@ -68,7 +68,7 @@ export class SegmentScorer {
         if (reflectionIds.length !== REFLECTION_COUNT) {
             throw new SelfRagError(`expected ${REFLECTION_COUNT} reflection ids, got ${reflectionIds.length}`, "INVALID_ARGUMENT");
         }
-        const {addon} = await loadAddon();
+        const {addon} = await loadEngine();
         return new SegmentScorer(addon, reflectionIds);
     }
 

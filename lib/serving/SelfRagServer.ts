@@ -1,5 +1,6 @@
 // The HTTP server: node:http around createHandler (see handler.ts for the routes and rules).
 import http from "node:http";
+import {SelfRagError, invalidParameterError} from "../errors.js";
 import type {AddressInfo} from "node:net";
 import type {PassageIndex} from "../retrieval/PassageIndex.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
@@ -12,6 +13,14 @@ export interface SelfRagServerOptions extends HandlerOptions {
     port?: number;
     /** 127.0.0.1 unless given: the server has no authentication. */
     host?: string;
+    /** A client must send its request headers within this (default 30 s); past it: 408 and the connection closed. */
+    headersTimeoutMs?: number;
+    /**
+     * ... and the whole request, body included, within this (default 60 s): a client trickling a
+     * body (slow loris) cannot hold a connection for longer. It does not limit the answer, which
+     * can take minutes (the scheduler's `timeoutMs` does).
+     */
+    requestTimeoutMs?: number;
 }
 
 /**
@@ -27,13 +36,22 @@ export class SelfRagServer {
     private readonly http: http.Server;
 
     private constructor(options: SelfRagServerOptions) {
+        const headersTimeout = options.headersTimeoutMs ?? 30_000;
+        const requestTimeout = options.requestTimeoutMs ?? 60_000;
+        for (const [name, value] of [["headersTimeoutMs", headersTimeout], ["requestTimeoutMs", requestTimeout]] as const) {
+            if (!Number.isFinite(value) || value < 1) throw invalidParameterError(name, "a positive number of milliseconds", value);
+        }
+        if (headersTimeout > requestTimeout) {
+            throw new SelfRagError(`headersTimeoutMs (${headersTimeout}) must not exceed requestTimeoutMs (${requestTimeout})`, "INVALID_ARGUMENT");
+        }
         this.handler = createHandler(options.model, options);
-        this.http = http.createServer((req, res) => this.handler(req, res));
-        // A long-form answer from a 7B model on a CPU can take minutes: no total-request timeout
-        // here (the scheduler's timeoutMs is the per-request limit), but a client must send its
-        // headers promptly.
-        this.http.requestTimeout = 0;
-        this.http.headersTimeout = 30_000;
+        // Node's timeouts cover receiving the request (headers, then headers and body), checked
+        // every connectionsCheckingInterval; the answer itself (minutes for a long-form answer of
+        // a 7B model on a CPU) is limited by the scheduler's timeoutMs instead.
+        this.http = http.createServer({
+            headersTimeout, requestTimeout,
+            connectionsCheckingInterval: Math.max(25, Math.min(1000, Math.floor(headersTimeout / 4)))
+        }, (req, res) => this.handler(req, res));
     }
 
     public get scheduler(): RequestScheduler {

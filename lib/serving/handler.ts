@@ -11,6 +11,13 @@
 // buffered; anything that is not a JSON object of known fields is a 400 naming the field; a
 // client that goes away cancels its question (its slots are freed at the next decode step); a
 // request past its time limit gets a 504; no request can take the process down.
+//
+// Early rejections (413, 404, 405, 415 ... answered before the body is read) use a lingering
+// close, as Apache and nginx do: the whole answer is written with `Connection: close`, then the
+// rest of the body is read and discarded (up to `drain.maxBytes` / `drain.timeoutMs`) before the
+// connection is closed. Closing at once would reset a connection the client is still writing to,
+// and a client that reads its answer only after sending (Node's fetch) then sees ECONNRESET
+// instead of the 413.
 import type http from "node:http";
 import path from "node:path";
 import {SelfRagError, httpStatusOf} from "../errors.js";
@@ -36,6 +43,11 @@ export interface HandlerOptions {
     scheduler?: RequestSchedulerOptions;
     /** The model name OpenAI responses report (default: the GGUF file name). */
     modelName?: string;
+    /**
+     * After an early rejection, how much of the rest of the body is read and discarded so the
+     * client can read the answer (default 64 MiB, 10 s); past either the connection is reset.
+     */
+    drain?: {maxBytes?: number, timeoutMs?: number};
 }
 
 
@@ -66,6 +78,11 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
     if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
         throw new SelfRagError(`maxBodyBytes must be a positive integer, got ${maxBodyBytes}`, "INVALID_ARGUMENT");
     }
+    const drainBytes = options.drain?.maxBytes ?? 64 * 1024 * 1024;
+    const drainMs = options.drain?.timeoutMs ?? 10_000;
+    if (!Number.isInteger(drainBytes) || drainBytes < 0 || !Number.isFinite(drainMs) || drainMs < 0) {
+        throw new SelfRagError(`drain.maxBytes and drain.timeoutMs must be >= 0, got ${drainBytes} and ${drainMs}`, "INVALID_ARGUMENT");
+    }
     const scheduler = new RequestScheduler(model, options.scheduler);
     const modelName = options.modelName ?? path.basename(model.path, ".gguf");
     const retriever = options.index?.asRetriever();
@@ -89,7 +106,8 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
         "/health": {method: "GET", handle: async () => ({kind: "json", body: {status: "ok"}})},
         "/v1/stats": {method: "GET", handle: async () => ({kind: "json", body: {
             scheduler: scheduler.stats, engine: {...scheduler.monitor.report(), contextPerSequence: model.context.info.contextPerSequence},
-            index: options.index != null ? {passages: options.index.size, search: options.index.searchMode} : null
+            index: options.index != null ? {passages: options.index.size, search: options.index.searchMode} : null,
+            process: processMemory()
         }})},
         "/metrics": {method: "GET", handle: async () => ({kind: "text", type: "text/plain; version=0.0.4; charset=utf-8",
             body: prometheusText(scheduler.monitor.report(), scheduler.stats)})},
@@ -197,14 +215,14 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
             if (reply.kind === "json") send(res, reply.status ?? 200, reply.body);
             else if (reply.kind === "text") sendText(res, reply.body, reply.type);
         } catch (error) {
-            if (abort.signal.aborted && res.destroyed) return; // nobody to answer
+            if (res.destroyed) return; // nobody to answer (client gone, or Node closed it: 408)
             const e = asSelfRagError(error);
             const status = httpStatusOf(e.code);
             if (status === 503) res.setHeader("Retry-After", "1");
-            if (status === 413) res.setHeader("Connection", "close");
-            send(res, status, openAi ? openAiErrorBody(e, status) : {error: {code: e.code, message: e.message}});
-            // A body refused part-way is not read further: drop the connection once the answer is out.
-            if (status === 413) res.on("finish", () => req.destroy());
+            const body = openAi ? openAiErrorBody(e, status) : {error: {code: e.code, message: e.message}};
+            // Answered before the body was read (413, 404, 405, 415 ...): a lingering close.
+            if (!req.complete && !req.readableEnded && !res.headersSent) answerThenDrain(req, res, status, body, drainBytes, drainMs);
+            else send(res, status, body);
         }
     };
 
@@ -222,6 +240,12 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
         }}
     });
     return handler;
+}
+
+/** The server process's memory, for watching it over a long run (RSS, the JS heap, and native memory V8 knows of). */
+function processMemory() {
+    const m = process.memoryUsage();
+    return {rssBytes: m.rss, heapUsedBytes: m.heapUsed, heapTotalBytes: m.heapTotal, externalBytes: m.external, arrayBuffersBytes: m.arrayBuffers};
 }
 
 function asSelfRagError(error: unknown): SelfRagError {
@@ -248,20 +272,98 @@ async function readJson(req: http.IncomingMessage & {body?: unknown}, maxBodyByt
     if (declared > maxBodyBytes) {
         throw new SelfRagError(`the body is ${declared} bytes; the limit is ${maxBodyBytes}`, "PAYLOAD_TOO_LARGE");
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > maxBodyBytes) throw new SelfRagError(`the body is over ${maxBodyBytes} bytes, the limit`, "PAYLOAD_TOO_LARGE");
-        chunks.push(chunk);
-    }
-    const text = Buffer.concat(chunks).toString("utf8");
+    const text = (await readBody(req, maxBodyBytes)).toString("utf8");
     if (text.trim() === "") throw new SelfRagError("the body is empty; send a JSON object", "INVALID_REQUEST");
     try {
         return JSON.parse(text);
     } catch (error) {
         throw new SelfRagError(`the body is not valid JSON: ${(error as Error).message}`, "INVALID_JSON");
     }
+}
+
+/**
+ * The body, up to `max` bytes. Past the limit it stops listening and leaves the request paused
+ * but open (a `for await` loop would destroy it, and with it the socket the answer goes out on).
+ */
+function readBody(req: http.IncomingMessage, max: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        const done = () => {
+            req.off("data", onData);
+            req.off("end", onEnd);
+            req.off("close", onClose);
+            req.off("error", onClose);
+        };
+        const onData = (chunk: Buffer) => {
+            size += chunk.length;
+            if (size > max) {
+                done();
+                req.pause();
+                reject(new SelfRagError(`the body is over ${max} bytes, the limit`, "PAYLOAD_TOO_LARGE"));
+            } else {
+                chunks.push(chunk);
+            }
+        };
+        const onEnd = () => {
+            done();
+            resolve(Buffer.concat(chunks));
+        };
+        const onClose = () => {
+            done();
+            reject(new SelfRagError("the client closed the connection while sending the body", "ABORTED"));
+        };
+        req.on("data", onData);
+        req.on("end", onEnd);
+        req.on("close", onClose);
+        req.on("error", onClose);
+    });
+}
+
+/**
+ * A lingering close: writes the whole answer (`Connection: close`, Content-Length) at once, so a
+ * client that reads while sending has it, then reads and discards the rest of the body, and ends
+ * the response, which closes the connection, once the body is in: a client that reads its answer
+ * only after sending everything also gets it. Past `maxBytes` or `timeoutMs` of draining the
+ * connection is reset instead.
+ */
+function answerThenDrain(req: http.IncomingMessage, res: http.ServerResponse, status: number, value: unknown,
+    maxBytes: number, timeoutMs: number): void {
+    const body = JSON.stringify(value) + "\n";
+    res.shouldKeepAlive = false;
+    res.writeHead(status, {"Content-Type": "application/json; charset=utf-8", "Content-Length": Buffer.byteLength(body), "Connection": "close"});
+    res.write(body);
+    let drained = 0;
+    let settled = false;
+    const finish = (reset: boolean) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        req.off("data", onData);
+        req.off("end", onEnd);
+        req.off("close", onGone);
+        req.off("error", onGone);
+        if (reset) {
+            // Flushed answer first, then the reset (the client may still lose it: documented).
+            res.end(() => req.socket?.destroy());
+            req.pause();
+        } else {
+            res.end(); // Connection: close ends the socket once the answer is flushed
+        }
+    };
+    const onData = (chunk: Buffer) => {
+        drained += chunk.length;
+        if (drained > maxBytes) finish(true);
+    };
+    const onEnd = () => finish(false);
+    const onGone = () => finish(false);
+    const timer = setTimeout(() => finish(true), timeoutMs);
+    timer.unref();
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("close", onGone);
+    req.on("error", onGone);
+    req.resume();
 }
 
 function send(res: http.ServerResponse, status: number, value: unknown): void {

@@ -49,17 +49,17 @@ const optional = {
         if (typeof v !== "string") throw invalid(field, "a string", v);
         return v;
     },
-    boolean(body: Record<string, unknown>, field: string): boolean | undefined {
+    boolean(body: Record<string, unknown>, field: string, label = field): boolean | undefined {
         const v = body[field];
         if (v === undefined) return undefined;
-        if (typeof v !== "boolean") throw invalid(field, "true or false", v);
+        if (typeof v !== "boolean") throw invalid(label, "true or false", v);
         return v;
     },
-    number(body: Record<string, unknown>, field: string, min: number, max: number, integer = false): number | undefined {
+    number(body: Record<string, unknown>, field: string, min: number, max: number, integer = false, label = field): number | undefined {
         const v = body[field];
         if (v === undefined) return undefined;
         if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
-            throw invalid(field, `${integer ? "an integer" : "a number"} from ${min} to ${max}`, v);
+            throw invalid(label, `${integer ? "an integer" : "a number"} from ${min} to ${max}`, v);
         }
         return v;
     },
@@ -93,12 +93,12 @@ function weights(value: unknown): CritiqueWeights | undefined {
     const w = object(value, "weights");
     refuseUnknown(w, ["relevance", "support", "utility", "useSequenceScore", "useSupport", "useUtility"], "weights.");
     return defined({
-        relevance: optional.number(w, "relevance", -1e6, 1e6),
-        support: optional.number(w, "support", -1e6, 1e6),
-        utility: optional.number(w, "utility", -1e6, 1e6),
-        useSequenceScore: optional.boolean(w, "useSequenceScore"),
-        useSupport: optional.boolean(w, "useSupport"),
-        useUtility: optional.boolean(w, "useUtility")
+        relevance: optional.number(w, "relevance", -1e6, 1e6, false, "weights.relevance"),
+        support: optional.number(w, "support", -1e6, 1e6, false, "weights.support"),
+        utility: optional.number(w, "utility", -1e6, 1e6, false, "weights.utility"),
+        useSequenceScore: optional.boolean(w, "useSequenceScore", "weights.useSequenceScore"),
+        useSupport: optional.boolean(w, "useSupport", "weights.useSupport"),
+        useUtility: optional.boolean(w, "useUtility", "weights.useUtility")
     });
 }
 

@@ -58,7 +58,9 @@ export class SlotLease {
         if (mine.length === 0) return;
         const at = new Set(mine);
         for (let i = this.spare.length - 1; i >= 0; i--) if (at.has(this.spare[i])) this.spare.splice(i, 1);
-        await this.ctx.release(...mine);
+        // Flows call this without waiting (a finished candidate's slot): it must never reject, or an
+        // aborted request's late release would be an unhandled rejection that ends the process.
+        await this.ctx.release(...mine).catch(() => undefined);
     }
 
     /** Gives every slot back; idempotent. Never throws: the context may have been disposed. */

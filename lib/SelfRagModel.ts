@@ -74,6 +74,13 @@ export interface SelfRagModelOptions {
      * k passages is stored once. false gives each slot its own stream (forks copy it).
      */
     unifiedKv?: boolean;
+    /**
+     * KV cells of the unified cache (default: sequences x contextSize, room for every slot full).
+     * Fewer overcommits memory: slots rarely fill at once, and when the cells run out work waits
+     * for cells (a step that cannot decode anything fails its youngest item with KV_FULL).
+     * Needs unifiedKv.
+     */
+    kvCells?: number;
     /** Memory-map the weights (default true). */
     useMmap?: boolean;
     /**
@@ -172,7 +179,8 @@ export class SelfRagModel implements EngineModel {
             reflection = ReflectionTokens.resolve((texts) => native.findTokens(texts), modelPath);
             context = new DecodingContext((onComplete) => new loaded.addon.Context(native, {
                 contextSize, sequences, threads, threadsBatch, batchSize, stepTokens, reactionWindowUs: options.reactionWindowUs,
-                unifiedKv: options.unifiedKv ?? true, reflectionIds: reflection.ids
+                unifiedKv: options.unifiedKv ?? true, reflectionIds: reflection.ids,
+                ...(options.kvCells != null ? {kvCells: requirePositiveInteger("kvCells", options.kvCells, 1 << 30)} : {})
             }, onComplete), reflection.ids);
         } catch (error) {
             native.dispose();

@@ -231,14 +231,33 @@ function extraFields(record: Record<string, unknown>, skip: ReadonlySet<string>)
 // FlashRAG / Pyserini and BEIR collections
 // ---------------------------------------------------------------------------------------------
 
-/** A line's JSON object, or the reason it is not one. */
-function jsonObject(file: string, line: Line): Record<string, unknown> | CorpusItem {
-    try {
-        const value = JSON.parse(line.text) as unknown;
-        if (value != null && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
-        return {kind: "malformed", line: line.number, message: `${file}:${line.number}: expected a JSON object`};
-    } catch (error) {
-        return {kind: "malformed", line: line.number, message: `${file}:${line.number}: not valid JSON (${(error as Error).message})`};
+/**
+ * One passage per JSON line, through `toPassage` (which returns the passage or the reason the
+ * record is not one); blank lines skipped, overlong and non-object lines reported by line.
+ */
+async function* readObjectLines(file: string, counter: ByteCounter,
+    toPassage: (r: Record<string, unknown>) => {passage: Passage, metadata?: Record<string, unknown>} | string): AsyncGenerator<CorpusItem> {
+    for await (const line of readLines(file, counter)) {
+        if (line.overlong) {
+            yield overlong(file, line);
+            continue;
+        }
+        if (line.text.trim() === "") continue;
+        const at = `${file}:${line.number}`;
+        let value: unknown;
+        try {
+            value = JSON.parse(line.text);
+        } catch (error) {
+            yield {kind: "malformed", line: line.number, message: `${at}: not valid JSON (${(error as Error).message})`};
+            continue;
+        }
+        if (value == null || typeof value !== "object" || Array.isArray(value)) {
+            yield {kind: "malformed", line: line.number, message: `${at}: expected a JSON object`};
+            continue;
+        }
+        const result = toPassage(value as Record<string, unknown>);
+        if (typeof result === "string") yield {kind: "malformed", line: line.number, message: `${at}: ${result}`};
+        else yield {kind: "passage", passage: result.passage, metadata: result.metadata, line: line.number};
     }
 }
 
@@ -268,66 +287,25 @@ export function splitContents(contents: string): {title: string, text: string} {
     return {title: "", text: contents};
 }
 
-async function* readPyserini(file: string, counter: ByteCounter): AsyncGenerator<CorpusItem> {
-    for await (const line of readLines(file, counter)) {
-        if (line.overlong) {
-            yield overlong(file, line);
-            continue;
-        }
-        if (line.text.trim() === "") continue;
-        const record = jsonObject(file, line);
-        if ("kind" in record && typeof record.kind === "string" && record.kind === "malformed") {
-            yield record as CorpusItem;
-            continue;
-        }
-        const r = record as Record<string, unknown>;
+function readPyserini(file: string, counter: ByteCounter): AsyncGenerator<CorpusItem> {
+    return readObjectLines(file, counter, (r) => {
         const id = idOf(r.id);
-        if (id === false) {
-            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: field "id" must be a string or a number`};
-            continue;
-        }
-        if (typeof r.contents !== "string" || r.contents.trim() === "") {
-            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: field "contents" must be a non-empty string (got ${typeof r.contents})`};
-            continue;
-        }
+        if (id === false) return `field "id" must be a string or a number`;
+        if (typeof r.contents !== "string" || r.contents.trim() === "") return `field "contents" must be a non-empty string (got ${typeof r.contents})`;
         const {title, text} = splitContents(r.contents);
-        if (text.trim() === "") {
-            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: "contents" has a title line but no text`};
-            continue;
-        }
-        yield {kind: "passage", passage: {id, title, text}, metadata: extraFields(r, new Set(["id", "contents"])), line: line.number};
-    }
+        if (text.trim() === "") return `"contents" has a title line but no text`;
+        return {passage: {id, title, text}, metadata: extraFields(r, new Set(["id", "contents"]))};
+    });
 }
 
-async function* readBeir(file: string, counter: ByteCounter): AsyncGenerator<CorpusItem> {
-    for await (const line of readLines(file, counter)) {
-        if (line.overlong) {
-            yield overlong(file, line);
-            continue;
-        }
-        if (line.text.trim() === "") continue;
-        const record = jsonObject(file, line);
-        if ("kind" in record && typeof record.kind === "string" && record.kind === "malformed") {
-            yield record as CorpusItem;
-            continue;
-        }
-        const r = record as Record<string, unknown>;
+function readBeir(file: string, counter: ByteCounter): AsyncGenerator<CorpusItem> {
+    return readObjectLines(file, counter, (r) => {
         const id = idOf(r._id);
-        if (id === false || id === undefined) {
-            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: field "_id" must be a string or a number`};
-            continue;
-        }
-        if (typeof r.text !== "string" || r.text.trim() === "") {
-            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: field "text" must be a non-empty string (got ${typeof r.text})`};
-            continue;
-        }
-        if (r.title != null && typeof r.title !== "string") {
-            yield {kind: "malformed", line: line.number, message: `${file}:${line.number}: field "title" must be a string (got ${typeof r.title})`};
-            continue;
-        }
-        yield {kind: "passage", passage: {id, title: (r.title as string | undefined) ?? "", text: r.text},
-            metadata: extraFields(r, new Set(["_id", "title", "text"])), line: line.number};
-    }
+        if (id === false || id === undefined) return `field "_id" must be a string or a number`;
+        if (typeof r.text !== "string" || r.text.trim() === "") return `field "text" must be a non-empty string (got ${typeof r.text})`;
+        if (r.title != null && typeof r.title !== "string") return `field "title" must be a string (got ${typeof r.title})`;
+        return {passage: {id, title: (r.title as string | undefined) ?? "", text: r.text}, metadata: extraFields(r, new Set(["_id", "title", "text"]))};
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

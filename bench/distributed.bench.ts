@@ -19,12 +19,12 @@
 // Nothing asserts: ratios are reported (bench/results/distributed.{json,md}).
 import {spawn} from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import {ensureBenchModel, ensureFixtureModel, MODEL_FILE} from "./benchModel.js";
 import {environment, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {benchCacheDir, repoRoot} from "./peer/repoRoot.js";
+import {freePort} from "../test-support/net.js";
 
 const SEQUENCES = 12;
 /** What changes answers (the coordinator's), and the engine's options (the single process's and each worker's). */
@@ -73,13 +73,6 @@ async function until(what: string, condition: () => boolean, proc: Proc): Promis
     }
 }
 
-async function freePort(): Promise<number> {
-    const server = net.createServer();
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const {port} = server.address() as net.AddressInfo;
-    await new Promise((resolve) => server.close(resolve));
-    return port;
-}
 
 function writeQuestions(file: string, count: number): void {
     const ctxs = [

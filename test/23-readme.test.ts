@@ -12,13 +12,13 @@
 import assert from "node:assert/strict";
 import {execFile, spawn, type ChildProcess} from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
 import {promisify} from "node:util";
 import ts from "typescript";
 import {generatedPassages} from "../test-support/corpora.js";
 import {tinyModel} from "../test-support/fixtures.js";
+import {freePort} from "../test-support/net.js";
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -58,14 +58,6 @@ function localCommand(line: string): string {
     return line.replace(/^(npx\s+)?selfrag\b/, `node ${JSON.stringify(cli)}`);
 }
 
-async function freePort(): Promise<number> {
-    return new Promise((resolve, reject) => {
-        const server = net.createServer().listen(0, "127.0.0.1", () => {
-            const {port} = server.address() as net.AddressInfo;
-            server.close(() => resolve(port));
-        }).on("error", reject);
-    });
-}
 
 async function waitForHealth(port: number, child: ChildProcess): Promise<void> {
     for (let i = 0; i < 300; i++) {

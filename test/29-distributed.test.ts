@@ -14,13 +14,13 @@
 import assert from "node:assert/strict";
 import {spawn, type ChildProcess} from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
 import {Queue} from "bullmq";
 import {Redis} from "ioredis";
 import {randomModel, tempDir, tinyModel} from "../test-support/fixtures.js";
+import {freePort} from "../test-support/net.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const cli = path.join(root, "dist", "lib", "cli", "main.js");
@@ -70,13 +70,6 @@ async function waitFor(what: string, condition: () => boolean | Promise<boolean>
     }
 }
 
-async function freePort(): Promise<number> {
-    const server = net.createServer();
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const {port} = server.address() as net.AddressInfo;
-    await new Promise((resolve) => server.close(resolve));
-    return port;
-}
 
 /** A redis-server on a loopback port, its queue kept in an append-only file in `data` (so a restart keeps it). */
 async function startRedis(port: number, data: string): Promise<Proc> {

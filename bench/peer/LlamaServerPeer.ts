@@ -4,8 +4,8 @@
 import {spawn, spawnSync, type ChildProcess} from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import {ensureLlamaServer} from "./buildLlamaServer.js";
+import {freePort} from "../../test-support/net.js";
 
 export interface LlamaServerPeerOptions {
     /** GGUF model file. */
@@ -37,18 +37,6 @@ export type PeerMetrics = Record<string, number>;
 const LOG_TAIL_LINES = 60;
 
 /** A free loopback port: bind port 0, read it, release it (llama-server binds it right after). */
-function freePort(): Promise<number> {
-    return new Promise((resolve, reject) => {
-        const server = net.createServer();
-        server.unref();
-        server.on("error", reject);
-        server.listen(0, "127.0.0.1", () => {
-            const address = server.address();
-            const port = typeof address === "object" && address != null ? address.port : 0;
-            server.close(() => (port > 0 ? resolve(port) : reject(new Error("no free port"))));
-        });
-    });
-}
 
 const helpCache = new Map<string, string>();
 

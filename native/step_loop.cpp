@@ -37,6 +37,8 @@ void StepLoop::Cancel(const std::vector<int32_t>& seqs) {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         for (auto& work : pending_) {
+            // A release only empties the slot: cancelling it would hand the slot back with its KV.
+            if (work->kind == WorkKind::Release) continue;
             for (int32_t seq : seqs) {
                 if (Touches(*work, seq)) work->cancelled = true;
             }

@@ -90,16 +90,9 @@ export class DecodingContext {
      * rejects for a disposed context: its KV is gone anyway, and callers often do not wait.
      */
     public clear(...slots: number[]): Promise<void> {
-        const release = (seq: number, retry: boolean): Promise<void> => this.submit({kind: "release", seq}).then(() => undefined,
-            (error: SelfRagError) => {
-                if (error.code === "CONTEXT_DISPOSED") return;
-                // A release that reached the loop in the same step as a cancel of its slot is
-                // cancelled with the slot's other work; the cancel is done by then, so send it again:
-                // the slot must be empty before anyone leases it.
-                if (error.code === "ABORTED" && retry) return release(seq, false);
-                throw error;
-            });
-        return handled(Promise.all(slots.map((seq) => release(seq, true))).then(() => undefined));
+        return handled(Promise.all(slots.map((seq) => this.submit({kind: "release", seq}).catch((error: SelfRagError) => {
+            if (error.code !== "CONTEXT_DISPOSED") throw error;
+        }))).then(() => undefined));
     }
 
     /**

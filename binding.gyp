@@ -6,11 +6,13 @@
         "native/addon.cpp",
         "native/context.cpp",
         "native/model.cpp",
+        "native/output_extractor.cpp",
         "native/reflection_kernel.cpp",
         "native/segment_stops.cpp",
         "native/segment_scorer.cpp",
         "native/sequence_engine.cpp",
-        "native/step_loop.cpp"
+        "native/step_loop.cpp",
+        "native/cuda/no_cuda_kernels.cpp"
       ],
       "include_dirs": [
         "<!(node scripts/llama-paths.mjs addon-api)",

@@ -81,6 +81,14 @@ export interface SelfRagModelOptions {
      * Needs unifiedKv.
      */
     kvCells?: number;
+    /**
+     * Where logits rows are summarised. "output": at llama.cpp's output tensor, inside the graph;
+     * on a GPU the CUDA kernel reduces the rows where they were computed and only the summaries
+     * reach the CPU (the default on the cuda variant when its kernels were built and a device is
+     * present). "host": from llama.cpp's host copy after each decode (the default everywhere else).
+     * Both give the same answers. "output" needs unifiedKv.
+     */
+    extraction?: "host" | "output";
     /** Memory-map the weights (default true). */
     useMmap?: boolean;
     /**
@@ -147,6 +155,9 @@ export class SelfRagModel implements EngineModel {
         const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 512, 1 << 16);
         const stepTokens = requirePositiveInteger("stepTokens", options.stepTokens ?? batchSize, 1 << 16);
         const gpu = options.gpu ?? "auto";
+        if (options.extraction != null && options.extraction !== "host" && options.extraction !== "output") {
+            throw invalidParameterError("extraction", `"host" or "output"`, options.extraction);
+        }
         if (!["auto", false, "cuda", "vulkan", "metal"].includes(gpu)) {
             throw invalidParameterError("gpu", `"auto", false, "cuda", "vulkan" or "metal"`, gpu);
         }
@@ -180,6 +191,7 @@ export class SelfRagModel implements EngineModel {
             context = new DecodingContext((onComplete) => new loaded.addon.Context(native, {
                 contextSize, sequences, threads, threadsBatch, batchSize, stepTokens, reactionWindowUs: options.reactionWindowUs,
                 unifiedKv: options.unifiedKv ?? true, reflectionIds: reflection.ids,
+                extraction: options.extraction ?? (loaded.variant === "cuda" && options.unifiedKv !== false && loaded.addon.cudaDevice().available ? "output" : "host"),
                 ...(options.kvCells != null ? {kvCells: requirePositiveInteger("kvCells", options.kvCells, 1 << 30)} : {})
             }, onComplete), reflection.ids);
         } catch (error) {

@@ -60,6 +60,8 @@ export const ERROR_CODES = {
     KV_FULL: [503, "the KV cache has no room for any work at all (only the youngest item fails)"],
     DECODE_FAILED: [500, "llama_decode failed"],
     NAN_LOGITS: [500, "the model produced a logits row holding NaN (or only -Infinity): no token can be chosen, so the work fails; the row and index are named"],
+    CUDA_UNAVAILABLE: [500, "a GPU kernel was asked for where there is none: the addon was built without the CUDA kernels (no nvcc at install, not the cuda variant) or no CUDA device is present; the reason is given"],
+    CUDA_ERROR: [500, "a CUDA call failed while a GPU kernel ran (out of device memory, launch failure); the call and CUDA's error are named"],
     NO_PENDING_LOGITS: [500, "generation asked on a slot without a pending distribution (nothing prefilled)"],
     TRIM_UNSUPPORTED: [500, "the model's memory cannot remove positions (trim on a recurrent model)"],
     INVALID_STATE: [500, "an operation on an object in the wrong state (a closed worker, a context not created)"],

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "context.h"
+#include "cuda/cuda_kernels.h"
 #include "errors.h"
 #include "model.h"
 #include "reflection_kernel.h"
@@ -45,9 +46,23 @@ Napi::Value ExtractReflectionLogprobs(const Napi::CallbackInfo& info) {
     Napi::Float32Array logSumExp = ArgTypedArray<float>(env, out.Get("logSumExp"), "out.logSumExp", static_cast<uint64_t>(rows), "one per row");
     Napi::Float32Array reflection = ArgTypedArray<float>(env, out.Get("reflection"), "out.reflection", static_cast<uint64_t>(rows) * nIds,
                                                          "rows x ids");
-    const ExtractStatus status = ExtractReflectionRowsWith(isa.c_str(), logits.Data(), rows, static_cast<int32_t>(vocab), ids.Data(),
-                                                           static_cast<int32_t>(nIds), argmax.Data(), argmaxLogprob.Data(),
-                                                           logSumExp.Data(), reflection.Data(), threads);
+    ExtractStatus status;
+    if (isa == "cuda") {
+        // The device kernel over these host rows (one upload); false where there is no device path.
+        if (!cuda::QueryDevice().available) return Napi::Boolean::New(env, false);
+        hd::RowResult bad{};
+        const std::string error = cuda::ExtractRowsFromHost(logits.Data(), rows, static_cast<int32_t>(vocab), ids.Data(),
+                                                            static_cast<int32_t>(nIds), argmax.Data(), argmaxLogprob.Data(),
+                                                            logSumExp.Data(), reflection.Data(), &status.badRow, &bad);
+        if (!error.empty()) ThrowJs(env, "CUDA_ERROR", "the CUDA reflection kernel: " + error);
+        status.ran = true;
+        status.badSummary.status = bad.status;
+        status.badSummary.badIndex = bad.badIndex;
+    } else {
+        status = ExtractReflectionRowsWith(isa.c_str(), logits.Data(), rows, static_cast<int32_t>(vocab), ids.Data(),
+                                           static_cast<int32_t>(nIds), argmax.Data(), argmaxLogprob.Data(),
+                                           logSumExp.Data(), reflection.Data(), threads);
+    }
     if (status.badRow >= 0) {
         const RowSummary& bad = status.badSummary;
         ThrowJs(env, "NAN_LOGITS", "logits row " + std::to_string(status.badRow) + " " + InvalidRowReason(bad) +
@@ -70,7 +85,8 @@ Napi::Value RetrievalRatioJs(const Napi::CallbackInfo& info) {
 
 // scoreSegments(offsets: Int32Array(n+1), tokens: Int32Array, logprobs: Float32Array,
 //               reflection: Float32Array, reflectionIds: Int32Array,
-//               weights: {relevance, support, utility, useSequenceScore, referenceLongFormUtility})
+//               weights: {relevance, support, utility, useSequenceScore, referenceLongFormUtility},
+//               device?: "cpu" | "cuda")
 //   -> Float64Array(n x 5): score, relevance, support, utility, sequence per candidate.
 // Candidates are packed back to back; candidate i owns tokens [offsets[i], offsets[i+1]).
 Napi::Value ScoreSegmentsJs(const Napi::CallbackInfo& info) {
@@ -102,6 +118,14 @@ Napi::Value ScoreSegmentsJs(const Napi::CallbackInfo& info) {
     weights.useSequenceScore = w.Get("useSequenceScore").ToBoolean().Value();
     weights.referenceLongFormUtility = w.Get("referenceLongFormUtility").ToBoolean().Value();
     Napi::Float64Array out = Napi::Float64Array::New(env, n * 5);
+    if (info.Length() > 6 && info[6].IsString() && info[6].As<Napi::String>().Utf8Value() == "cuda") {
+        const cuda::DeviceInfo device = cuda::QueryDevice();
+        if (!device.available) ThrowJs(env, "CUDA_UNAVAILABLE", "scoreSegments on the GPU: " + device.reason);
+        const std::string error = cuda::ScoreCandidates(offsets.Data(), static_cast<int32_t>(n), tokens.Data(), logprobs.Data(),
+                                                        reflection.Data(), ids.Data(), nIds, weights, out.Data());
+        if (!error.empty()) ThrowJs(env, "CUDA_ERROR", "the CUDA segment scoring kernel: " + error);
+        return out;
+    }
     for (size_t i = 0; i < n; ++i) {
         const int32_t begin = offsets[i];
         const int32_t end = offsets[i + 1];
@@ -117,6 +141,21 @@ Napi::Value ScoreSegmentsJs(const Napi::CallbackInfo& info) {
     return out;
 }
 
+
+// cudaDevice() -> {built, available, deviceCount, name, computeCapability, archs, reason}
+Napi::Value CudaDeviceJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const cuda::DeviceInfo device = cuda::QueryDevice();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("built", device.built);
+    out.Set("available", device.available);
+    out.Set("deviceCount", device.deviceCount);
+    out.Set("name", device.name);
+    out.Set("computeCapability", device.available ? std::to_string(device.computeMajor) + "." + std::to_string(device.computeMinor) : "");
+    out.Set("archs", device.archs);
+    out.Set("reason", device.reason);
+    return out;
+}
 
 Napi::Value KernelIsaJs(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), KernelIsa()); }
 
@@ -140,6 +179,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("retrievalRatio", Napi::Function::New(env, RetrievalRatioJs));
     exports.Set("scoreSegments", Napi::Function::New(env, ScoreSegmentsJs));
     exports.Set("kernelIsa", Napi::Function::New(env, KernelIsaJs));
+    exports.Set("cudaDevice", Napi::Function::New(env, CudaDeviceJs));
     exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
     return exports;
 }

@@ -142,6 +142,17 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
         }
     }
     options.reflectionIds = RequireInt32Array(env, o.Get("reflectionIds"), "reflectionIds");
+    if (o.Has("extraction") && !o.Get("extraction").IsUndefined()) {
+        const std::string extraction = o.Get("extraction").ToString().Utf8Value();
+        if (extraction != "host" && extraction != "output") {
+            ThrowJs(env, "INVALID_ARGUMENT", "extraction must be \"host\" or \"output\", got \"" + extraction + "\"");
+        }
+        options.extractAtOutput = extraction == "output";
+        if (options.extractAtOutput && !options.unifiedKv) {
+            ThrowJs(env, "INVALID_ARGUMENT", "extraction \"output\" needs the unified KV cache (unifiedKv: true): with per-sequence "
+                                             "streams llama.cpp reorders output rows");
+        }
+    }
     if (options.contextSize < 1 || options.sequences < 1 || options.batchSize < 1 || options.threads < 1 ||
         options.threadsBatch < 1 || options.stepTokens < 1) {
         ThrowJs(env, "INVALID_ARGUMENT", "contextSize, sequences, batchSize, stepTokens and threads must be positive");
@@ -357,6 +368,7 @@ Napi::Value Context::Info(const Napi::CallbackInfo& info) {
     out.Set("unifiedKv", engine_->Options().unifiedKv);
     out.Set("threads", engine_->Options().threads);
     out.Set("kvCacheBytes", engine_->KvBytes());
+    out.Set("extraction", engine_->Extractor() != nullptr ? "output" : "host");
     return out;
 }
 
@@ -377,6 +389,11 @@ Napi::Value Context::Stats(const Napi::CallbackInfo& info) {
     out.Set("generatedTokens", static_cast<double>(s.generatedTokens));
     out.Set("reactionWaitMs", static_cast<double>(s.reactionWaitUs) / 1000.0);
     out.Set("pendingWork", static_cast<double>(s.pendingWork));
+    // Rows reduced by the CUDA kernel at the output tensor, and the last CUDA failure there (that
+    // decode used the host logits instead).
+    const OutputExtractor* extractor = engine_->Extractor();
+    out.Set("rowsOnDevice", extractor != nullptr ? static_cast<double>(extractor->DeviceRows()) : 0.0);
+    if (extractor != nullptr && !extractor->LastError().empty()) out.Set("extractionError", extractor->LastError());
     return out;
 }
 

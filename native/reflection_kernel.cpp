@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "cuda/row_math.h"
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define SELFRAG_X86_DISPATCH 1
 #include <immintrin.h>
@@ -35,45 +37,30 @@ RowSummary Finite(int32_t argmax, float best, double sum) {
 }
 
 // Every row whose fast pass met a non-finite value (NaN, +-Infinity, or a sum that is not finite)
-// is summarised here, in doubles, one way for all instruction sets: the vector paths only detect
-// such rows (NaN propagates through their sums) and hand them over, so they cannot disagree.
+// is summarised here, one way for all instruction sets: the vector paths only detect such rows
+// (NaN propagates through their sums) and hand them over, so they cannot disagree. The rules are
+// those of cuda/row_math.h, which the CUDA kernel compiles too, so the GPU agrees as well.
+static_assert(RowSummary::kOk == hd::kStatusOk && RowSummary::kNaN == hd::kStatusNaN &&
+                  RowSummary::kNoFiniteLogit == hd::kStatusNoFiniteLogit,
+              "RowSummary and hd::RowResult must use the same status codes");
+
 RowSummary SummariseSpecial(const float* row, int32_t n) {
-    RowSummary s;
-    int32_t firstPosInf = -1;
-    int32_t posInf = 0;
-    double best = -std::numeric_limits<double>::infinity();
-    int32_t bestIndex = -1;
-    for (int32_t i = 0; i < n; ++i) {
-        const float x = row[i];
-        if (std::isnan(x)) {
-            s.status = RowSummary::kNaN;
-            s.badIndex = i;
-            s.maxLogit = s.logSum = s.logSumExp = kNaN;
-            return s;
-        }
-        if (x == kPosInf) {
-            if (posInf++ == 0) firstPosInf = i;
-        } else if (x > best) {
-            best = x;
-            bestIndex = i;
-        }
-    }
-    if (posInf > 0) {
-        s.argmax = firstPosInf;
-        s.maxLogit = kPosInf;
-        s.logSumExp = kPosInf;
-        s.logSum = static_cast<float>(std::log(static_cast<double>(posInf)));
-        s.posInf = posInf;
-        return s;
-    }
-    if (bestIndex < 0) {  // every logit is -Infinity
-        s.status = RowSummary::kNoFiniteLogit;
-        s.maxLogit = s.logSum = s.logSumExp = kNaN;
-        return s;
-    }
+    hd::RowState state = hd::InitialState();
+    for (int32_t i = 0; i < n; ++i) hd::Observe(state, row[i], i);
     double sum = 0.0;
-    for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - best);
-    return Finite(bestIndex, static_cast<float>(best), sum);
+    if (hd::NeedsSum(state)) {
+        for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - state.max);
+    }
+    const hd::RowResult r = hd::Finish(state, sum);
+    RowSummary s;
+    s.status = r.status;
+    s.argmax = r.argmax;
+    s.maxLogit = r.maxLogit;
+    s.logSum = r.logSum;
+    s.logSumExp = r.logSumExp;
+    s.posInf = r.posInf;
+    s.badIndex = r.badIndex;
+    return s;
 }
 
 // The fast passes are exact for finite rows; anything else goes to SummariseSpecial.

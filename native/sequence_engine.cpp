@@ -15,7 +15,7 @@ namespace selfrag {
 
 namespace {
 
-llama_context_params MakeParams(const EngineOptions& o) {
+llama_context_params MakeParams(const EngineOptions& o, OutputExtractor* extractor) {
     llama_context_params params = llama_context_default_params();
     params.n_ctx = o.kvCells > 0 ? static_cast<uint32_t>(o.kvCells)
                                  : static_cast<uint32_t>(o.contextSize) * static_cast<uint32_t>(o.sequences);
@@ -26,6 +26,10 @@ llama_context_params MakeParams(const EngineOptions& o) {
     params.n_threads_batch = o.threadsBatch;
     params.kv_unified = o.unifiedKv;
     params.no_perf = true;
+    if (extractor != nullptr) {
+        params.cb_eval = &OutputExtractor::Callback;
+        params.cb_eval_user_data = extractor;
+    }
     return params;
 }
 
@@ -34,7 +38,10 @@ llama_context_params MakeParams(const EngineOptions& o) {
 SequenceEngine::SequenceEngine(std::shared_ptr<llama_model> sharedModel, const EngineOptions& options)
     : options_(options),
       model_(std::move(sharedModel)),
-      ctx_(llama_init_from_model(model_.get(), MakeParams(options))),
+      extractor_(options.extractAtOutput
+                     ? std::make_unique<OutputExtractor>(llama_vocab_n_tokens(llama_model_get_vocab(model_.get())), options.reflectionIds)
+                     : nullptr),
+      ctx_(llama_init_from_model(model_.get(), MakeParams(options, extractor_.get()))),
       vocab_(llama_model_get_vocab(model_.get())),
       states_(static_cast<size_t>(options.sequences)) {
     if (!ctx_) {
@@ -90,7 +97,15 @@ RowSummary SequenceEngine::SummariseInto(const float* logits, RowBlock& block) c
 }
 
 int32_t SequenceEngine::DecodeView(const Batch& batch, int32_t offset, int32_t count) {
+    if (extractor_) extractor_->Reset();
     return llama_decode(ctx_.get(), batch.View(offset, count));
+}
+
+RowSummary SequenceEngine::SummariseOutput(int32_t j, int32_t outputRow, RowBlock& block) const {
+    if (extractor_ && outputRow >= 0 && static_cast<size_t>(outputRow) < extractor_->Rows()) {
+        return extractor_->Take(static_cast<size_t>(outputRow), block);
+    }
+    return SummariseInto(ViewLogits(j), block);
 }
 
 void SequenceEngine::SetPending(int32_t seq, const RowBlock& block, size_t row) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "llama_handles.h"
+#include "output_extractor.h"
 #include "reflection_kernel.h"
 
 namespace selfrag {
@@ -35,6 +36,9 @@ struct EngineOptions {
     // from it before starting the next step without it (0: never wait).
     std::chrono::microseconds reactionWindow{2000};
     std::vector<int32_t> reflectionIds;  // ids whose log-probs are extracted at every position
+    // Summarise logits rows at llama.cpp's output tensor, inside the graph (OutputExtractor: on a
+    // CUDA device by the CUDA kernel), instead of from the host copy after the decode.
+    bool extractAtOutput = false;
 };
 
 struct SequenceState {
@@ -103,6 +107,12 @@ public:
     // Logits of output row j of the last decoded view.
     const float* ViewLogits(int32_t j) const { return llama_get_logits_ith(ctx_.get(), j); }
 
+    // Summarises output row `outputRow` (batch index `j` of the last decoded view) into `block`:
+    // from the output tensor's summaries when the extractor has them, else from the host logits.
+    RowSummary SummariseOutput(int32_t j, int32_t outputRow, RowBlock& block) const;
+    // The extractor at the output tensor, when extractAtOutput (else nullptr).
+    const OutputExtractor* Extractor() const { return extractor_.get(); }
+
     // Summarises one logits row into the given block. A row holding NaN (or only -Infinity) is
     // not added: the summary's status says why (see RowSummary).
     RowSummary SummariseInto(const float* logits, RowBlock& block) const;
@@ -112,6 +122,7 @@ public:
 private:
     EngineOptions options_;
     std::shared_ptr<llama_model> model_;  // declared before ctx_: the context is freed first
+    std::unique_ptr<OutputExtractor> extractor_;  // the context's eval callback: outlives it too
     ContextPtr ctx_;
     const llama_vocab* vocab_ = nullptr;
     std::vector<SequenceState> states_;

@@ -288,11 +288,13 @@ int32_t StepLoop::DecodeStep(const std::vector<StepEntry>& step, const std::vect
         std::lock_guard<std::mutex> lock(mutex_);
         engine_.Stats().decodeCalls += 1;
         engine_.Stats().tokensEvaluated += static_cast<uint64_t>(count);
+        int32_t outputs = 0;  // output rows so far in this view: row k is the k-th token asking for logits
         for (int32_t j = 0; j < count; ++j) {
             Work& w = *step[static_cast<size_t>(owner[static_cast<size_t>(offset + j)])].work;
             SequenceState& state = engine_.State(w.seq);
-            const float* logits = view.logits[j] ? engine_.ViewLogits(j) : nullptr;
-            if (logits != nullptr) engine_.Stats().rowsExtracted += 1;
+            const bool hasRow = view.logits[j] != 0;
+            const int32_t outputRow = hasRow ? outputs++ : -1;
+            if (hasRow) engine_.Stats().rowsExtracted += 1;
             if (!w.failCode.empty()) continue;  // an earlier row of this work was invalid
             if (w.kind == WorkKind::Generate) {
                 state.nPast += 1;
@@ -300,7 +302,7 @@ int32_t StepLoop::DecodeStep(const std::vector<StepEntry>& step, const std::vect
                 scratch_.argmaxLogprob.clear();
                 scratch_.logSumExp.clear();
                 scratch_.reflection.clear();
-                const RowSummary summary = engine_.SummariseInto(logits, scratch_);
+                const RowSummary summary = engine_.SummariseOutput(j, outputRow, scratch_);
                 if (summary.status != RowSummary::kOk) {
                     state.hasPending = false;  // no distribution to continue from
                     MarkInvalidRow(w, summary, state.nPast);
@@ -317,8 +319,8 @@ int32_t StepLoop::DecodeStep(const std::vector<StepEntry>& step, const std::vect
             w.consumed += 1;
             state.nPast = w.positionBase + static_cast<int32_t>(w.consumed);
             for (int32_t seq : w.shareWith) engine_.State(seq).nPast = state.nPast;
-            if (logits != nullptr) {
-                const RowSummary summary = engine_.SummariseInto(logits, w.rows);
+            if (hasRow) {
+                const RowSummary summary = engine_.SummariseOutput(j, outputRow, w.rows);
                 if (summary.status != RowSummary::kOk) {
                     MarkInvalidRow(w, summary, state.nPast);
                     continue;

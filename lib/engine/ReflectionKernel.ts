@@ -19,6 +19,8 @@ export interface ExtractedRows {
  * Every instruction set gives the same answer on non-finite logits: a row holding NaN, or only
  * -Infinity, throws NAN_LOGITS (naming the row and index); k logits of +Infinity share the
  * probability (log-prob -log k each, every other token -Infinity, logSumExp +Infinity).
+ * `isa: "cuda"` runs the GPU kernel over these rows (one upload; the cuda variant on a machine
+ * with a device, else CUDA_UNAVAILABLE), with the same answers.
  *
  * ```ts
  * const out = await extractReflectionLogprobs(logits, 4, 32016, model.reflection.ids);
@@ -48,6 +50,7 @@ export function extractWith(addon: NativeAddon, logits: Float32Array, rows: numb
     };
     const isa = options.isa ?? "auto";
     if (!addon.extractReflectionLogprobs(logits, rows, vocab, ids, out, options.threads ?? 1, isa)) {
+        if (isa === "cuda") throw new SelfRagError(`the CUDA kernel cannot run: ${addon.cudaDevice().reason}`, "CUDA_UNAVAILABLE");
         throw new SelfRagError(`this CPU cannot run the ${isa} kernel`, "INVALID_ARGUMENT");
     }
     return out;

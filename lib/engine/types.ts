@@ -41,6 +41,11 @@ export interface NativeContextOptions {
      */
     kvCells?: number;
     reflectionIds: Int32Array;
+    /**
+     * Where logits rows are summarised: "host" (default) from llama.cpp's host copy after each
+     * decode; "output" at the output tensor inside the graph (the CUDA kernel on a GPU). Needs unifiedKv.
+     */
+    extraction?: "host" | "output";
 }
 
 /** Fused summaries of logits rows (one row per output position). */
@@ -114,6 +119,7 @@ export interface NativeContextInfo {
     unifiedKv: boolean;
     threads: number;
     kvCacheBytes: number;
+    extraction: "host" | "output";
 }
 
 /** One consistent snapshot of the loop's counters (read under its lock: no half-counted step). */
@@ -121,6 +127,10 @@ export interface NativeContextStats {
     tokensEvaluated: number;
     decodeCalls: number;
     rowsExtracted: number;
+    /** Rows the CUDA kernel summarised at the output tensor (extraction "output" on a GPU). */
+    rowsOnDevice: number;
+    /** The last CUDA failure at the output tensor (that decode used the host logits instead). */
+    extractionError?: string;
     /** Loop iterations that decoded something. */
     steps: number;
     /** Sum over steps of the slots that had a token in the step. */
@@ -162,7 +172,23 @@ export interface NativeScoreWeights {
     referenceLongFormUtility: boolean;
 }
 
-export type KernelIsa = "auto" | "scalar" | "avx2" | "avx512f";
+/** What cudaDevice() reports: kernels built into this addon, and a device to run them. */
+export interface CudaDeviceInfo {
+    /** This addon holds the CUDA kernels (the cuda variant, built where nvcc was present). */
+    built: boolean;
+    /** A CUDA device can run them. */
+    available: boolean;
+    deviceCount: number;
+    /** Device 0's name and compute capability ("8.9"), when available. */
+    name: string;
+    computeCapability: string;
+    /** Architectures compiled in ("75-real,80-real,86-real,89-real,90"). */
+    archs: string;
+    /** Why not available. */
+    reason: string;
+}
+
+export type KernelIsa = "auto" | "scalar" | "avx2" | "avx512f" | "cuda";
 
 export interface NativeAddon {
     Model: new () => NativeModel;
@@ -175,8 +201,11 @@ export interface NativeAddon {
     extractReflectionLogprobs(logits: Float32Array, rows: number, vocab: number, ids: Int32Array,
         out: NativeExtractOutput, threads: number, isa: KernelIsa): boolean;
     retrievalRatio(logRetrieval: number, logContinue: number, logNoRetrieval: number): number;
-    kernelIsa(): Exclude<KernelIsa, "auto">;
+    kernelIsa(): Exclude<KernelIsa, "auto" | "cuda">;
+    /** `device` "cuda" runs the GPU kernel (CUDA_UNAVAILABLE where there is none). */
     scoreSegments(offsets: Int32Array, tokens: Int32Array, logprobs: Float32Array, reflection: Float32Array,
-        reflectionIds: Int32Array, weights: NativeScoreWeights): Float64Array;
+        reflectionIds: Int32Array, weights: NativeScoreWeights, device?: "cpu" | "cuda"): Float64Array;
+    /** The CUDA kernels of this addon and the device they would run on. */
+    cudaDevice(): CudaDeviceInfo;
     systemInfo(): string;
 }

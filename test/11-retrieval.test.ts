@@ -338,6 +338,10 @@ describe("retrieval: passage index", () => {
         await small.add(BigUint64Array.of(1n), new Float32Array(8).fill(1));
         await small.save(path.join(corrupt, INDEX_FILES.vectors));
         await small.close();
+        await assert.rejects(PassageIndex.open(corrupt), rejectsWith("INDEX_CORRUPT", /corrupt is damaged: vectors\.usearch is \d+ bytes/));
+        // As an index built before checksums were recorded: USearch's own header checks are what the rest tests.
+        const {files: _files, manifestSha256: _seal, ...unrecorded} = readManifest(corrupt);
+        fs.writeFileSync(path.join(corrupt, INDEX_FILES.manifest), JSON.stringify(unrecorded));
         await assert.rejects(PassageIndex.open(corrupt), rejectsWith("DIMENSION_MISMATCH", /holds 8-dimensional vectors, expected 384/));
         for (const view of [false, true]) {
             fs.writeFileSync(path.join(corrupt, INDEX_FILES.vectors), "not an index");

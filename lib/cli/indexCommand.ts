@@ -1,10 +1,13 @@
+import path from "node:path";
 import {readCalibrationQuestions} from "../retrieval/CalibrationQueries.js";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import {CORPUS_FORMATS, type CorpusFormat} from "../retrieval/corpusReaders.js";
 import type {BuildProgress} from "../retrieval/buildIndex.js";
 import type {Embedder} from "../retrieval/Embedder.js";
 import {GgufEmbedder} from "../retrieval/GgufEmbedder.js";
-import {readManifest} from "../retrieval/IndexManifest.js";
+import type {FileDigest} from "../retrieval/fileDigest.js";
+import {AUTO_VERIFY_MAX_BYTES, checkIndexFile, filesToCheck, type FileCheck} from "../retrieval/IndexIntegrity.js";
+import {INDEX_FILES, readManifest} from "../retrieval/IndexManifest.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import type {SearchPlan} from "../retrieval/SearchCalibration.js";
 import {VECTOR_DTYPES, type VectorDtype} from "../retrieval/VectorIndex.js";
@@ -13,6 +16,7 @@ import {parseCommand} from "./contract.js";
 
 const help = `Usage: selfrag index build --corpus FILE --out DIR [options]
        selfrag index info DIR
+       selfrag index verify DIR [--json]
 
 build: embeds every passage of a corpus into a USearch HNSW index (cosine) next to a SQLite
 passage store. The index is written to .DIR.building and renamed to DIR when complete, so an
@@ -47,7 +51,15 @@ interrupted build never leaves a partial index at DIR; running the command again
   --cpu                 run the GGUF embedder on the CPU
 
 info: prints the manifest of an index (embedder, dimensions, dtype, count, corpus, search plan and
-the calibration measurements).`;
+the calibration measurements).
+
+verify: hashes every file of an index (SHA-256) and compares it with the size and checksum the build
+recorded in the manifest; prints one line per file: ok, MISMATCH (expected and actual) or missing.
+Exit code 1 when a file differs or is missing, or when the index was built before checksums were
+recorded (nothing to compare with). Opening an index compares the sizes always and the checksums
+when its files add up to less than ${AUTO_VERIFY_MAX_BYTES / 1024 ** 3} GiB (verify: "auto"); this checks a larger one.
+  --json                print {"dir", "ok", "files": [{"file", "status", "actual", "expected"}]}
+                        (status: ok | mismatch | missing | unrecorded; actual, expected: {bytes, sha256})`;
 
 export async function indexCommand(args: string[]): Promise<void> {
     const [sub, ...rest] = args;
@@ -57,7 +69,8 @@ export async function indexCommand(args: string[]): Promise<void> {
     }
     if (sub === "build") return build(rest);
     if (sub === "info") return info(rest);
-    throw new SelfRagError(`unknown index subcommand "${sub}" (expected build or info; see \`selfrag index --help\`)`, "INVALID_ARGUMENT");
+    if (sub === "verify") return verify(rest);
+    throw new SelfRagError(`unknown index subcommand "${sub}" (expected build, info or verify; see \`selfrag index --help\`)`, "INVALID_ARGUMENT");
 }
 
 async function build(args: string[]): Promise<void> {
@@ -181,6 +194,48 @@ function info(args: string[]): void {
     console.log(JSON.stringify(manifest, null, 2));
 }
 
+async function verify(args: string[]): Promise<void> {
+    const parsed = parseCommand("selfrag index verify", help, {args, allowPositionals: true, options: {json: {type: "boolean"}}});
+    if (parsed == null) return;
+    const {values, positionals} = parsed;
+    if (positionals.length !== 1) throw invalidParameterError("index directory", "one directory", positionals.join(" "));
+    const dir = path.resolve(positionals[0]);
+    const manifest = readManifest(dir); // a damaged manifest fails here: it is what the files are compared with
+    const checks: FileCheck[] = [{file: INDEX_FILES.manifest, status: manifest.manifestSha256 != null ? "ok" : "unrecorded"}];
+    const print = (check: FileCheck) => {
+        if (!values.json) console.log(`${(check.status === "mismatch" ? "MISMATCH" : check.status).padEnd(10)} ${check.file.padEnd(16)} ${describeCheck(check)}`);
+    };
+    print(checks[0]);
+    // One file after the other, each line printed as its file is done (a large index takes minutes).
+    for (const name of filesToCheck(dir, manifest)) {
+        const check = await checkIndexFile(dir, name, manifest.files?.[name]);
+        checks.push(check);
+        print(check);
+    }
+    const bad = checks.filter((c) => c.status === "mismatch" || c.status === "missing");
+    if (values.json) console.log(JSON.stringify({dir, ok: bad.length === 0 && manifest.files != null, files: checks}));
+    if (bad.length > 0) {
+        throw new SelfRagError(`the index ${dir} is damaged: ${bad.map((c) => `${c.file} ${c.status === "missing" ? "is missing" : "differs"}`).join(", ")} ` +
+            "(see the lines above); rebuild it (selfrag index build --overwrite)", "INDEX_CORRUPT");
+    }
+    if (manifest.files == null) {
+        throw new SelfRagError(`the index ${dir} cannot be verified: its manifest records no file checksums (it was built before ` +
+            "selfrag recorded them); rebuild it to record them", "INVALID_ARGUMENT");
+    }
+}
+
+/** The rest of a `selfrag index verify` line: sizes and checksums, expected beside actual when they differ. */
+function describeCheck(check: FileCheck): string {
+    const digest = (d: FileDigest) => `${d.bytes} bytes, sha256 ${d.sha256}`;
+    if (check.file === INDEX_FILES.manifest) {
+        return check.status === "ok" ? "matches its own checksum" : "no checksum recorded (built before selfrag recorded them)";
+    }
+    if (check.status === "ok") return digest(check.actual!);
+    if (check.status === "missing") return `not there; expected ${digest(check.expected!)}`;
+    if (check.status === "unrecorded") return `${digest(check.actual!)}; no record in the manifest to compare with`;
+    return `expected ${digest(check.expected!)}; actual ${digest(check.actual!)}`;
+}
+
 /**
  * The progress line on stderr: rewritten in place on a terminal, a new line every interval
  * otherwise (logs of a many-hour build stay readable).
@@ -225,7 +280,7 @@ class ProgressLine {
 }
 
 function describe(p: BuildProgress): string {
-    if (p.phase === "save") return `saving the vector index (${p.passages} passages)...`;
+    if (p.phase === "save") return p.step != null ? `${p.step}...` : `saving the vector index (${p.passages} passages)...`;
     if (p.phase === "calibrate") return `calibrating search: ${p.step ?? ""}...`;
     const seconds = p.phaseElapsedMs / 1000;
     const rate = p.passages / Math.max(seconds, 1e-3);

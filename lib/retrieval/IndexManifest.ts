@@ -3,6 +3,7 @@ import path from "node:path";
 import {SelfRagError} from "../errors.js";
 import type {CorpusFormat} from "./corpusReaders.js";
 import type {EmbedderInfo} from "./Embedder.js";
+import {digestText, type FileDigest} from "./fileDigest.js";
 import type {SearchPlan} from "./SearchCalibration.js";
 import {VECTOR_DTYPES, type VectorIndexConfig} from "./VectorIndex.js";
 
@@ -15,6 +16,10 @@ export const INDEX_FILES = {
     /** Flat f32 copy of the vectors for exact search (kept when exact search is the default, or asked for). */
     exactVectors: "vectors.f32"
 } as const;
+
+/** The files of an index but the manifest, which records their sizes and checksums. */
+export type IndexDataFile = Exclude<(typeof INDEX_FILES)[keyof typeof INDEX_FILES], typeof INDEX_FILES.manifest>;
+export const INDEX_DATA_FILES: readonly IndexDataFile[] = [INDEX_FILES.vectors, INDEX_FILES.passages, INDEX_FILES.idf, INDEX_FILES.exactVectors];
 
 const FORMAT = "selfrag-passage-index";
 const VERSION = 1;
@@ -39,10 +44,29 @@ export interface IndexManifest {
     /** Passages (and vectors) in the index. */
     count: number;
     corpus: {file: string, format: CorpusFormat, bytes: number, malformed: number, duplicates: number};
+    /**
+     * Size and SHA-256 of each data file of the directory, recorded by the build and checked when
+     * the index is opened (see IndexIntegrity.ts). Absent in indexes built before they were recorded.
+     */
+    files?: Partial<Record<IndexDataFile, FileDigest>>;
+    /**
+     * SHA-256 of this manifest as compact JSON without this field: a manifest damaged (or edited)
+     * after the build is refused. Written by writeManifest.
+     */
+    manifestSha256?: string;
 }
 
-export function writeManifest(dir: string, manifest: IndexManifest): void {
-    fs.writeFileSync(path.join(dir, INDEX_FILES.manifest), JSON.stringify(manifest, null, 2) + "\n");
+/** Writes dir/manifest.json with its own checksum; returns the manifest as written. */
+export function writeManifest(dir: string, manifest: IndexManifest): IndexManifest {
+    const {manifestSha256: _, ...content} = manifest;
+    const sealed: IndexManifest = {...content, manifestSha256: manifestDigest(content)};
+    fs.writeFileSync(path.join(dir, INDEX_FILES.manifest), JSON.stringify(sealed, null, 2) + "\n");
+    return sealed;
+}
+
+/** The checksum over the parsed manifest, so it does not depend on the file's whitespace. */
+function manifestDigest(content: object): string {
+    return digestText(JSON.stringify(content));
 }
 
 /** Reads and checks dir/manifest.json; errors name the directory and the bad field. */
@@ -62,7 +86,16 @@ export function readManifest(dir: string): IndexManifest {
     const m = value as Partial<IndexManifest> | null;
     const bad = (field: string, expected: string) =>
         new SelfRagError(`${file}: field "${field}" should be ${expected}`, "INDEX_CORRUPT");
-    if (m == null || typeof m !== "object" || m.format !== FORMAT) throw bad("format", `"${FORMAT}"`);
+    if (m == null || typeof m !== "object" || Array.isArray(m)) throw bad("format", `"${FORMAT}"`);
+    // Checked first: a byte flipped anywhere (a value, a key) is reported as damage, not as a field.
+    if (m.manifestSha256 !== undefined) {
+        const {manifestSha256, ...content} = m;
+        if (manifestSha256 !== manifestDigest(content)) {
+            throw new SelfRagError(`${file}: the manifest does not match its own checksum (field "manifestSha256"): it was damaged or ` +
+                `edited after the build; rebuild the index (selfrag index build --overwrite)`, "INDEX_CORRUPT");
+        }
+    }
+    if (m.format !== FORMAT) throw bad("format", `"${FORMAT}"`);
     if (m.version !== VERSION) {
         throw new SelfRagError(`${file}: index format version ${String(m.version)}, this selfrag reads version ${VERSION}; rebuild the index`,
             "INDEX_CORRUPT");
@@ -84,7 +117,26 @@ export function readManifest(dir: string): IndexManifest {
     if (m.exactVectors != null && m.exactVectors !== INDEX_FILES.exactVectors) throw bad("exactVectors", `"${INDEX_FILES.exactVectors}" or absent`);
     if (plan?.mode === "exact" && m.exactVectors == null) throw bad("exactVectors", `"${INDEX_FILES.exactVectors}" (search.mode is "exact")`);
     if (typeof m.count !== "number" || !Number.isInteger(m.count) || m.count < 0) throw bad("count", "a non-negative integer");
+    if (m.files !== undefined) checkFileRecords(m, bad);
     return m as IndexManifest;
+}
+
+/** The `files` field: a record of each data file the index has, and the manifest's checksum beside it. */
+function checkFileRecords(m: Partial<IndexManifest>, bad: (field: string, expected: string) => SelfRagError): void {
+    // Both are written together: a manifest with records but no checksum has lost its "manifestSha256" key.
+    if (m.manifestSha256 === undefined) throw bad("manifestSha256", "the manifest's checksum (it records file checksums)");
+    const files = m.files as Record<string, unknown> | null;
+    if (files == null || typeof files !== "object" || Array.isArray(files)) throw bad("files", "{FILE: {bytes, sha256}}");
+    for (const [name, record] of Object.entries(files)) {
+        if (!(INDEX_DATA_FILES as readonly string[]).includes(name)) throw bad("files", `records of ${INDEX_DATA_FILES.join(", ")} only, not "${name}"`);
+        const r = record as Partial<FileDigest> | null;
+        if (r == null || typeof r.bytes !== "number" || !Number.isSafeInteger(r.bytes) || r.bytes < 0 ||
+            typeof r.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(r.sha256)) {
+            throw bad(`files.${name}`, "{bytes: a size, sha256: 64 hex digits}");
+        }
+    }
+    const required: IndexDataFile[] = [INDEX_FILES.vectors, INDEX_FILES.passages, ...(m.exactVectors != null ? [INDEX_FILES.exactVectors] : [])];
+    for (const name of required) if (files[name] == null) throw bad("files", `a record of ${name}`);
 }
 
 function isCount(value: unknown): value is number {

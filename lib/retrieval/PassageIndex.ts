@@ -7,6 +7,7 @@ import {requireSameEmbedder, type Embedder} from "./Embedder.js";
 import {GgufEmbedder} from "./GgufEmbedder.js";
 import {HashingEmbedder} from "./HashingEmbedder.js";
 import {IdfTable} from "./IdfTable.js";
+import {filesOpened, requireVerifyPolicy, verifyIndexFiles, type VerifyPolicy} from "./IndexIntegrity.js";
 import {INDEX_FILES, readManifest, type IndexManifest} from "./IndexManifest.js";
 import {PassageStore, type StoredPassage} from "./PassageStore.js";
 import {VectorIndex} from "./VectorIndex.js";
@@ -32,6 +33,12 @@ export interface OpenIndexOptions {
     expansionSearch?: number;
     /** For a default GGUF embedder. */
     gpu?: GpuOption;
+    /**
+     * Checking the files against the sizes and SHA-256 checksums the build recorded, before they are
+     * read: "auto" (default) hashes them when together they are under AUTO_VERIFY_MAX_BYTES (2 GiB),
+     * "always" whatever their size, "never" compares sizes only. A difference is INDEX_CORRUPT.
+     */
+    verify?: VerifyPolicy;
 }
 
 /** A passage found by a search, with its cosine similarity to the query. */
@@ -75,6 +82,15 @@ export class PassageIndex {
     public static async open(dir: string, options: OpenIndexOptions = {}): Promise<PassageIndex> {
         const resolved = path.resolve(dir);
         const manifest = readManifest(resolved);
+        const searchMode = {
+            mode: options.mode ?? (options.expansionSearch != null ? "hnsw" : manifest.search?.mode ?? "hnsw"),
+            expansionSearch: options.expansionSearch ?? manifest.search?.expansionSearch ?? manifest.vectors.expansionSearch
+        };
+        if (searchMode.mode !== "hnsw" && searchMode.mode !== "exact") {
+            throw new SelfRagError(`unknown search mode "${String(searchMode.mode)}" (expected hnsw or exact)`, "INVALID_ARGUMENT");
+        }
+        // Before USearch, SQLite or the embedder read anything: USearch trusts the graph it is given.
+        await verifyIndexFiles(resolved, manifest, filesOpened(searchMode.mode), requireVerifyPolicy(options.verify ?? "auto"));
         const ownsEmbedder = options.embedder == null;
         const embedder = options.embedder ?? await manifestEmbedder(resolved, manifest, options.gpu);
         let vectors: VectorIndex | undefined;
@@ -82,13 +98,6 @@ export class PassageIndex {
         try {
             requireSameEmbedder(manifest.embedder, embedder.info, `the index ${resolved}`);
             store = PassageStore.open(path.join(resolved, INDEX_FILES.passages));
-            const searchMode = {
-                mode: options.mode ?? (options.expansionSearch != null ? "hnsw" : manifest.search?.mode ?? "hnsw"),
-                expansionSearch: options.expansionSearch ?? manifest.search?.expansionSearch ?? manifest.vectors.expansionSearch
-            };
-            if (searchMode.mode !== "hnsw" && searchMode.mode !== "exact") {
-                throw new SelfRagError(`unknown search mode "${String(searchMode.mode)}" (expected hnsw or exact)`, "INVALID_ARGUMENT");
-            }
             vectors = await VectorIndex.open(path.join(resolved, INDEX_FILES.vectors), {...manifest.vectors, expansionSearch: searchMode.expansionSearch},
                 {view: options.view, threads: options.threads});
             const size = await vectors.size();

@@ -19,6 +19,7 @@ import {passageText, type Embedder, type EmbedderInfo} from "./Embedder.js";
 import {HashingEmbedder} from "./HashingEmbedder.js";
 import {IdfTable} from "./IdfTable.js";
 import {INDEX_FILES, writeManifest, type IndexManifest} from "./IndexManifest.js";
+import {recordIndexFiles} from "./IndexIntegrity.js";
 import type {ByteCounter} from "./lineReader.js";
 import {PassageStore} from "./PassageStore.js";
 import {DEFAULT_VECTOR_INDEX, VectorIndex, type VectorDtype} from "./VectorIndex.js";
@@ -77,7 +78,8 @@ export interface BuildIndexOptions {
 export interface BuildProgress {
     /**
      * "idf": counting word frequencies; "index": embedding and adding; "calibrate": measuring
-     * search recall and cost (`step` says what); "save": writing the index file.
+     * search recall and cost (`step` says what); "save": writing the index file, then (`step`) hashing
+     * every file for the manifest.
      */
     phase: "idf" | "index" | "calibrate" | "save";
     step?: string;
@@ -248,14 +250,17 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildSumma
         await index.close();
         const keepExact = plan.mode === "exact" || (options.keepVectors ?? false);
         if (flat != null && !keepExact) fs.rmSync(flatFile);
-        const manifest: IndexManifest = {
+        // Every file is final: their sizes and checksums go into the manifest, checked when the index is opened.
+        progress("save", "recording file checksums");
+        const files = await recordIndexFiles(temp);
+        const manifest = writeManifest(temp, {
             format: "selfrag-passage-index", version: 1, createdAt: new Date().toISOString(),
             embedder: embedder.info, vectors: {...config, expansionSearch: plan.expansionSearch, metric: "cos"},
             search: plan, exactVectors: keepExact ? INDEX_FILES.exactVectors : undefined, count: state.passages,
             corpus: {file: path.resolve(corpus.file), format: corpus.format, bytes: corpus.totalBytes, malformed: state.malformed,
-                duplicates: state.duplicates}
-        };
-        writeManifest(temp, manifest);
+                duplicates: state.duplicates},
+            files
+        });
         publish(temp, out, options.overwrite ?? false);
         return {
             dir: out, count: state.passages, malformed: state.malformed, duplicates: state.duplicates, malformedExamples: state.examples,

@@ -22,6 +22,7 @@ export {readTraces, rerankTrace, type TraceRecord} from "./selfrag/traces.js";
 export {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions, type LongFormSegment, type Retriever} from "./selfrag/LongForm.js";
 export {TreeSearch, type TreeNode, type SegmentSource, type GeneratedSegment, type TreeSearchResult} from "./selfrag/TreeSearch.js";
 export {ForkingSegmentSource, type ContextPolicy} from "./selfrag/ForkingSegmentSource.js";
+export type {CudaDeviceInfo} from "./engine/types.js";
 export {PassageIndex, type OpenIndexOptions, type SearchHit} from "./retrieval/PassageIndex.js";
 export {type BuildIndexOptions, type BuildProgress, type BuildSummary} from "./retrieval/buildIndex.js";
 export {HashingEmbedder, type HashingEmbedderOptions} from "./retrieval/HashingEmbedder.js";
@@ -32,6 +33,7 @@ export {VectorIndex, DEFAULT_VECTOR_INDEX, type VectorIndexConfig, type VectorDt
 export {PassageStore, type StoredPassage} from "./retrieval/PassageStore.js";
 export {openCorpus, type Corpus, type CorpusFormat, type CorpusItem} from "./retrieval/corpusReaders.js";
 export {readManifest, type IndexManifest} from "./retrieval/IndexManifest.js";
+export {AUTO_VERIFY_MAX_BYTES, type VerifyPolicy} from "./retrieval/IndexIntegrity.js";
 export {calibrateSearch, chooseSearchPlan, recallPerQuery, recallEstimate, DEFAULT_CALIBRATION,
     type SearchCalibrationOptions, type CalibrationReport, type SearchPlan, type MeasuredSearch} from "./retrieval/SearchCalibration.js";
 export {FlatVectors, FlatVectorWriter, type ExactMatches} from "./retrieval/ExactSearch.js";

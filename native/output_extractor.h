@@ -23,7 +23,8 @@ struct RowBlock;
 
 class OutputExtractor {
 public:
-    OutputExtractor(int32_t vocab, std::vector<int32_t> ids);
+    // `threads`: CPU threads for rows in host memory (split only when there are many rows).
+    OutputExtractor(int32_t vocab, std::vector<int32_t> ids, int threads);
 
     // llama_context_params.cb_eval; `self` is the OutputExtractor.
     static bool Callback(ggml_tensor* tensor, bool ask, void* self);
@@ -32,6 +33,9 @@ public:
     void Reset();
     // Rows summarised during the last decode (0 if the callback failed: use the host logits).
     size_t Rows() const { return error_.empty() ? summaries_.size() : 0; }
+    // Summarises `rows` host rows (`stride` floats apart) after those already held, over up to
+    // `threads` threads when there are enough rows to pay for them.
+    void SummariseHost(const float* data, int64_t rows, int64_t stride);
     // Appends output row k to `block` when valid; returns its summary either way.
     RowSummary Take(size_t k, RowBlock& block) const;
     // Rows the CUDA kernel reduced, over the extractor's life.
@@ -41,10 +45,12 @@ public:
 
 private:
     void OnOutput(const ggml_tensor* tensor);
+    void SummariseRange(const float* data, int64_t begin, int64_t end, int64_t stride, size_t first);
     void SetError(const std::string& error);
 
     int32_t vocab_;
     std::vector<int32_t> ids_;
+    int threads_;
     std::vector<RowSummary> summaries_;
     std::vector<float> argmaxLogprob_;
     std::vector<float> reflection_;  // rows x ids

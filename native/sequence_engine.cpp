@@ -39,7 +39,8 @@ SequenceEngine::SequenceEngine(std::shared_ptr<llama_model> sharedModel, const E
     : options_(options),
       model_(std::move(sharedModel)),
       extractor_(options.extractAtOutput
-                     ? std::make_unique<OutputExtractor>(llama_vocab_n_tokens(llama_model_get_vocab(model_.get())), options.reflectionIds)
+                     ? std::make_unique<OutputExtractor>(llama_vocab_n_tokens(llama_model_get_vocab(model_.get())),
+                                                         options.reflectionIds, options.threadsBatch)
                      : nullptr),
       ctx_(llama_init_from_model(model_.get(), MakeParams(options, extractor_.get()))),
       vocab_(llama_model_get_vocab(model_.get())),
@@ -57,6 +58,7 @@ SequenceEngine::SequenceEngine(std::shared_ptr<llama_model> sharedModel, const E
     nCtxSeq_ = std::min(static_cast<int32_t>(llama_n_ctx_seq(ctx_.get())), options_.contextSize);
     nVocab_ = llama_vocab_n_tokens(vocab_);
     nBatch_ = static_cast<int32_t>(llama_n_batch(ctx_.get()));
+    if (options_.threadsBatch > 1) hostRows_ = std::make_unique<OutputExtractor>(nVocab_, options_.reflectionIds, options_.threadsBatch);
     for (auto& state : states_) state.pendingReflection.assign(options_.reflectionIds.size(), 0.0f);
     // What llama.cpp actually allocated for the cache (any cache type, padding, SWA layout).
     kvBytes_ = 0;
@@ -98,12 +100,24 @@ RowSummary SequenceEngine::SummariseInto(const float* logits, RowBlock& block) c
 
 int32_t SequenceEngine::DecodeView(const Batch& batch, int32_t offset, int32_t count) {
     if (extractor_) extractor_->Reset();
-    return llama_decode(ctx_.get(), batch.View(offset, count));
+    if (hostRows_) hostRows_->Reset();
+    const llama_batch view = batch.View(offset, count);
+    const int32_t ret = llama_decode(ctx_.get(), view);
+    if (ret != 0 || !hostRows_ || (extractor_ && extractor_->Rows() > 0)) return ret;
+    // Many rows (a large batch of generating slots): summarise them all now, over several threads,
+    // from the host logits in output order.
+    int32_t outputs = 0;
+    for (int32_t j = 0; j < count; ++j) outputs += view.logits[j] != 0 ? 1 : 0;
+    if (outputs >= kParallelRows) hostRows_->SummariseHost(llama_get_logits(ctx_.get()), outputs, nVocab_);
+    return ret;
 }
 
 RowSummary SequenceEngine::SummariseOutput(int32_t j, int32_t outputRow, RowBlock& block) const {
     if (extractor_ && outputRow >= 0 && static_cast<size_t>(outputRow) < extractor_->Rows()) {
         return extractor_->Take(static_cast<size_t>(outputRow), block);
+    }
+    if (hostRows_ && outputRow >= 0 && static_cast<size_t>(outputRow) < hostRows_->Rows()) {
+        return hostRows_->Take(static_cast<size_t>(outputRow), block);
     }
     return SummariseInto(ViewLogits(j), block);
 }

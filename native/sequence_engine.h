@@ -41,6 +41,9 @@ struct EngineOptions {
     bool extractAtOutput = false;
 };
 
+// Views with at least this many logits rows are summarised over `threads` threads in one go.
+constexpr int32_t kParallelRows = 32;
+
 struct SequenceState {
     int32_t nPast = 0;
     bool hasPending = false;  // true when the logits at the end of the slot are summarised
@@ -123,6 +126,8 @@ private:
     EngineOptions options_;
     std::shared_ptr<llama_model> model_;  // declared before ctx_: the context is freed first
     std::unique_ptr<OutputExtractor> extractor_;  // the context's eval callback: outlives it too
+    // Host rows of a large view summarised over several threads at once (threads > 1 only).
+    std::unique_ptr<OutputExtractor> hostRows_;
     ContextPtr ctx_;
     const llama_vocab* vocab_ = nullptr;
     std::vector<SequenceState> states_;

@@ -108,6 +108,23 @@ describe("extraction at the output tensor (the GPU path's plumbing, on the CPU)"
         }
     });
 
+    it("large views (40 generating slots) summarised over two threads give the one-thread answers", async () => {
+        const questions = Array.from({length: 10}, (_, i) => ({question: `Which capital is number ${i}?`, passages: PASSAGES}));
+        const answers: ShortFormAnswer[][] = [];
+        for (const threads of [1, 2]) {
+            const model = await SelfRagModel.load({modelPath: await randomModel(), contextSize: 128, sequences: 40, gpu: false, threads});
+            try {
+                answers.push(await Promise.all(questions.map((q) => model.answer(q, {ndocs: 4, maxNewTokens: 12, mode: "always", traces: true}))));
+            } finally {
+                await model.dispose();
+            }
+        }
+        answers[1].forEach((a, i) => {
+            assert.deepEqual(a.trace!.candidates.map((c) => c.tokens), answers[0][i].trace!.candidates.map((c) => c.tokens), `question ${i}`);
+            closeAll(a.candidates.map((c) => c.score), answers[0][i].candidates.map((c) => c.score), `question ${i}: scores`);
+        });
+    });
+
     it("is refused without the unified KV cache, and an unknown value is refused by name", async () => {
         await assert.rejects(SelfRagModel.load({modelPath: await randomModel(), sequences: 2, contextSize: 256, gpu: false, unifiedKv: false,
             extraction: "output"}), rejectsWith("INVALID_ARGUMENT", /unified KV cache/));

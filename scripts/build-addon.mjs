@@ -154,5 +154,7 @@ const kept = previous.builds.filter((b) => b.builder !== builder && fs.existsSyn
 fs.mkdirSync(buildDir, {recursive: true});
 const cudaHost = path.join(buildDir, "cmake", "cuda-host", "selfrag_cuda_host.node");
 fs.writeFileSync(manifestPath, JSON.stringify({llamaRelease: llamaRelease(), builds: [...builds, ...kept],
-    ...(builder === "cmake-js" && fs.existsSync(cudaHost) ? {cudaHost: path.relative(packageRoot, cudaHost)} : {})}, null, 2) + "\n");
+    // The host build of the CUDA device functions comes from cmake-js; a node-gyp build keeps it.
+    ...(builder === "cmake-js" ? (fs.existsSync(cudaHost) ? {cudaHost: path.relative(packageRoot, cudaHost)} : {})
+        : previous.cudaHost != null ? {cudaHost: previous.cudaHost} : {})}, null, 2) + "\n");
 console.log(`selfrag: addon built (${builds.map((b) => `${b.variant}: ${b.addon}`).join(", ")})`);

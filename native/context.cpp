@@ -388,6 +388,7 @@ Napi::Value Context::Stats(const Napi::CallbackInfo& info) {
     out.Set("slotSteps", static_cast<double>(s.slotSteps));
     out.Set("generatedTokens", static_cast<double>(s.generatedTokens));
     out.Set("reactionWaitMs", static_cast<double>(s.reactionWaitUs) / 1000.0);
+    out.Set("decodeMs", static_cast<double>(s.decodeUs) / 1000.0);
     out.Set("pendingWork", static_cast<double>(s.pendingWork));
     // Rows reduced by the CUDA kernel at the output tensor, and the last CUDA failure there (that
     // decode used the host logits instead).

@@ -64,15 +64,7 @@ void OutputExtractor::OnOutput(const ggml_tensor* tensor) {
     }
     deviceRows_ += static_cast<uint64_t>(rows);
     for (int64_t r = 0; r < rows; ++r) {
-        const hd::RowResult& d = deviceResults_[static_cast<size_t>(r)];
-        RowSummary& s = summaries_[first + static_cast<size_t>(r)];
-        s.status = d.status;
-        s.argmax = d.argmax;
-        s.maxLogit = d.maxLogit;
-        s.logSum = d.logSum;
-        s.logSumExp = d.logSumExp;
-        s.posInf = d.posInf;
-        s.badIndex = d.badIndex;
+        summaries_[first + static_cast<size_t>(r)] = FromRowResult(deviceResults_[static_cast<size_t>(r)]);
     }
 }
 

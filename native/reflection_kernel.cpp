@@ -51,16 +51,7 @@ RowSummary SummariseSpecial(const float* row, int32_t n) {
     if (hd::NeedsSum(state)) {
         for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - state.max);
     }
-    const hd::RowResult r = hd::Finish(state, sum);
-    RowSummary s;
-    s.status = r.status;
-    s.argmax = r.argmax;
-    s.maxLogit = r.maxLogit;
-    s.logSum = r.logSum;
-    s.logSumExp = r.logSumExp;
-    s.posInf = r.posInf;
-    s.badIndex = r.badIndex;
-    return s;
+    return FromRowResult(hd::Finish(state, sum));
 }
 
 // The fast passes are exact for finite rows; anything else goes to SummariseSpecial.
@@ -318,6 +309,18 @@ int64_t ExtractRange(SummariseFn fn, const float* logits, int64_t begin, int64_t
 }  // namespace
 
 RowSummary SummariseRow(const float* row, int32_t vocab) { return Kernel().fn(row, vocab); }
+
+RowSummary FromRowResult(const hd::RowResult& r) {
+    RowSummary s;
+    s.status = r.status;
+    s.argmax = r.argmax;
+    s.maxLogit = r.maxLogit;
+    s.logSum = r.logSum;
+    s.logSumExp = r.logSumExp;
+    s.posInf = r.posInf;
+    s.badIndex = r.badIndex;
+    return s;
+}
 
 float LogProbOf(const RowSummary& s, float x) {
     if (s.posInf > 0) return x == kPosInf ? 0.0f - s.logSum : kNegInf;  // 0 - 0 = +0, not -0, for one +Inf

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "cuda/row_math.h"
+
 namespace selfrag {
 
 // What one row of logits says. Non-finite logits have one defined meaning on every code path:
@@ -26,6 +28,9 @@ struct RowSummary {
     int32_t status = kOk;
     int32_t badIndex = -1;  // the first NaN (kNaN)
 };
+
+// The same facts from the shared device arithmetic (cuda/row_math.h, which the CUDA kernel runs).
+RowSummary FromRowResult(const hd::RowResult& r);
 
 // The log-probability of a token whose logit is `x`, in a row summarised as `s` (valid rows only).
 float LogProbOf(const RowSummary& s, float x);

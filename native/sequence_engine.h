@@ -74,6 +74,7 @@ struct EngineStats {
     std::atomic<uint64_t> slotSteps{0};        // sum over steps of all slots
     std::atomic<uint64_t> generatedTokens{0};  // tokens accepted into segments
     std::atomic<uint64_t> reactionWaitUs{0};   // time spent waiting for JavaScript's follow-up work
+    std::atomic<uint64_t> decodeUs{0};         // time inside llama_decode (the model's compute)
 };
 
 class SequenceEngine {

@@ -72,6 +72,7 @@ StatsSnapshot StepLoop::Snapshot() {
     out.slotSteps = s.slotSteps.load();
     out.generatedTokens = s.generatedTokens.load();
     out.reactionWaitUs = s.reactionWaitUs.load();
+    out.decodeUs = s.decodeUs.load();
     out.pendingWork = pending_.size();
     return out;
 }
@@ -270,7 +271,10 @@ int32_t StepLoop::DecodeStep(const std::vector<StepEntry>& step, const std::vect
     int32_t viewSize = std::min(total, engine_.BatchSize());
     while (offset < total) {
         const int32_t count = std::min(viewSize, total - offset);
+        const auto decodeStarted = std::chrono::steady_clock::now();
         const int32_t ret = engine_.DecodeView(batch_, offset, count);
+        const auto decodeUs = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - decodeStarted).count());
         if (ret == 1) {
             // No free KV cell for this view: try a smaller one; a single token that does not fit
             // waits for the next step (other work may release cells meanwhile).
@@ -287,6 +291,7 @@ int32_t StepLoop::DecodeStep(const std::vector<StepEntry>& step, const std::vect
         const llama_batch view = batch_.View(offset, count);
         std::lock_guard<std::mutex> lock(mutex_);
         engine_.Stats().decodeCalls += 1;
+        engine_.Stats().decodeUs += decodeUs;
         engine_.Stats().tokensEvaluated += static_cast<uint64_t>(count);
         int32_t outputs = 0;  // output rows so far in this view: row k is the k-th token asking for logits
         for (int32_t j = 0; j < count; ++j) {

@@ -65,6 +65,7 @@ struct StatsSnapshot {
     uint64_t slotSteps = 0;
     uint64_t generatedTokens = 0;
     uint64_t reactionWaitUs = 0;
+    uint64_t decodeUs = 0;
     size_t pendingWork = 0;
 };
 

@@ -1,27 +1,17 @@
 import assert from "node:assert/strict";
 import type {Token} from "node-llama-cpp";
-import {execFile} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
-import {promisify} from "node:util";
 import {REFLECTION_TOKENS} from "../lib/engine/ReflectionTokens.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {prompt, tempDir, tinyModel} from "../test-support/fixtures.js";
 import {nodeLlamaCppLogprobs} from "../test-support/oracles.js";
+import {runCli} from "../test-support/cli.js";
 
-const run = promisify(execFile);
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "lib", "cli", "main.js");
 
-async function selfrag(...args: string[]): Promise<{stdout: string, stderr: string, code: number}> {
-    try {
-        const {stdout, stderr} = await run(process.execPath, [cli, ...args]);
-        return {stdout, stderr, code: 0};
-    } catch (error) {
-        const e = error as {stdout: string, stderr: string, code: number};
-        return {stdout: e.stdout, stderr: e.stderr, code: e.code};
-    }
-}
+const selfrag = (...args: string[]) => runCli(args);
 
 describe("selfrag CLI", () => {
     it("fixture writes a loadable model: node-llama-cpp and the engine load it, with the Self-RAG vocabulary, and decode alike", async () => {

@@ -1,23 +1,13 @@
 import assert from "node:assert/strict";
-import {execFile} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
-import {promisify} from "node:util";
 import {tempDir, tinyModel} from "../test-support/fixtures.js";
+import {runCli} from "../test-support/cli.js";
 
-const run = promisify(execFile);
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "lib", "cli", "main.js");
 
-async function selfrag(args: string[], env: Record<string, string> = {}) {
-    try {
-        const {stdout, stderr} = await run(process.execPath, [cli, ...args], {env: {...process.env, ...env}});
-        return {stdout, stderr, code: 0};
-    } catch (error) {
-        const e = error as {stdout: string, stderr: string, code: number};
-        return {stdout: e.stdout, stderr: e.stderr, code: e.code};
-    }
-}
+const selfrag = (args: string[], env: Record<string, string> = {}) => runCli(args, {env});
 
 const passages = [
     {id: "b", title: "Berlin", text: "Berlin is the capital of Germany."},

@@ -2,31 +2,22 @@
 // a build killed with SIGKILL, the JSON output, and a GGUF embedding model. Corpora are generated
 // into a temporary folder.
 import assert from "node:assert/strict";
-import {execFile, spawn} from "node:child_process";
+import {spawn} from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
-import {promisify} from "node:util";
 import {SelfRagError} from "../lib/errors.js";
 import {writeBertFixture} from "../lib/fixtures/BertFixture.js";
 import {readManifest} from "../lib/retrieval/IndexManifest.js";
 import {PassageIndex} from "../lib/retrieval/PassageIndex.js";
+import {runCli} from "../test-support/cli.js";
 
-const run = promisify(execFile);
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "lib", "cli", "main.js");
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "selfrag-retrieval-cli-"));
 after(() => fs.rmSync(dir, {recursive: true, force: true}));
 
-async function selfrag(...args: string[]): Promise<{stdout: string, stderr: string, code: number}> {
-    try {
-        const {stdout, stderr} = await run(process.execPath, [cli, ...args], {maxBuffer: 64 * 1024 * 1024});
-        return {stdout, stderr, code: 0};
-    } catch (error) {
-        const e = error as {stdout: string, stderr: string, code: number};
-        return {stdout: e.stdout, stderr: e.stderr, code: e.code};
-    }
-}
+const selfrag = (...args: string[]) => runCli(args);
 
 /** A DPR-style TSV of `count` passages (quoted text, as DPR writes it), generated from a seed. */
 function writeDprTsv(file: string, count: number, seed: number, lineFor?: (n: number) => string | undefined): string {

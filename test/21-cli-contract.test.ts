@@ -3,31 +3,23 @@
 // closed stdout ends quietly; option combinations that would do nothing are refused; eval says
 // once when records are answered without retrieval; traces carry the question's id and text.
 import assert from "node:assert/strict";
-import {execFile, spawn} from "node:child_process";
+import {spawn} from "node:child_process";
 import {createHash} from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
-import {promisify} from "node:util";
 import {TASKS} from "../lib/selfrag/prompts.js";
 import {tempDir, tinyModel} from "../test-support/fixtures.js";
+import {runCli} from "../test-support/cli.js";
 
-const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const cli = path.join(root, "dist", "lib", "cli", "main.js");
 const dir = path.join(tempDir, "cli-contract");
 
 interface Result {stdout: string, stderr: string, code: number}
 
-async function selfrag(args: string[], env: Record<string, string> = {}, script = cli): Promise<Result> {
-    try {
-        const {stdout, stderr} = await run(process.execPath, [script, ...args], {env: {...process.env, SELFRAG_DEBUG: "", ...env}});
-        return {stdout, stderr, code: 0};
-    } catch (error) {
-        const e = error as {stdout: string, stderr: string, code: number};
-        return {stdout: e.stdout, stderr: e.stderr, code: e.code};
-    }
-}
+const selfrag = (args: string[], env: Record<string, string> = {}, script = cli): Promise<Result> =>
+    runCli(args, {env: {SELFRAG_DEBUG: "", ...env}, script});
 
 /** The contract: exit 1, exactly one line on stderr naming a code, no stack trace. */
 function assertOneLineFailure(result: Result, code: string, message?: RegExp): string {

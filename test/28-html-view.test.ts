@@ -6,18 +6,17 @@
 // nodes greyed, the edges drawn, no console or page error, no request beyond the file itself.
 // SELFRAG_UPDATE_SCREENSHOTS=1 also writes the README's screenshot, docs/images/long-form-view.png.
 import assert from "node:assert/strict";
-import {execFile, spawn} from "node:child_process";
+import {spawn} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath, pathToFileURL} from "node:url";
-import {promisify} from "node:util";
 import {chromium, type Browser, type Page} from "playwright-core";
 import type {LongFormAnswer} from "../lib/selfrag/LongForm.js";
 import type {ShortFormAnswer} from "../lib/selfrag/ShortForm.js";
 import {chosenPath, renderLongFormHtml, segmentHtml} from "../lib/view/AnswerView.js";
 import {tempDir, tinyModel} from "../test-support/fixtures.js";
+import {runCli} from "../test-support/cli.js";
 
-const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const cli = path.join(root, "dist", "lib", "cli", "main.js");
 const dir = path.join(tempDir, "html-view");
@@ -25,15 +24,7 @@ const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
 interface Result {stdout: string, stderr: string, code: number}
 
-async function selfrag(args: string[]): Promise<Result> {
-    try {
-        const {stdout, stderr} = await run(process.execPath, [cli, ...args], {env: {...process.env, SELFRAG_DEBUG: ""}, maxBuffer: 64 << 20});
-        return {stdout, stderr, code: 0};
-    } catch (error) {
-        const e = error as {stdout: string, stderr: string, code: number};
-        return {stdout: e.stdout, stderr: e.stderr, code: e.code};
-    }
-}
+const selfrag = (args: string[]): Promise<Result> => runCli(args, {env: {SELFRAG_DEBUG: ""}});
 
 function withStdin(args: string[], input: string): Promise<Result> {
     return new Promise((resolve, reject) => {

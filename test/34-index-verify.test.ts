@@ -15,6 +15,7 @@ import {PassageIndex} from "../lib/retrieval/PassageIndex.js";
 import {rejectsWith} from "../test-support/assertions.js";
 import {generatedPassages, writeJsonl} from "../test-support/corpora.js";
 import {tempDir} from "../test-support/fixtures.js";
+import {runCli} from "../test-support/cli.js";
 
 const run = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -37,15 +38,7 @@ async function outcomes(...targets: string[]): Promise<Outcome[]> {
     return JSON.parse(stdout) as Outcome[];
 }
 
-async function selfrag(...args: string[]): Promise<{stdout: string, stderr: string, code: number}> {
-    try {
-        const {stdout, stderr} = await run(process.execPath, [cli, ...args]);
-        return {stdout, stderr, code: 0};
-    } catch (error) {
-        const e = error as {stdout: string, stderr: string, code: number};
-        return {stdout: e.stdout, stderr: e.stderr, code: e.code};
-    }
-}
+const selfrag = (...args: string[]) => runCli(args);
 
 let copies = 0;
 /** A copy of the index with `change` applied to it. */

@@ -140,6 +140,8 @@ export interface NativeContextStats {
     generatedTokens: number;
     /** Milliseconds the loop waited for JavaScript's follow-up work after handing over finished work. */
     reactionWaitMs: number;
+    /** Milliseconds inside llama_decode (the model's compute): over wall time, how busy the model was. */
+    decodeMs: number;
     /** Work submitted and not finished. */
     pendingWork: number;
 }

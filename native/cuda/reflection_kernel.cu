@@ -144,6 +144,16 @@ std::string ExtractRowsOnDevice(const float* deviceLogits, int64_t rows, int32_t
                                 const int32_t* ids, int32_t nIds, int32_t* argmax, float* argmaxLogprob,
                                 float* logSumExp, float* idLogprobs, int64_t* badRow, hd::RowResult* bad,
                                 hd::RowResult* perRow) {
+    // llama.cpp's tensor may live on any of its devices, and this addon's CUDA runtime (linked
+    // statically) keeps its own current device: run where the rows are.
+    cudaPointerAttributes attributes{};
+    const cudaError_t where = cudaPointerGetAttributes(&attributes, deviceLogits);
+    if (where != cudaSuccess) return Describe(where, "locating the logits on the device");
+    if (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged) {
+        return "the logits are not in device memory";
+    }
+    const cudaError_t set = cudaSetDevice(attributes.device);
+    if (set != cudaSuccess) return Describe(set, "cudaSetDevice");
     return RunExtraction(deviceLogits, rows, vocab, rowStride, ids, nIds, argmax, argmaxLogprob, logSumExp, idLogprobs,
                          badRow, bad, perRow);
 }

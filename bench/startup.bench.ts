@@ -9,9 +9,13 @@
 //     greedy steps, log-softmax over the reflection tokens per row;
 //   - the naive node-llama-cpp implementation (bench/naiveShortForm.ts) as a process
 //     (bench/naiveProcess.ts), gpu: false (no GPU probing: the naive side's cheapest start);
-//   - `selfrag inspect --json` against the C++ peer's load + one prompt;
+//   - `selfrag inspect --json` against the C++ peer's load + one prompt, both in a context sized to
+//     the prompt (its tokens rounded up to llama.cpp's 256-cell KV padding, at most 4096 tokens);
 //   - `selfrag --help`, `selfrag ask --help`, `import('selfrag')` from `node -e`, and `node -e 0`
-//     (the floor every Node process pays).
+//     (the floor every Node process pays);
+//   - when the environment sets NODE_EXTRA_CA_CERTS (Node parses that file at every start, before
+//     any JavaScript runs), `selfrag inspect` and `node empty.mjs` once more without it, so the
+//     share of Node's start that is this machine's setting, not selfrag's, is measured.
 // Inside the selfrag processes SELFRAG_TIMINGS=1 gives the phases (import, backend, model, context,
 // first decode); the peer prints the same marks. Nothing asserts a timing: ratios are reported
 // against the targets of issue 10.
@@ -27,9 +31,11 @@ import {benchCacheDir, repoRoot} from "./peer/repoRoot.js";
 import {PASSAGES, QUESTION} from "./shortFormInputs.js";
 
 const MAX_NEW_TOKENS = 32;
-/** selfrag's defaults for these commands: ask 2048 tokens per sequence, inspect 4096. */
+/** selfrag's defaults for these commands: ask 2048 tokens per sequence; inspect at most 4096, sized to the prompt. */
 const ASK_CONTEXT = 2048;
 const INSPECT_CONTEXT = 4096;
+/** Set on some machines (an extra CA bundle): Node 20 reads and parses it at every start. */
+const EXTRA_CA_CERTS = process.env.NODE_EXTRA_CA_CERTS;
 const ROUNDS = Math.max(3, Number(process.env.SELFRAG_BENCH_ROUNDS ?? 7));
 
 interface Run {
@@ -117,6 +123,11 @@ function subjects(files: Files, peer: {binary: string, libDir: string}): Subject
         delete base.SELFRAG_LOG_LEVEL;
         return base;
     };
+    const withoutExtraCaCerts = (): NodeJS.ProcessEnv => {
+        const base = env();
+        delete base.NODE_EXTRA_CA_CERTS;
+        return base;
+    };
     const askArgs = [cli, "ask", "--model", MODEL_FILE, "--passages", files.passages, "--ndocs", String(PASSAGES.length),
         "--max-new-tokens", String(MAX_NEW_TOKENS), "--mode", "always", "--threads", "1", "--json", QUESTION];
     const inspectArgs = [cli, "inspect", "--model", MODEL_FILE, "--question", QUESTION, "--threads", "1", "--json"];
@@ -143,7 +154,13 @@ function subjects(files: Files, peer: {binary: string, libDir: string}): Subject
             runProcess(node, ["-e", "import('selfrag').then(m => console.log(typeof m.SelfRagModel))"], {cwd: files.packageUser, env: env()})},
         {id: "node", label: "node -e 0 (Node's own start, the floor)", run: () => runProcess(node, ["-e", "0"], {env: env()})},
         {id: "node.esm", label: "node empty.mjs (the floor of an ES module entry, as the CLI is)", run: () =>
-            runProcess(node, [files.emptyModule], {env: env()})}
+            runProcess(node, [files.emptyModule], {env: env()})},
+        ...(EXTRA_CA_CERTS == null || EXTRA_CA_CERTS === "" ? [] : [
+            {id: "selfrag.inspect.noCa", label: "selfrag inspect --json, NODE_EXTRA_CA_CERTS unset", run: () =>
+                runProcess(node, inspectArgs, {env: withoutExtraCaCerts()})},
+            {id: "node.esm.noCa", label: "node empty.mjs, NODE_EXTRA_CA_CERTS unset", run: () =>
+                runProcess(node, [files.emptyModule], {env: withoutExtraCaCerts()})}
+        ])
     ];
 }
 
@@ -164,6 +181,8 @@ interface Check {
     peerTokens: number[];
     naiveCandidates: number;
     inspectDiff: number;
+    /** Tokens of the inspect prompt (the peer's count: both size their context to it). */
+    promptTokens: number;
 }
 
 function commonPrefix(a: string, b: string): number {
@@ -186,8 +205,11 @@ function crossCheck(runs: Map<string, Run>): Check {
         throw new Error(`candidates: selfrag ${ours.candidates.length}, peer ${peer.candidates.length}, naive ${naive.candidates.length}; ` +
             `expected ${PASSAGES.length} each`);
     }
-    const inspect = JSON.parse(runs.get("selfrag.inspect")!.stdout) as {p_retrieve: number, next: {id: number}};
-    const peerInspect = JSON.parse(runs.get("peer.inspect")!.stdout) as {p_retrieve: number, next: number};
+    const inspect = JSON.parse(runs.get("selfrag.inspect")!.stdout) as {p_retrieve: number, next: {id: number}, promptTokens: number};
+    const peerInspect = JSON.parse(runs.get("peer.inspect")!.stdout) as {p_retrieve: number, next: number, promptTokens: number};
+    if (inspect.promptTokens !== peerInspect.promptTokens) {
+        throw new Error(`inspect prompt: selfrag ${inspect.promptTokens} tokens, peer ${peerInspect.promptTokens}`);
+    }
     const inspectDiff = Math.abs(inspect.p_retrieve - peerInspect.p_retrieve);
     if (!(inspectDiff < 1e-3) || inspect.next.id !== peerInspect.next) {
         throw new Error(`inspect differs: selfrag p_retrieve ${inspect.p_retrieve}, next ${inspect.next.id}; ` +
@@ -197,7 +219,7 @@ function crossCheck(runs: Map<string, Run>): Check {
     return {
         identical: ours.candidates.filter((c, i) => c.text === peer.candidates[i].text).length,
         agreeingChars, tokens: ours.candidates.map((c) => c.tokens), peerTokens: peer.candidates.map((c) => c.tokens),
-        naiveCandidates: naive.candidates.length, inspectDiff
+        naiveCandidates: naive.candidates.length, inspectDiff, promptTokens: inspect.promptTokens
     };
 }
 
@@ -267,8 +289,9 @@ export async function run(): Promise<BenchResult> {
     const measurements: Measurement[] = list.map((s) => measurementOf(s.id, s.label, "process", samples.get(s.id)!.map((r) => r.wallMs)));
     const phaseTable: string[] = [];
     for (const [id, phases] of [["selfrag.ask", SELFRAG_PHASES], ["peer.ask", PEER_PHASES], ["selfrag.ask.first", SELFRAG_PHASES],
-        ["selfrag.inspect", SELFRAG_PHASES], ["peer.inspect", PEER_PHASES]] as const) {
-        const runs = samples.get(id)!;
+        ["selfrag.inspect", SELFRAG_PHASES], ["peer.inspect", PEER_PHASES], ["selfrag.inspect.noCa", SELFRAG_PHASES]] as const) {
+        const runs = samples.get(id);
+        if (runs == null) continue;
         const durations = runs.map((r) => phaseDurations(r, phases));
         const names = [...phases, "exit"].filter((p) => durations.every((d) => d[p] != null));
         for (const p of names) {
@@ -292,7 +315,8 @@ export async function run(): Promise<BenchResult> {
             `Model: the \`bench\` fixture (random weights, about 53M parameters, f32, ${(fs.statSync(MODEL_FILE).size / 1e6).toFixed(0)} MB), ` +
             `CPU, 1 thread everywhere. Question "${QUESTION}" with ${PASSAGES.length} passages, mode always, ${MAX_NEW_TOKENS} new tokens ` +
             `per candidate; context ${ASK_CONTEXT} tokens per sequence x ${PASSAGES.length} sequences, unified KV (selfrag ask's defaults, ` +
-            `and the peer's parameters); inspect: ${INSPECT_CONTEXT} tokens, 1 sequence.`,
+            `and the peer's parameters); inspect: 1 sequence, a context sized to the prompt (its ${check.promptTokens} tokens rounded up ` +
+            `to llama.cpp's 256-cell KV padding, at most ${INSPECT_CONTEXT}; batch at most that), on both sides.`,
             `Whole process = spawn to exit, timed by the bench process. ${ROUNDS} rounds after a warm-up round; each round runs every ` +
             "subject once, in the same order, so all subjects see the same machine load; medians.",
             `Machine load (1/5/15-minute load average): ${loadBefore.map((l) => l.toFixed(2)).join("/")} before, ` +
@@ -309,6 +333,13 @@ export async function run(): Promise<BenchResult> {
             "start-up included: compare `node -e 0`); the peer's from its own marks, counted from main(). first-decode = the prompt's " +
             "row is back (for ask the passages and 31 more steps follow, in done); exit = after the last mark until the process is gone.",
             ...phaseTable,
+            "floor = the ratio a Node program would have if all it added to the C++ program were Node's own start (node " +
+            "empty.mjs; the C++ program's own exec and exit are counted twice, so the true floor is a little lower).",
+            ...(EXTRA_CA_CERTS == null || EXTRA_CA_CERTS === "" ? [] : [
+                `This machine sets NODE_EXTRA_CA_CERTS (${extraCaCertsSize()}), which Node 20 reads and parses at every process start, ` +
+                "before any JavaScript runs: every Node row pays it and the C++ peer does not. The NODE_EXTRA_CA_CERTS unset rows " +
+                "measure selfrag inspect and node empty.mjs without it (same rounds, same order)."
+            ]),
             "The naive peer runs with gpu: false (no GPU probing, its cheapest start); selfrag with the default gpu option (\"auto\"), " +
             "as a user types the command. `npm run bench -- startup`; SELFRAG_BENCH_ROUNDS sets the rounds (default 7)."
         ]
@@ -317,8 +348,14 @@ export async function run(): Promise<BenchResult> {
     return result;
 }
 
+function extraCaCertsSize(): string {
+    const size = fs.statSync(EXTRA_CA_CERTS ?? "", {throwIfNoEntry: false})?.size;
+    return size == null ? "a file that is not there" : `a ${Math.round(size / 1024)} KiB bundle`;
+}
+
 function compare(m: readonly Measurement[]): Comparison[] {
     const at = (id: string) => medianOf(m, id);
+    const has = (id: string) => m.some((x) => x.id === id);
     return [
         {label: "whole-process selfrag ask / C++ program (same work)", value: at("selfrag.ask") / at("peer.ask"), unit: "x",
             target: {kind: "max", value: 1.3}},
@@ -329,6 +366,18 @@ function compare(m: readonly Measurement[]): Comparison[] {
         {label: "selfrag ask first run (getLlama(), records the runtime) / recorded", value: at("selfrag.ask.first") / at("selfrag.ask"), unit: "x"},
         {label: "selfrag ask - C++ program (what the Node side adds)", value: at("selfrag.ask") - at("peer.ask"), unit: "us"},
         {label: "selfrag inspect - C++ load + one prompt", value: at("selfrag.inspect") - at("peer.inspect"), unit: "us"},
+        {label: "selfrag inspect - C++ load + one prompt - node empty.mjs (what selfrag adds beyond Node's start)",
+            value: at("selfrag.inspect") - at("peer.inspect") - at("node.esm"), unit: "us"},
+        {label: "floor: (C++ load + one prompt + node empty.mjs) / C++ load + one prompt", value: (at("peer.inspect") + at("node.esm")) / at("peer.inspect"),
+            unit: "x"},
+        ...(has("selfrag.inspect.noCa") ? [
+            {label: "whole-process selfrag inspect / C++ load + one prompt, NODE_EXTRA_CA_CERTS unset",
+                value: at("selfrag.inspect.noCa") / at("peer.inspect"), unit: "x", target: {kind: "max", value: 1.3}},
+            {label: "floor, NODE_EXTRA_CA_CERTS unset: (C++ load + one prompt + node empty.mjs) / C++ load + one prompt",
+                value: (at("peer.inspect") + at("node.esm.noCa")) / at("peer.inspect"), unit: "x"},
+            {label: "node empty.mjs - the same with NODE_EXTRA_CA_CERTS unset (this machine's setting)",
+                value: at("node.esm") - at("node.esm.noCa"), unit: "us"}
+        ] satisfies Comparison[] : []),
         {label: "selfrag --help, wall", value: at("selfrag.help"), unit: "us", target: {kind: "max", value: 150_000}},
         {label: "selfrag ask --help, wall", value: at("selfrag.askHelp"), unit: "us"},
         {label: "node -e 0, wall (the floor)", value: at("node"), unit: "us"},

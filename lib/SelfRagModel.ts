@@ -25,7 +25,9 @@ let flows: Flows | undefined;
  * The Self-RAG flows are imported while the first model loads (the native load runs on a worker
  * thread, so their parsing costs no wall time) rather than with this module: loading a model, or
  * `inspect`, does not wait for them. `load` resolves only once they are in, so every model can
- * call them synchronously, exactly as with static imports.
+ * call them synchronously, exactly as with static imports. A model sized to one prompt
+ * (`sizeToPrompt`: inspect, which answers nothing) does not import them at all; its answer
+ * methods import them on first use.
  */
 function importFlows(): Promise<Flows> {
     flowsImport ??= Promise.all([import("./selfrag/ShortForm.js"), import("./selfrag/LongForm.js")])
@@ -92,6 +94,16 @@ export interface SelfRagModelOptions {
     /** Memory-map the weights (default true). */
     useMmap?: boolean;
     /**
+     * Size the context to this one prompt instead of `contextSize` tokens per slot: its tokens
+     * (BOS added, special tokens parsed, as `inspect` tokenizes) rounded up to 256, llama.cpp's
+     * KV padding, and at most `contextSize`, so a longer prompt overflows exactly as it would
+     * have; `batchSize` is capped to that size too. For one-prompt work (`selfrag inspect`):
+     * llama.cpp clears the whole KV cache when it creates a context, which for 4,096 cells is
+     * most of a small model's start-up. Answers are the same (masked cells add nothing). Such a
+     * model does not preload the Self-RAG flows; `answer()` and the others import them on first use.
+     */
+    sizeToPrompt?: string;
+    /**
      * Also bring up node-llama-cpp's `Llama` on the same llama.cpp, for `model.llama` (oracles,
      * embedders, grammars). Default true. false starts faster: the engine needs only llama.cpp, and
      * once this machine's CPU runtime has been checked by node-llama-cpp (the first load records
@@ -154,6 +166,9 @@ export class SelfRagModel implements EngineModel {
         if (options.threadsBatch != null) requirePositiveInteger("threadsBatch", options.threadsBatch, 1024);
         const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 512, 1 << 16);
         const stepTokens = requirePositiveInteger("stepTokens", options.stepTokens ?? batchSize, 1 << 16);
+        if (options.sizeToPrompt != null && typeof options.sizeToPrompt !== "string") {
+            throw invalidParameterError("sizeToPrompt", "a prompt string", options.sizeToPrompt);
+        }
         const gpu = options.gpu ?? "auto";
         if (options.extraction != null && options.extraction !== "host" && options.extraction !== "output") {
             throw invalidParameterError("extraction", `"host" or "output"`, options.extraction);
@@ -161,8 +176,8 @@ export class SelfRagModel implements EngineModel {
         if (!["auto", false, "cuda", "vulkan", "metal"].includes(gpu)) {
             throw invalidParameterError("gpu", `"auto", false, "cuda", "vulkan" or "metal"`, gpu);
         }
-        const tensorCount = checkGgufFile(modelPath);
-        const flowsReady = importFlows();
+        const header = checkGgufFile(modelPath, REFLECTION_TOKENS.map((t) => t.text));
+        const flowsReady = options.sizeToPrompt == null ? importFlows() : undefined;
 
         const loaded = await loadEngine({gpu, nodeLlamaCpp: options.nodeLlamaCpp ?? true});
         const gpuLayers = loaded.variant === "cpu" ? 0 : options.gpuLayers ?? 999;
@@ -176,7 +191,7 @@ export class SelfRagModel implements EngineModel {
             const log = takeRecentLlamaLog();
             // A file without tensors cannot be a model: say so, unless llama.cpp stopped earlier for
             // a reason of its own (an architecture it does not know), which is then the news.
-            if (tensorCount === 0 && !log.some((line) => line.includes("unknown model architecture"))) throw noTensors(modelPath);
+            if (header.tensorCount === 0 && !log.some((line) => line.includes("unknown model architecture"))) throw noTensors(modelPath);
             throw new SelfRagError(`could not load ${modelPath}: ${(error as Error).message}` +
                 (log.length > 0 ? `\nllama.cpp said:\n  ${log.slice(-5).join("\n  ")}` : ""),
             (error as SelfRagError).code ?? "MODEL_LOAD_FAILED", {cause: error});
@@ -187,9 +202,11 @@ export class SelfRagModel implements EngineModel {
         let reflection: ReflectionTokens;
         let context: DecodingContext;
         try {
-            reflection = ReflectionTokens.resolve((texts) => native.findTokens(texts), modelPath);
+            reflection = ReflectionTokens.resolve((texts) => idsFromHeader(header, texts, native) ?? native.findTokens(texts), modelPath);
+            const sized = options.sizeToPrompt == null ? {contextSize, batchSize, stepTokens}
+                : promptSized(native.tokenize(options.sizeToPrompt, true, true).length, contextSize, batchSize, stepTokens);
             context = new DecodingContext((onComplete) => new loaded.addon.Context(native, {
-                contextSize, sequences, threads, threadsBatch, batchSize, stepTokens, reactionWindowUs: options.reactionWindowUs,
+                ...sized, sequences, threads, threadsBatch, reactionWindowUs: options.reactionWindowUs,
                 unifiedKv: options.unifiedKv ?? true, reflectionIds: reflection.ids,
                 extraction: options.extraction ?? (loaded.variant === "cuda" && options.unifiedKv !== false && loaded.addon.cudaDevice().available ? "output" : "host"),
                 ...(options.kvCells != null ? {kvCells: requirePositiveInteger("kvCells", options.kvCells, 1 << 30)} : {})
@@ -260,12 +277,14 @@ export class SelfRagModel implements EngineModel {
      * ```
      */
     public answer(question: string | ShortFormQuestion, options?: ShortFormOptions, control?: RunControl): Promise<ShortFormAnswer> {
-        return flows!.shortForm.answer(this, question, options, control);
+        if (flows == null) return importFlows().then(() => this.answer(question, options, control));
+        return flows.shortForm.answer(this, question, options, control);
     }
 
     /** Many questions at once: they share decode steps as far as the slots allow ("submit all, collect all"). */
     public answerBatch(questions: readonly (string | ShortFormQuestion)[], options?: ShortFormOptions, control?: RunControl): Promise<ShortFormAnswer[]> {
-        return flows!.shortForm.answerBatch(this, questions, options, control);
+        if (flows == null) return importFlows().then(() => this.answerBatch(questions, options, control));
+        return flows.shortForm.answerBatch(this, questions, options, control);
     }
 
     /**
@@ -276,11 +295,13 @@ export class SelfRagModel implements EngineModel {
      * ```
      */
     public answerLong(question: string | LongFormQuestion, options?: LongFormOptions, control?: RunControl): Promise<LongFormAnswer> {
-        return flows!.longForm.answerLong(this, question, options, control);
+        if (flows == null) return importFlows().then(() => this.answerLong(question, options, control));
+        return flows.longForm.answerLong(this, question, options, control);
     }
 
     public answerLongBatch(questions: readonly (string | LongFormQuestion)[], options?: LongFormOptions, control?: RunControl): Promise<LongFormAnswer[]> {
-        return flows!.longForm.answerLongBatch(this, questions, options, control);
+        if (flows == null) return importFlows().then(() => this.answerLongBatch(questions, options, control));
+        return flows.longForm.answerLongBatch(this, questions, options, control);
     }
 
     /** Frees the context and the weights; work in flight rejects with CONTEXT_DISPOSED. Idempotent. */
@@ -311,17 +332,51 @@ export class SelfRagModel implements EngineModel {
     }
 }
 
+/** llama.cpp pads a context's KV cache to a multiple of this many cells (llama-context.cpp). */
+const KV_PADDING = 256;
+
+/** The sizes for one prompt of `tokens` tokens: the context rounded up to the KV padding, never above what was asked. */
+function promptSized(tokens: number, contextSize: number, batchSize: number, stepTokens: number) {
+    const fitted = Math.min(contextSize, Math.max(KV_PADDING, Math.ceil(tokens / KV_PADDING) * KV_PADDING));
+    return {contextSize: fitted, batchSize: Math.min(batchSize, fitted), stepTokens: Math.min(stepTokens, fitted)};
+}
+
 /** 1 thread for small models, the machine's math cores from 1B parameters up. */
 export function defaultThreads(parameterCount: number, mathCores: number): number {
     return parameterCount >= 1e9 ? Math.max(1, mathCores) : 1;
 }
 
 /**
+ * The ids of `texts` as the header's vocabulary has them, each confirmed by llama.cpp's own text
+ * for that id, or undefined (one absent or not confirmed): then llama.cpp's vocabulary is searched.
+ * llama.cpp loads `tokenizer.ggml.tokens` as its vocabulary, in order, so the first occurrence in
+ * the header is the lowest id with that text, as the search would find; found during the header
+ * check, it spares that search (32,000 ids x 15 texts, ~6 ms).
+ */
+function idsFromHeader(header: GgufHeader, texts: readonly string[], native: NativeModel): Int32Array | undefined {
+    const ids = header.tokenIds;
+    if (ids == null || ids.length !== texts.length || texts.some((t, i) => t !== header.tokenTexts[i] || ids[i] < 0)) return undefined;
+    try {
+        return texts.every((t, i) => native.tokenText(ids[i]) === t) ? Int32Array.from(ids) : undefined;
+    } catch {
+        return undefined;
+    }
+}
+
+interface GgufHeader {
+    tensorCount: number;
+    /** The texts looked up in the vocabulary on the way, and their first ids there (-1: absent). */
+    tokenTexts: readonly string[];
+    tokenIds?: Int32Array;
+}
+
+/**
  * Fails early, with the file named, on what llama.cpp would only log: missing file, wrong magic,
  * bad or cut header, tensor data cut short. One synchronous read of the header (the metadata
- * values are skipped, not decoded); llama.cpp then maps the file itself. Returns the tensor count.
+ * values are skipped, not decoded); llama.cpp then maps the file itself. Returns the tensor count
+ * and where `tokenTexts` are in the vocabulary.
  */
-function checkGgufFile(modelPath: string): number {
+function checkGgufFile(modelPath: string, tokenTexts: readonly string[]): GgufHeader {
     let stat: fs.Stats;
     try {
         stat = fs.statSync(modelPath);
@@ -338,7 +393,7 @@ function checkGgufFile(modelPath: string): number {
             throw new SelfRagError(`${modelPath} is not a GGUF file (it starts with ${JSON.stringify(head.toString("latin1"))}, ` +
                 `not "GGUF"; ${stat.size} bytes)`, "INVALID_GGUF");
         }
-        layout = readGgufLayoutSync(fd, stat.size);
+        layout = readGgufLayoutSync(fd, stat.size, tokenTexts);
     } catch (error) {
         if (error instanceof SelfRagError) throw error;
         if (error instanceof Truncated) throw headerCut(modelPath, error.needed, stat.size);
@@ -350,7 +405,7 @@ function checkGgufFile(modelPath: string): number {
     // The whole header was read, so a file with no tensors is complete: dataStart only adds the
     // alignment padding that tensor data would follow (llama.cpp's models/ggml-vocab-*.gguf).
     // llama.cpp refuses it (see noTensors).
-    if (layout.tensors.length === 0) return 0;
+    if (layout.tensors.length === 0) return {tensorCount: 0, tokenTexts, tokenIds: layout.tokenIds};
     if (layout.dataStart > stat.size) throw headerCut(modelPath, layout.dataStart, stat.size);
     for (const tensor of layout.tensors) {
         const end = tensor.start + tensor.bytes;
@@ -359,7 +414,7 @@ function checkGgufFile(modelPath: string): number {
                 `but the file has ${stat.size} bytes (was the download or copy cut short?)`, "INVALID_GGUF");
         }
     }
-    return layout.tensors.length;
+    return {tensorCount: layout.tensors.length, tokenTexts, tokenIds: layout.tokenIds};
 }
 
 function noTensors(modelPath: string): SelfRagError {

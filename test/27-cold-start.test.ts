@@ -143,5 +143,89 @@ describe("cold start", () => {
             assert.equal(via(corrupt), "node-llama-cpp");
             assert.equal(via(await timed(args)), "direct");
         });
+
+        it("the ggml backends the scan kept are pinned for this CPU and loaded from there; a broken pin falls back to the scan and is pinned again", async () => {
+            const runtime = path.join(home, "runtime");
+            const pins = fs.readdirSync(runtime).filter((f) => f.startsWith("ggml-backends-") && !f.endsWith(".partial"));
+            assert.equal(pins.length, 1, `one pin for this CPU and binary: ${fs.readdirSync(runtime).join(", ")}`);
+            const pin = path.join(runtime, pins[0]);
+            const linked = fs.readdirSync(pin);
+            assert.ok(linked.some((f) => /^libggml-cpu[\w-]*\.so$/.test(f)), `the CPU backend is pinned: ${linked.join(", ")}`);
+            for (const f of linked) assert.ok(fs.existsSync(fs.readlinkSync(path.join(pin, f))), `${f} links to the library`);
+            const args = ["inspect", "--model", await tinyModel(), "--question", "What is the capital of France?", "--json", "--cpu"];
+            // glibc's loader names every library it opens (LD_DEBUG=files, on stderr).
+            const cpuBackendsOpened = (run: Run) => [...new Set([...run.stderr.matchAll(/\bfile=(\S*\/libggml-cpu[\w.-]*\.so) \[/g)].map((m) => m[1]))];
+            const pinned = await timed(args, {LD_DEBUG: "files"});
+            assert.equal(pinned.code, 0, pinned.stderr);
+            assert.equal(via(pinned), "direct");
+            const scanned = await timed(args, {SELFRAG_RUNTIME_CACHE: "0", LD_DEBUG: "files"});
+            assert.equal(scanned.stdout, pinned.stdout, "the pinned backends answer as getLlama()'s");
+            if (cpuBackendsOpened(scanned).length > 0) {
+                assert.ok(cpuBackendsOpened(scanned).length > 1, `the scan opens every CPU variant: ${cpuBackendsOpened(scanned).join(", ")}`);
+                assert.deepEqual(cpuBackendsOpened(pinned).map((f) => path.dirname(f)), [pin], "the pinned process opens the pinned variant only");
+            }
+            // Links to nothing: ggml loads nothing from the pin, the process scans the binary's folder.
+            for (const f of linked) {
+                fs.rmSync(path.join(pin, f));
+                fs.symlinkSync(path.join(runtime, "gone", f), path.join(pin, f));
+            }
+            const broken = await timed(args);
+            assert.equal(broken.code, 0, broken.stderr);
+            assert.equal(via(broken), "direct");
+            assert.equal(broken.stdout, pinned.stdout);
+            // ... and pins again what it kept.
+            assert.deepEqual(fs.readdirSync(pin), linked);
+            for (const f of linked) assert.ok(fs.existsSync(fs.readlinkSync(path.join(pin, f))), `${f} is linked again`);
+        });
+    });
+
+    it("the header check finds the reflection tokens on its way through the vocabulary: first occurrence, -1 when absent", async () => {
+        const {GgufWriter, GgufType} = await import("../lib/gguf/GgufWriter.js");
+        const {readGgufLayoutSync} = await import("../lib/gguf/GgufReader.js");
+        // Enough strings to cross many read windows, lengths varied so sought ones straddle window ends.
+        const tokens = Array.from({length: 60_000}, (_, i) => `tok${i}` + "x".repeat(i % 23));
+        const sought = ["[Retrieval]", "[No Retrieval]", "<paragraph>", "[Absent]", "tok59999" + "x".repeat(59999 % 23), "é[ü]"];
+        for (const [at, text] of [[40_000, "[Retrieval]"], [7, "[No Retrieval]"], [50_001, "[Retrieval]"], [33_333, "<paragraph>"], [2, "é[ü]"]] as const) {
+            tokens[at] = text;
+        }
+        const file = path.join(tempDir, "finder.gguf");
+        await new GgufWriter().str("general.architecture", "llama")
+            .set("tokenizer.ggml.tokens", {type: GgufType.ARRAY, itemType: GgufType.STRING, value: tokens})
+            .tensor("t", [4], () => Float32Array.of(1, 2, 3, 4)).write(file);
+        const fd = fs.openSync(file, "r");
+        try {
+            const layout = readGgufLayoutSync(fd, fs.fstatSync(fd).size, sought);
+            assert.deepEqual(Array.from(layout.tokenIds!), sought.map((t) => tokens.indexOf(t)));
+            assert.deepEqual(layout.tensors, readGgufLayoutSync(fd, fs.fstatSync(fd).size).tensors, "the layout is the same with or without");
+        } finally {
+            fs.closeSync(fd);
+        }
+    });
+
+    it("a model sized to one prompt (sizeToPrompt, as inspect loads) answers as a full context and overflows the same", async () => {
+        const {SelfRagModel} = await import("../lib/SelfRagModel.js");
+        const REFLECTION_TEXTS = (await import("../lib/engine/ReflectionTokens.js")).REFLECTION_TOKENS.map((t) => t.text);
+        const text = "### Instruction:\nWhat is the capital of France?\n\n### Response:\n";
+        const full = await SelfRagModel.load({modelPath: await tinyModel(), sequences: 1, contextSize: 4096, gpu: false});
+        const sized = await SelfRagModel.load({modelPath: await tinyModel(), sequences: 1, contextSize: 4096, gpu: false, sizeToPrompt: text});
+        try {
+            assert.equal(sized.context.info.contextSize, 256, "the prompt's tokens rounded up to 256 cells");
+            assert.equal(full.context.info.contextSize, 4096);
+            assert.deepEqual(sized.reflection.ids, full.findTokens(REFLECTION_TEXTS), "the header's ids are llama.cpp's");
+            assert.deepEqual(await sized.inspect(text), await full.inspect(text));
+            // answer() imports the flows on first use (this load did not wait for them).
+            const answer = await sized.answer("What is the capital of France?", {passages: [], maxNewTokens: 4, mode: "never"});
+            assert.equal(typeof answer.answer, "string");
+        } finally {
+            await Promise.all([full.dispose(), sized.dispose()]);
+        }
+        const long = "word ".repeat(5000);
+        const capped = await SelfRagModel.load({modelPath: await tinyModel(), sequences: 1, contextSize: 4096, gpu: false, sizeToPrompt: long});
+        try {
+            assert.equal(capped.context.info.contextSize, 4096, "never more than contextSize");
+            await assert.rejects(capped.inspect(long), {code: "CONTEXT_OVERFLOW"});
+        } finally {
+            await capped.dispose();
+        }
     });
 });

@@ -11,7 +11,8 @@
 // passage (llama_memory_seq_cp); decode the passages in one batch; then greedy steps, one batched
 // llama_decode for all live candidates, each row summarised (argmax, log-sum-exp, log-probs of the 16
 // Self-RAG tokens) until EOS or MAX_NEW_TOKENS (the first token comes from the passage row, as in
-// selfrag). inspect: the prompt, one row. Context parameters are selfrag's (native/sequence_engine.cpp).
+// selfrag). inspect: the prompt, one row, in a context sized to it as `selfrag inspect` sizes its own.
+// Context parameters are selfrag's (native/sequence_engine.cpp; SelfRagModel's sizeToPrompt for inspect).
 // Prints the result as one JSON line on stdout and phase times on stderr (`peer-phase <phase> <ms since
 // main>`: backend, model, context, first-decode = the prompt's row, first-token = the passages' rows,
 // generated, done = after everything is freed).
@@ -181,11 +182,20 @@ int main(int argc, char** argv) {
     for (int32_t i = 0; i < 16; i++) reflectionIds.push_back(32000 + i);
     Mark("model");
 
+    // inspect sizes its context to the prompt as `selfrag inspect` does (SelfRagModel's
+    // sizeToPrompt): the prompt's tokens rounded up to llama.cpp's 256-cell KV padding, at most
+    // CTX_PER_SEQ, and the batch at most that; ask keeps CTX_PER_SEQ x sequences.
+    const std::vector<llama_token> prompt = Tokenize(vocab, parts[0], true);
+    uint32_t nCtx = static_cast<uint32_t>(ctxPerSeq) * static_cast<uint32_t>(nSeq);
+    if (!ask) {
+        const uint32_t fitted = std::max<uint32_t>(256, (static_cast<uint32_t>(prompt.size()) + 255) / 256 * 256);
+        nCtx = std::min(nCtx, fitted);
+    }
     llama_context_params ctxParams = llama_context_default_params();
-    ctxParams.n_ctx = static_cast<uint32_t>(ctxPerSeq) * static_cast<uint32_t>(nSeq);
+    ctxParams.n_ctx = nCtx;
     ctxParams.n_seq_max = static_cast<uint32_t>(nSeq);
-    ctxParams.n_batch = 512;
-    ctxParams.n_ubatch = 512;
+    ctxParams.n_batch = std::min<uint32_t>(512, nCtx);
+    ctxParams.n_ubatch = std::min<uint32_t>(512, nCtx);
     ctxParams.n_threads = threads;
     ctxParams.n_threads_batch = threads;
     ctxParams.kv_unified = true;
@@ -194,7 +204,6 @@ int main(int argc, char** argv) {
     if (ctx == nullptr) Fail("cannot create the context");
     Mark("context");
 
-    const std::vector<llama_token> prompt = Tokenize(vocab, parts[0], true);
     llama_batch batch = llama_batch_init(512 * std::max(nSeq, 1), 0, 1);
     for (size_t i = 0; i < prompt.size(); i++) Add(batch, prompt[i], static_cast<llama_pos>(i), 0, i + 1 == prompt.size());
     Decode(ctx, batch);

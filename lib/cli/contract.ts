@@ -32,6 +32,20 @@ export function parseCommand<T extends ParseArgsConfig>(command: string, help: s
     return parsed;
 }
 
+/** A numeric CLI option; names the flag when the value is not a number. */
+export function numberOption(flag: string, value: string | undefined): number | undefined {
+    if (value == null) return undefined;
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n)) throw invalidParameterError(flag, "a number", value);
+    return n;
+}
+
+export function integerOption(flag: string, value: string | undefined): number | undefined {
+    const n = numberOption(flag, value);
+    if (n != null && !Number.isInteger(n)) throw invalidParameterError(flag, "an integer", value);
+    return n;
+}
+
 /** `--opt -1` as `--opt=-1` when --opt takes a value and what follows is a number (parseArgs reads it as an option). */
 export function negativeValuesInline(args: readonly string[], options: ParseOptions): string[] {
     const out: string[] = [];

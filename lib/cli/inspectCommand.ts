@@ -1,8 +1,7 @@
 import {invalidParameterError} from "../errors.js";
 import {REFLECTION_TOKENS} from "../engine/ReflectionTokens.js";
 import {SelfRagModel} from "../SelfRagModel.js";
-import {parseCommand} from "./contract.js";
-import {integerOption} from "./options.js";
+import {integerOption, parseCommand} from "./contract.js";
 import {formatPrompt} from "../selfrag/prompts.js";
 
 const help = `Usage: selfrag inspect --model FILE (--question TEXT | --prompt TEXT) [--json] [--threads N] [--cpu]
@@ -28,7 +27,9 @@ export async function inspectCommand(args: string[]): Promise<void> {
     }
     const prompt = values.prompt ?? formatPrompt(values.question!);
     const model = await SelfRagModel.load({
-        modelPath: values.model, sequences: 1, contextSize: 4096,
+        // One prompt, one row: the context holds that prompt (at most 4096 tokens, as before), not
+        // 4096 cells that llama.cpp would clear for nothing.
+        modelPath: values.model, sequences: 1, contextSize: 4096, sizeToPrompt: prompt,
         threads: integerOption("--threads", values.threads), gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
     });
     try {

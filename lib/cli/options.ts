@@ -3,20 +3,11 @@ import {SelfRagError, invalidParameterError} from "../errors.js";
 import {cacheDir} from "../paths.js";
 import type {CritiqueWeights} from "../selfrag/SegmentScorer.js";
 import {findModelIn} from "../models/ModelStore.js";
+import {numberOption} from "./contract.js";
 
-/** A numeric CLI option; names the flag when the value is not a number. */
-export function numberOption(flag: string, value: string | undefined): number | undefined {
-    if (value == null) return undefined;
-    const n = Number(value);
-    if (value.trim() === "" || !Number.isFinite(n)) throw invalidParameterError(flag, "a number", value);
-    return n;
-}
-
-export function integerOption(flag: string, value: string | undefined): number | undefined {
-    const n = numberOption(flag, value);
-    if (n != null && !Number.isInteger(n)) throw invalidParameterError(flag, "an integer", value);
-    return n;
-}
+// Parsed in contract.ts (loaded by every command), so a command needing only them skips this
+// module's model lookup and the GGUF vocabulary reader it imports.
+export {integerOption, numberOption} from "./contract.js";
 
 export const weightOptions = {
     "w-rel": {type: "string"}, "w-sup": {type: "string"}, "w-use": {type: "string"}, "no-seqscore": {type: "boolean"},

@@ -11,7 +11,8 @@ import type {Llama, LlamaLogLevel} from "node-llama-cpp";
 import {SelfRagError} from "../errors.js";
 import {markPhase} from "../timings.js";
 import type {NativeAddon} from "./types.js";
-import {ADDON_LOG_LEVEL_WARN, forgetCpuRuntime, lineLogger, recordCpuRuntime, recordedCpuBinding, type LlamaBinding} from "./runtimeRecord.js";
+import {ADDON_LOG_LEVEL_WARN, forgetCpuRuntime, lineLogger, pinBackends, pinnedBackendFolder, recordCpuRuntime, recordedCpuBinding,
+    type LlamaBinding} from "./runtimeRecord.js";
 
 export type GpuOption = "auto" | false | "cuda" | "vulkan" | "metal";
 
@@ -103,7 +104,15 @@ async function loadDirect(gpu: GpuOption, bindingPath: string): Promise<EngineRu
         binding.setLogger(lineLogger(logger(printLevel)));
         binding.setLoggerLogLevel(ADDON_LOG_LEVEL_WARN);
         binding.loadBackends();
-        if (binding.getGpuType() == null) binding.loadBackends(path.dirname(bindingPath));
+        if (binding.getGpuType() == null) {
+            // The backends this CPU got last time, else the scan of every variant (then pinned).
+            const pinned = pinnedBackendFolder(bindingPath);
+            if (pinned != null) binding.loadBackends(pinned);
+            if (binding.getGpuType() == null) {
+                binding.loadBackends(path.dirname(bindingPath));
+                pinBackends(bindingPath, {replace: pinned != null});
+            }
+        }
         const type = binding.getGpuType();
         if (type !== false) throw new Error(`the recorded binary came up as ${String(type)}, not the CPU`);
         binding.ensureGpuDeviceIsSupported();

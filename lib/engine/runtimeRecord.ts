@@ -10,6 +10,13 @@
 // still matches: same binary file, same Node, and for gpu "auto" the same GPU-relevant devices and
 // libraries. A GPU variant is never recorded (its probing and test are what pick and vet it).
 // SELFRAG_RUNTIME_CACHE=0 turns the record off (every process goes through getLlama()).
+//
+// The ggml backends are pinned the same way. Loading them from the binary's folder
+// (ggml_backend_load_all_from_path) opens every CPU variant there (15 on x64) to ask each whether
+// this CPU runs it, then keeps the best: ~15 ms. After such a scan, the libraries it kept are
+// linked into a folder of their own, keyed by this CPU's identity (/proc/cpuinfo) and the binary;
+// later processes load from that folder, where the scan finds only them. ggml still asks the
+// library whether this CPU runs it, and refuses it if not; then the full scan runs, as before.
 import fs from "node:fs";
 import path from "node:path";
 import type {LlamaLogLevel} from "node-llama-cpp";
@@ -41,7 +48,11 @@ interface RuntimeRecord {
 const FORMAT = 1;
 
 function enabled(gpu: unknown): boolean {
-    return process.platform === "linux" && process.env.SELFRAG_RUNTIME_CACHE !== "0" && (gpu === false || gpu === "auto");
+    return cacheEnabled() && (gpu === false || gpu === "auto");
+}
+
+function cacheEnabled(): boolean {
+    return process.platform === "linux" && process.env.SELFRAG_RUNTIME_CACHE !== "0";
 }
 
 function recordFile(gpu: unknown): string {
@@ -63,7 +74,9 @@ function gpuFingerprint(bindingPath: string): unknown {
         .filter((d): d is string => d != null && d !== "");
     // With their modification times: a driver upgraded in place (which may make a GPU binary pass
     // node-llama-cpp's test where it failed) changes the fingerprint too.
-    const libraries = dirs.flatMap((dir) => GPU_LIBRARIES.map((lib) => path.join(dir, lib)))
+    // A folder that is not there holds none of them: one stat instead of one per library.
+    const libraries = dirs.filter((dir) => fs.statSync(dir, {throwIfNoEntry: false})?.isDirectory() ?? false)
+        .flatMap((dir) => GPU_LIBRARIES.map((lib) => path.join(dir, lib)))
         .map((file) => [file, fs.statSync(file, {throwIfNoEntry: false})?.mtimeMs] as const).filter(([, mtime]) => mtime != null);
     const devices = GPU_DEVICES.filter((d) => fs.existsSync(d));
     const scope = path.resolve(bindingPath, "..", "..", "..", "..");
@@ -112,8 +125,109 @@ export function recordCpuRuntime(gpu: unknown): void {
         const partial = `${file}.${process.pid}.partial`;
         fs.writeFileSync(partial, JSON.stringify(record, null, 2) + "\n");
         fs.renameSync(partial, file);
+        pinBackends(bindings[0]);
     } catch {
         // an unwritable cache only costs the next process the full getLlama()
+    }
+}
+
+/**
+ * What makes ggml pick one CPU variant over another (vendor, model, feature flags of the first
+ * processor in /proc/cpuinfo; not clock speeds or core numbers), or undefined when none of it is
+ * there (no pinning then).
+ */
+function cpuIdentity(): string | undefined {
+    let text: string;
+    try {
+        // The first processor's block is all that is needed, and all that is read.
+        const fd = fs.openSync("/proc/cpuinfo", "r");
+        try {
+            const buffer = Buffer.alloc(16_384);
+            text = buffer.toString("utf8", 0, fs.readSync(fd, buffer, 0, buffer.length, 0));
+        } finally {
+            fs.closeSync(fd);
+        }
+    } catch {
+        return undefined;
+    }
+    const keys = new Set(["vendor_id", "cpu family", "model", "model name", "stepping", "flags", "Features", "CPU implementer",
+        "CPU architecture", "CPU variant", "CPU part", "CPU revision", "isa", "cpu"]);
+    const lines = text.split("\n\n")[0].split("\n").filter((line) => keys.has(line.split(":")[0].trim()));
+    return lines.length > 0 ? [process.arch, ...lines.map((l) => l.replace(/\s+/g, " ").trim())].join("\n") : undefined;
+}
+
+/** FNV-1a, two 32-bit lanes: a folder name, not a security boundary (node:crypto takes 6-8 ms to import here). */
+function hash(text: string): string {
+    let a = 0x811c9dc5;
+    let b = 0x01000193 ^ text.length;
+    for (let i = 0; i < text.length; i++) {
+        const c = text.charCodeAt(i);
+        a = Math.imul(a ^ c, 0x01000193);
+        b = Math.imul(b ^ c, 0x5bd1e995);
+    }
+    return (a >>> 0).toString(16).padStart(8, "0") + (b >>> 0).toString(16).padStart(8, "0");
+}
+
+/** The pin folder for this CPU and this binary (its backends sit next to it), or undefined when this CPU cannot be told. */
+function pinFolder(bindingPath: string): string | undefined {
+    const identity = cpuIdentity();
+    if (identity == null) return undefined;
+    const stat = fs.statSync(bindingPath, {throwIfNoEntry: false});
+    if (stat == null) return undefined;
+    return path.join(cacheDir(), "runtime", `ggml-backends-${hash(JSON.stringify([identity, bindingPath, stat.size, stat.mtimeMs, stat.ino]))}`);
+}
+
+/**
+ * The folder holding the ggml backends a full scan of the binary's folder picked on this CPU, to
+ * load instead of that folder (ggml_backend_load_all_from_path), or undefined (not pinned yet).
+ */
+export function pinnedBackendFolder(bindingPath: string): string | undefined {
+    if (!cacheEnabled()) return undefined;
+    try {
+        const folder = pinFolder(bindingPath);
+        return folder != null && fs.existsSync(folder) ? folder : undefined;
+    } catch {
+        return undefined;
+    }
+}
+
+/**
+ * After a full scan of the binary's folder: links the ggml backend libraries it kept loaded (the
+ * CPU variant, and any other backend found there) into this CPU's pin folder; `replace` when the
+ * pin there gave no CPU backend (its links broken). Never throws.
+ */
+export function pinBackends(bindingPath: string, options: {replace?: boolean} = {}): void {
+    if (!cacheEnabled()) return;
+    let partial: string | undefined;
+    try {
+        const folder = pinFolder(bindingPath);
+        if (folder == null) return;
+        if (fs.existsSync(folder)) {
+            if (!options.replace) return;
+            // Moved aside first: a folder cannot be renamed over one that has entries.
+            const stale = `${folder}.${process.pid}.stale`;
+            fs.renameSync(folder, stale);
+            fs.rmSync(stale, {recursive: true, force: true});
+        }
+        const dir = path.dirname(bindingPath);
+        // Mapped now: what the scan kept (the variants it only scored were unloaded again).
+        // libggml-base.so is linked, not a backend.
+        const kept = [...new Set(fs.readFileSync("/proc/self/maps", "utf8").split("\n")
+            .map((line) => /\s(\/\S*\/libggml-[^/\s]+\.so)$/.exec(line)?.[1])
+            .filter((file): file is string => file != null && path.dirname(file) === dir && path.basename(file) !== "libggml-base.so"))];
+        if (!kept.some((file) => path.basename(file).startsWith("libggml-cpu"))) return;
+        fs.mkdirSync(path.dirname(folder), {recursive: true});
+        // Built aside and renamed into place: a process never sees a half-made folder.
+        partial = `${folder}.${process.pid}.partial`;
+        fs.rmSync(partial, {recursive: true, force: true});
+        fs.mkdirSync(partial);
+        for (const file of kept) fs.symlinkSync(file, path.join(partial, path.basename(file)));
+        fs.renameSync(partial, folder);
+        partial = undefined;
+    } catch {
+        // no pin: the next process scans the folder, as without one
+    } finally {
+        if (partial != null) fs.rmSync(partial, {recursive: true, force: true});
     }
 }
 

@@ -7,6 +7,7 @@ import fs from "node:fs";
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian uint32
 export const ALIGNMENT_KEY = "general.alignment";
+export const TOKENS_KEY = "tokenizer.ggml.tokens";
 
 export const enum ValueType {
     UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
@@ -18,6 +19,9 @@ export const FIXED_SIZE: Record<number, number> = {
     [ValueType.UINT32]: 4, [ValueType.INT32]: 4, [ValueType.FLOAT32]: 4,
     [ValueType.UINT64]: 8, [ValueType.INT64]: 8, [ValueType.FLOAT64]: 8
 };
+
+/** Bytes read from the file at a time. */
+const WINDOW = 1 << 16;
 
 /** Upper bound on any one string or array length: a larger value means a corrupt file, not a big vocabulary. */
 const MAX_LENGTH = 2 ** 31;
@@ -31,7 +35,9 @@ export class Truncated extends Error {
 
 /** Sequential reads through a window of the file (metadata only: never the tensor data). */
 export class FileCursor {
+    /** The bytes of the file from bufferStart on (a view of `memory`). */
     private buffer = Buffer.alloc(0);
+    private memory = Buffer.alloc(0);
     private bufferStart = 0;
     private position = 0;
 
@@ -41,8 +47,11 @@ export class FileCursor {
         const offset = this.position - this.bufferStart;
         if (offset + n <= this.buffer.length) return offset;
         if (this.position + n > this.size) throw new Truncated(this.position + n);
-        const length = Math.min(Math.max(n, 1 << 20), this.size - this.position);
-        const buffer = Buffer.allocUnsafe(length);
+        // A 64 KiB window, reused: every value read is copied out of it, and each page of a fresh
+        // buffer costs a page fault (a 1 MiB one took 3-4 ms to fill on a VM, 64 KiB reused 1 ms).
+        const length = Math.min(Math.max(n, WINDOW), this.size - this.position);
+        if (this.memory.length < length) this.memory = Buffer.allocUnsafe(Math.max(length, WINDOW));
+        const buffer = this.memory.subarray(0, length);
         let read = 0;
         while (read < length) {
             const got = fs.readSync(this.fd, buffer, read, length - read, this.position + read);
@@ -72,7 +81,10 @@ export class FileCursor {
         const low = this.buffer.readUInt32LE(at);
         const high = this.buffer.readUInt32LE(at + 4);
         if (high > 0x1fffff) throw new RangeError(`length ${this.buffer.readBigUInt64LE(at)} out of range`);
-        return high * 0x100000000 + low;
+        // A small value stays a small integer: high * 2 ** 32 is a double, and a double added to
+        // the read position makes every later step of it (tens of thousands per vocabulary) a boxed
+        // heap number in the interpreter.
+        return high === 0 ? low : high * 0x100000000 + low;
     }
 
     public length(version: number): number {
@@ -96,25 +108,80 @@ export class FileCursor {
     /**
      * Skips `count` length-prefixed strings in one tight loop: a vocabulary is tens of thousands of
      * them, and a start-up reads it with cold (interpreted) code, where a call per string costs
-     * tens of milliseconds.
+     * tens of milliseconds. With a `finder`, notes where its strings are on the way.
      */
-    public skipStrings(count: number, version: number): void {
+    public skipStrings(count: number, version: number, finder?: StringFinder): void {
         const width = version === 1 ? 4 : 8;
-        for (let i = 0; i < count; i++) {
-            let at = this.position - this.bufferStart;
-            if (at < 0 || at + width > this.buffer.length) at = this.ensure(width);
-            const b = this.buffer;
-            const low = (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16)) + b[at + 3] * 0x1000000;
-            const high = width === 4 ? 0 : (b[at + 4] | (b[at + 5] << 8) | (b[at + 6] << 16)) + b[at + 7] * 0x1000000;
-            const n = high * 0x100000000 + low;
-            if (n > MAX_LENGTH) throw new RangeError(`length ${n} out of range`);
-            this.position += width + n;
-            if (this.position > this.size) throw new Truncated(this.position);
+        // The loop runs in the interpreter (once per process, too short for the optimising
+        // compiler to finish), so it keeps to locals and small integers: a property read, or a
+        // double such as high * 2 ** 32, costs a heap number or a lookup per string (3x slower).
+        const size = this.size;
+        let b = this.buffer;
+        let start = this.bufferStart;
+        let end = b.length;
+        let position = this.position;
+        try {
+            for (let i = 0; i < count; i++) {
+                let at = position - start;
+                if (at < 0 || at + width > end) {
+                    this.position = position;
+                    at = this.ensure(width);
+                    b = this.buffer;
+                    start = this.bufferStart;
+                    end = b.length;
+                }
+                const low = (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16)) + b[at + 3] * 0x1000000;
+                const high = width === 4 ? 0 : (b[at + 4] | (b[at + 5] << 8) | (b[at + 6] << 16)) + b[at + 7] * 0x1000000;
+                if (high !== 0 || low > MAX_LENGTH) throw new RangeError(`length ${high * 0x100000000 + low} out of range`);
+                // A sought string's length and first byte, else on to the next (two reads for most).
+                if (finder !== undefined && low < finder.lengths.length && finder.lengths[low] === 1 &&
+                    (at + width >= end || finder.firstBytes[b[at + width]] === 1)) {
+                    if (at + width + low > end) {
+                        this.position = position;
+                        at = this.ensure(width + low);
+                        b = this.buffer;
+                        start = this.bufferStart;
+                        end = b.length;
+                    }
+                    finder.check(b, at + width, low, i);
+                }
+                position += width + low;
+                if (position > size) throw new Truncated(position);
+            }
+        } finally {
+            this.position = position;
         }
     }
 }
 
-export function skipValue(cursor: FileCursor, type: number, version: number): void {
+/** Strings sought in a string array while it is skipped: the index of each one's first occurrence, -1 when absent. */
+export class StringFinder {
+    public readonly indexes: Int32Array;
+    /** 1 at each byte length a sought string has. */
+    public readonly lengths: Uint8Array;
+    /** 1 at each byte a sought string starts with. */
+    public readonly firstBytes = new Uint8Array(256);
+    private readonly wanted: Buffer[];
+
+    public constructor(public readonly texts: readonly string[]) {
+        this.wanted = texts.map((t) => Buffer.from(t, "utf8"));
+        this.indexes = new Int32Array(texts.length).fill(-1);
+        this.lengths = new Uint8Array(Math.max(0, ...this.wanted.map((w) => w.length)) + 1);
+        for (const w of this.wanted) {
+            this.lengths[w.length] = 1;
+            if (w.length > 0) this.firstBytes[w[0]] = 1;
+        }
+    }
+
+    /** The array's string `index` is `n` bytes at `at` of `buffer`. */
+    public check(buffer: Buffer, at: number, n: number, index: number): void {
+        for (let k = 0; k < this.wanted.length; k++) {
+            if (this.indexes[k] < 0 && this.wanted[k].length === n && this.wanted[k].compare(buffer, at, at + n) === 0) this.indexes[k] = index;
+        }
+    }
+}
+
+export function skipValue(cursor: FileCursor, type: number, version: number, finder?: StringFinder): void {
     if (type === ValueType.STRING) {
         cursor.skip(cursor.length(version));
     } else if (type === ValueType.ARRAY) {
@@ -122,7 +189,7 @@ export function skipValue(cursor: FileCursor, type: number, version: number): vo
         const count = cursor.length(version);
         const fixed = FIXED_SIZE[itemType];
         if (fixed != null) cursor.skip(fixed * count);
-        else if (itemType === ValueType.STRING) cursor.skipStrings(count, version);
+        else if (itemType === ValueType.STRING) cursor.skipStrings(count, version, finder);
         else for (let i = 0; i < count; i++) skipValue(cursor, itemType, version);
     } else {
         const fixed = FIXED_SIZE[type];
@@ -163,6 +230,8 @@ export interface GgufLayout {
     /** The header's end, aligned: where the tensor data starts (llama.cpp maps from here). */
     dataStart: number;
     tensors: GgufTensorExtent[];
+    /** With `findTokens`: each one's first id in `tokenizer.ggml.tokens`, -1 when absent (or no vocabulary). */
+    tokenIds?: Int32Array;
 }
 
 /**
@@ -170,8 +239,10 @@ export interface GgufLayout {
  * metadata values skipped without decoding. Throws Truncated when the file ends inside the header
  * (with the size the read needed), RangeError when the header is malformed; the caller names the
  * file. The magic must have been checked by the caller (this reads from byte 0 anyway).
+ * `findTokens`: vocabulary entries to locate on the way (the vocabulary is skipped through anyway).
  */
-export function readGgufLayoutSync(fd: number, size: number): GgufLayout {
+export function readGgufLayoutSync(fd: number, size: number, findTokens?: readonly string[]): GgufLayout {
+    const finder = findTokens == null ? undefined : new StringFinder(findTokens);
     const cursor = new FileCursor(fd, size);
     if (cursor.u32() !== GGUF_MAGIC) throw new RangeError("no GGUF magic");
     const version = cursor.u32();
@@ -186,7 +257,7 @@ export function readGgufLayoutSync(fd: number, size: number): GgufLayout {
             alignment = cursor.u32();
             if (alignment === 0) throw new RangeError("general.alignment is 0");
         } else {
-            skipValue(cursor, type, version);
+            skipValue(cursor, type, version, key === TOKENS_KEY ? finder : undefined);
         }
     }
     const tensors: {name: string, ggmlType: number, offset: number, bytes: number}[] = [];
@@ -201,5 +272,6 @@ export function readGgufLayoutSync(fd: number, size: number): GgufLayout {
         tensors.push({name, ggmlType, offset, bytes: tensorBytes(dimensions, ggmlType)});
     }
     const dataStart = Math.ceil(cursor.offset / alignment) * alignment;
-    return {version, dataStart, tensors: tensors.map((t) => ({name: t.name, ggmlType: t.ggmlType, start: dataStart + t.offset, bytes: t.bytes}))};
+    return {version, dataStart, tensors: tensors.map((t) => ({name: t.name, ggmlType: t.ggmlType, start: dataStart + t.offset, bytes: t.bytes})),
+        ...(finder != null ? {tokenIds: finder.indexes} : {})};
 }

@@ -23,6 +23,8 @@ server section for the request fields).
                         beamWidth x ndocs; more slots let more questions share each decode step
   --context-size N      tokens per slot (2048)
   --step-tokens N       tokens per decode step (512): generation first, then prefill chunks
+  --kv-cells N          KV cache cells (sequences x context size): fewer overcommit memory; work waits
+                        for free cells, and only work that can never get one fails (KV_FULL)
   --max-queue N         requests waiting for slots before 503 (1024)
   --timeout SECONDS     time limit per request, queue wait included (none); past it: 504
   --max-body BYTES      largest request body (1048576)
@@ -33,7 +35,7 @@ server section for the request fields).
 export async function serveCommand(args: string[]): Promise<void> {
     const parsed = parseCommand("selfrag serve", help, {args, options: {
         model: {type: "string"}, index: {type: "string"}, port: {type: "string"}, host: {type: "string"}, sequences: {type: "string"},
-        "context-size": {type: "string"}, "step-tokens": {type: "string"}, timeout: {type: "string"}, "max-queue": {type: "string"}, "max-body": {type: "string"},
+        "context-size": {type: "string"}, "step-tokens": {type: "string"}, "kv-cells": {type: "string"}, timeout: {type: "string"}, "max-queue": {type: "string"}, "max-body": {type: "string"},
         threads: {type: "string"}, cpu: {type: "boolean"}, "header-timeout": {type: "string"}, "body-timeout": {type: "string"}
     }});
     if (parsed == null) return;
@@ -47,7 +49,8 @@ export async function serveCommand(args: string[]): Promise<void> {
         model = await SelfRagModel.load({
             modelPath: requireModel(values.model), sequences: integerOption("--sequences", values.sequences) ?? 10,
             contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
-            stepTokens: integerOption("--step-tokens", values["step-tokens"]), gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
+            stepTokens: integerOption("--step-tokens", values["step-tokens"]), kvCells: integerOption("--kv-cells", values["kv-cells"]),
+            gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
         });
         const timeout = values.timeout != null ? Number(values.timeout) : 0;
         if (!Number.isFinite(timeout) || timeout < 0) throw invalidParameterError("--timeout", "a number of seconds >= 0", values.timeout);

@@ -105,7 +105,8 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
     const routes: Record<string, Route> = {
         "/health": {method: "GET", handle: async () => ({kind: "json", body: {status: "ok"}})},
         "/v1/stats": {method: "GET", handle: async () => ({kind: "json", body: {
-            scheduler: scheduler.stats, engine: {...scheduler.monitor.report(), contextPerSequence: model.context.info.contextPerSequence},
+            scheduler: scheduler.stats, engine: {...scheduler.monitor.report(), contextPerSequence: model.context.info.contextPerSequence,
+                kvCacheBytes: model.context.info.kvCacheBytes},
             index: options.index != null ? {passages: options.index.size, search: options.index.searchMode} : null,
             process: processMemory()
         }})},

@@ -100,9 +100,15 @@ export interface SelfRagModelOptions {
      * have; `batchSize` is capped to that size too. For one-prompt work (`selfrag inspect`):
      * llama.cpp clears the whole KV cache when it creates a context, which for 4,096 cells is
      * most of a small model's start-up. Answers are the same (masked cells add nothing). Such a
-     * model does not preload the Self-RAG flows; `answer()` and the others import them on first use.
+     * model does not preload the Self-RAG flows unless `sizeReserve` says it will generate;
+     * `answer()` and the others import them on first use.
      */
     sizeToPrompt?: string;
+    /**
+     * With `sizeToPrompt`: tokens kept free after the prompt (a generation budget), counted in the
+     * size. `selfrag ask` sizes each slot to its prompt, its longest passage and `maxNewTokens`.
+     */
+    sizeReserve?: number;
     /**
      * Also bring up node-llama-cpp's `Llama` on the same llama.cpp, for `model.llama` (oracles,
      * embedders, grammars). Default true. false starts faster: the engine needs only llama.cpp, and
@@ -177,7 +183,9 @@ export class SelfRagModel implements EngineModel {
             throw invalidParameterError("gpu", `"auto", false, "cuda", "vulkan" or "metal"`, gpu);
         }
         const header = checkGgufFile(modelPath, REFLECTION_TOKENS.map((t) => t.text));
-        const flowsReady = options.sizeToPrompt == null ? importFlows() : undefined;
+        const sizeReserve = options.sizeReserve == null ? 0 : requirePositiveInteger("sizeReserve", options.sizeReserve, 1 << 20);
+        // A model sized to one prompt with nothing to generate (inspect) answers nothing: its flows load on first use.
+        const flowsReady = options.sizeToPrompt == null || sizeReserve > 0 ? importFlows() : undefined;
 
         const loaded = await loadEngine({gpu, nodeLlamaCpp: options.nodeLlamaCpp ?? true});
         const gpuLayers = loaded.variant === "cpu" ? 0 : options.gpuLayers ?? 999;
@@ -204,7 +212,7 @@ export class SelfRagModel implements EngineModel {
         try {
             reflection = ReflectionTokens.resolve((texts) => idsFromHeader(header, texts, native) ?? native.findTokens(texts), modelPath);
             const sized = options.sizeToPrompt == null ? {contextSize, batchSize, stepTokens}
-                : promptSized(native.tokenize(options.sizeToPrompt, true, true).length, contextSize, batchSize, stepTokens);
+                : promptSized(native.tokenize(options.sizeToPrompt, true, true).length + sizeReserve, contextSize, batchSize, stepTokens, sequences);
             context = new DecodingContext((onComplete) => new loaded.addon.Context(native, {
                 ...sized, sequences, threads, threadsBatch, reactionWindowUs: options.reactionWindowUs,
                 unifiedKv: options.unifiedKv ?? true, reflectionIds: reflection.ids,
@@ -335,10 +343,12 @@ export class SelfRagModel implements EngineModel {
 /** llama.cpp pads a context's KV cache to a multiple of this many cells (llama-context.cpp). */
 const KV_PADDING = 256;
 
-/** The sizes for one prompt of `tokens` tokens: the context rounded up to the KV padding, never above what was asked. */
-function promptSized(tokens: number, contextSize: number, batchSize: number, stepTokens: number) {
+/** The sizes for a slot of `tokens` tokens: rounded up to the KV padding, never above what was asked. */
+function promptSized(tokens: number, contextSize: number, batchSize: number, stepTokens: number, sequences: number) {
     const fitted = Math.min(contextSize, Math.max(KV_PADDING, Math.ceil(tokens / KV_PADDING) * KV_PADDING));
-    return {contextSize: fitted, batchSize: Math.min(batchSize, fitted), stepTokens: Math.min(stepTokens, fitted)};
+    // A batch spans the slots: at most the whole cache.
+    const cells = fitted * sequences;
+    return {contextSize: fitted, batchSize: Math.min(batchSize, cells), stepTokens: Math.min(stepTokens, cells)};
 }
 
 /** 1 thread for small models, the machine's math cores from 1B parameters up. */

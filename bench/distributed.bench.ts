@@ -25,6 +25,7 @@ import {ensureBenchModel, ensureFixtureModel, MODEL_FILE} from "./benchModel.js"
 import {environment, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {benchCacheDir, repoRoot} from "./peer/repoRoot.js";
 import {freePort} from "../test-support/net.js";
+import {CAPITALS} from "../test-support/corpora.js";
 
 const SEQUENCES = 12;
 /** What changes answers (the coordinator's), and the engine's options (the single process's and each worker's). */
@@ -75,13 +76,7 @@ async function until(what: string, condition: () => boolean, proc: Proc): Promis
 
 
 function writeQuestions(file: string, count: number): void {
-    const ctxs = [
-        {id: "b", title: "Berlin", text: "Berlin is the capital of Germany."},
-        {id: "p", title: "Paris", text: "Paris is the capital and largest city of France. Paris"},
-        {id: "r", title: "Rome", text: "Rome is the capital of Italy."}
-    ];
-    const questions: [string, string][] = [["What is the capital of France?", "Paris"], ["Name the capital of Germany.", "Berlin"],
-        ["Tell me about London.", "London"], ["Which city is the capital of Italy?", "Rome"]];
+    const {ctxs, questions} = CAPITALS;
     const lines = Array.from({length: count}, (_, i) => {
         const [question, answer] = questions[i % questions.length];
         return JSON.stringify({id: `q${i}`, question: `${question} (${i})`, answers: [answer], ctxs});

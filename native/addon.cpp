@@ -9,6 +9,7 @@
 #include "model.h"
 #include "reflection_kernel.h"
 #include "segment_stops.h"
+#include "score_weights.h"
 #include "segment_scorer.h"
 
 namespace selfrag {
@@ -49,7 +50,8 @@ Napi::Value ExtractReflectionLogprobs(const Napi::CallbackInfo& info) {
     ExtractStatus status;
     if (isa == "cuda") {
         // The device kernel over these host rows (one upload); false where there is no device path.
-        if (!cuda::QueryDevice().available) return Napi::Boolean::New(env, false);
+        std::string why;
+        if (!cuda::DeviceAvailable(&why)) return Napi::Boolean::New(env, false);
         hd::RowResult bad{};
         const std::string error = cuda::ExtractRowsFromHost(logits.Data(), rows, static_cast<int32_t>(vocab), ids.Data(),
                                                             static_cast<int32_t>(nIds), argmax.Data(), argmaxLogprob.Data(),
@@ -110,34 +112,18 @@ Napi::Value ScoreSegmentsJs(const Napi::CallbackInfo& info) {
     Napi::Float32Array logprobs = ArgTypedArray<float>(env, info[2], "logprobs", total, "offsets[last]");
     Napi::Float32Array reflection = ArgTypedArray<float>(env, info[3], "reflection", total * 15, "offsets[last] x 15");
     if (!info[5].IsObject()) ThrowArgumentError(env, false, "weights must be an object, got " + DescribeValue(info[5]));
-    const Napi::Object w = info[5].As<Napi::Object>();
-    ScoreWeights weights;
-    weights.relevance = w.Get("relevance").ToNumber().DoubleValue();
-    weights.support = w.Get("support").ToNumber().DoubleValue();
-    weights.utility = w.Get("utility").ToNumber().DoubleValue();
-    weights.useSequenceScore = w.Get("useSequenceScore").ToBoolean().Value();
-    weights.referenceLongFormUtility = w.Get("referenceLongFormUtility").ToBoolean().Value();
+    const ScoreWeights weights = ScoreWeightsFrom(info[5].As<Napi::Object>());
     Napi::Float64Array out = Napi::Float64Array::New(env, n * 5);
     if (info.Length() > 6 && info[6].IsString() && info[6].As<Napi::String>().Utf8Value() == "cuda") {
-        const cuda::DeviceInfo device = cuda::QueryDevice();
-        if (!device.available) ThrowJs(env, "CUDA_UNAVAILABLE", "scoreSegments on the GPU: " + device.reason);
+        std::string why;
+        if (!cuda::DeviceAvailable(&why)) ThrowJs(env, "CUDA_UNAVAILABLE", "scoreSegments on the GPU: " + why);
         const std::string error = cuda::ScoreCandidates(offsets.Data(), static_cast<int32_t>(n), tokens.Data(), logprobs.Data(),
                                                         reflection.Data(), ids.Data(), nIds, weights, out.Data());
         if (!error.empty()) ThrowJs(env, "CUDA_ERROR", "the CUDA segment scoring kernel: " + error);
         return out;
     }
-    for (size_t i = 0; i < n; ++i) {
-        const int32_t begin = offsets[i];
-        const int32_t end = offsets[i + 1];
-        const CandidateScore s = ScoreCandidate(tokens.Data() + begin, logprobs.Data() + begin,
-                                                reflection.Data() + static_cast<int64_t>(begin) * nIds, end - begin,
-                                                ids.Data(), nIds, weights);
-        out[i * 5 + 0] = s.score;
-        out[i * 5 + 1] = s.relevance;
-        out[i * 5 + 2] = s.support;
-        out[i * 5 + 3] = s.utility;
-        out[i * 5 + 4] = s.sequence;
-    }
+    ScoreSegments(offsets.Data(), static_cast<int64_t>(n), tokens.Data(), logprobs.Data(), reflection.Data(), ids.Data(), nIds,
+                    weights, out.Data());
     return out;
 }
 

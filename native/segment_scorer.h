@@ -1,7 +1,6 @@
-// Fused segment scoring: Self-RAG's critique of a generated candidate (relevance, support,
+// Fused segment scoring: Self-RAG's critique of generated candidates (relevance, support,
 // utility, length-normalised sequence log-prob and their weighted sum) for a batch of candidates
-// in one call, in log space so that log-probs far below -100 never turn into 0/0; plus grouped
-// top-k for beam selection.
+// in one call, in log space so that log-probs far below -100 never turn into 0/0.
 #pragma once
 
 #include <cstdint>
@@ -11,10 +10,10 @@
 
 namespace selfrag {
 
-// One candidate: n generated tokens, their log-probs and n x nIds reflection log-probs.
-// reflectionIds maps row positions to token ids (to recognise isSup / isUse tokens).
-CandidateScore ScoreCandidate(const int32_t* tokens, const float* logprobs, const float* reflection, int32_t n,
-                              const int32_t* reflectionIds, int32_t nIds, const ScoreWeights& weights,
-                              const ReflectionLayout& layout = ReflectionLayout());
+// Candidates packed back to back (candidate i owns tokens [offsets[i], offsets[i + 1]), their
+// log-probs and reflection rows of nIds each), scored into out (n x 5: score, relevance, support,
+// utility, sequence). The CUDA kernel (cuda/segment_scorer.cu) runs the same per-candidate code.
+void ScoreSegments(const int32_t* offsets, int64_t n, const int32_t* tokens, const float* logprobs, const float* reflection,
+                   const int32_t* reflectionIds, int32_t nIds, const ScoreWeights& weights, double* out);
 
 }  // namespace selfrag

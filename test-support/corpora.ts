@@ -37,3 +37,14 @@ export function writeJsonl(file: string, records: readonly unknown[]): string {
     fs.writeFileSync(file, records.map((r) => JSON.stringify(r)).join("\n") + "\n");
     return file;
 }
+
+/** Three passages and four questions (one without a passage) for evaluation-file fixtures: [question, gold answer]. */
+export const CAPITALS = {
+    ctxs: [
+        {id: "b", title: "Berlin", text: "Berlin is the capital of Germany."},
+        {id: "p", title: "Paris", text: "Paris is the capital and largest city of France. Paris"},
+        {id: "r", title: "Rome", text: "Rome is the capital of Italy."}
+    ],
+    questions: [["What is the capital of France?", "Paris"], ["Name the capital of Germany.", "Berlin"],
+        ["Tell me about London.", "London"], ["Which city is the capital of Italy?", "Rome"]] as [string, string][]
+} as const;

@@ -21,6 +21,7 @@ import {Queue} from "bullmq";
 import {Redis} from "ioredis";
 import {randomModel, tempDir, tinyModel} from "../test-support/fixtures.js";
 import {freePort} from "../test-support/net.js";
+import {CAPITALS} from "../test-support/corpora.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const cli = path.join(root, "dist", "lib", "cli", "main.js");
@@ -105,13 +106,7 @@ function withoutPath(record: Record<string, unknown>): Record<string, unknown> {
 }
 
 function writeQuestions(file: string, count: number): string[] {
-    const ctxs = [
-        {id: "b", title: "Berlin", text: "Berlin is the capital of Germany."},
-        {id: "p", title: "Paris", text: "Paris is the capital and largest city of France. Paris"},
-        {id: "r", title: "Rome", text: "Rome is the capital of Italy."}
-    ];
-    const questions: [string, string][] = [["What is the capital of France?", "Paris"], ["Name the capital of Germany.", "Berlin"],
-        ["Tell me about London.", "London"], ["Which city is the capital of Italy?", "Rome"]];
+    const {ctxs, questions} = CAPITALS;
     const ids: string[] = [];
     const lines: string[] = [];
     for (let i = 0; i < count; i++) {

@@ -101,5 +101,14 @@ SELFRAG_HD CandidateScore ScoreCandidate(const int32_t* tokens, const float* log
     return out;
 }
 
+// The five numbers of a candidate as the addon returns them: score, relevance, support, utility, sequence.
+SELFRAG_HD void WriteScore(const CandidateScore& s, double* out) {
+    out[0] = s.score;
+    out[1] = s.relevance;
+    out[2] = s.support;
+    out[3] = s.utility;
+    out[4] = s.sequence;
+}
+
 }  // namespace hd
 }  // namespace selfrag

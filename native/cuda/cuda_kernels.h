@@ -30,7 +30,10 @@ struct DeviceInfo {
     std::string archs;       // the architectures compiled in ("75;80;86;89;90")
 };
 
+// Everything about the device (its properties too): for cudaDevice(), not per call.
 DeviceInfo QueryDevice();
+// Whether a device can run the kernels, and if not why: the cheap check done before each call.
+bool DeviceAvailable(std::string* why);
 
 // Rows of `vocab` logits already on the device, `rowStride` floats apart (llama.cpp's output
 // tensor). Results go to host arrays, as ExtractReflectionRowsWith's; `perRow` (optional) gets

@@ -11,21 +11,28 @@
 namespace selfrag {
 namespace cuda {
 
+bool DeviceAvailable(std::string* why) {
+    int count = 0;
+    const cudaError_t error = cudaGetDeviceCount(&count);
+    if (error != cudaSuccess) {
+        *why = "no CUDA device: " + Describe(error, "cudaGetDeviceCount");
+        cudaGetLastError();  // clear the sticky error so later calls report their own
+        return false;
+    }
+    if (count == 0) {
+        *why = "no CUDA device: the CUDA runtime sees 0 devices";
+        return false;
+    }
+    return true;
+}
+
 DeviceInfo QueryDevice() {
     DeviceInfo info;
     info.built = true;
     info.archs = SELFRAG_CUDA_ARCHS;
+    if (!DeviceAvailable(&info.reason)) return info;
     int count = 0;
-    const cudaError_t error = cudaGetDeviceCount(&count);
-    if (error != cudaSuccess) {
-        info.reason = "no CUDA device: " + Describe(error, "cudaGetDeviceCount");
-        cudaGetLastError();  // clear the sticky error so later calls report their own
-        return info;
-    }
-    if (count == 0) {
-        info.reason = "no CUDA device: the CUDA runtime sees 0 devices";
-        return info;
-    }
+    cudaGetDeviceCount(&count);
     cudaDeviceProp prop{};
     const cudaError_t propError = cudaGetDeviceProperties(&prop, 0);
     if (propError != cudaSuccess) {

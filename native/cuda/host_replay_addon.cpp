@@ -10,6 +10,8 @@
 #include "critique_math.h"
 #include "host_replay.h"
 #include "row_math.h"
+#include "../score_weights.h"
+#include "../segment_scorer.h"
 
 namespace {
 
@@ -71,25 +73,10 @@ Napi::Value Score(const Napi::CallbackInfo& info) {
     auto logprobs = Typed<float, Napi::Float32Array>(env, info[2], "logprobs", total);
     auto reflection = Typed<float, Napi::Float32Array>(env, info[3], "reflection", total * 15);
     auto ids = Typed<int32_t, Napi::Int32Array>(env, info[4], "reflectionIds", 15);
-    const Napi::Object w = info[5].As<Napi::Object>();
-    selfrag::ScoreWeights weights;
-    weights.relevance = w.Get("relevance").ToNumber().DoubleValue();
-    weights.support = w.Get("support").ToNumber().DoubleValue();
-    weights.utility = w.Get("utility").ToNumber().DoubleValue();
-    weights.useSequenceScore = w.Get("useSequenceScore").ToBoolean().Value();
-    weights.referenceLongFormUtility = w.Get("referenceLongFormUtility").ToBoolean().Value();
+    const selfrag::ScoreWeights weights = selfrag::ScoreWeightsFrom(info[5].As<Napi::Object>());
     auto out = Napi::Float64Array::New(env, n * 5);
-    for (size_t i = 0; i < n; ++i) {
-        const int32_t begin = offsets[i];
-        const selfrag::CandidateScore s = selfrag::hd::ScoreCandidate(
-            tokens.Data() + begin, logprobs.Data() + begin, reflection.Data() + static_cast<int64_t>(begin) * 15,
-            offsets[i + 1] - begin, ids.Data(), 15, weights, selfrag::ReflectionLayout());
-        out[i * 5 + 0] = s.score;
-        out[i * 5 + 1] = s.relevance;
-        out[i * 5 + 2] = s.support;
-        out[i * 5 + 3] = s.utility;
-        out[i * 5 + 4] = s.sequence;
-    }
+    selfrag::ScoreSegments(offsets.Data(), static_cast<int64_t>(n), tokens.Data(), logprobs.Data(), reflection.Data(), ids.Data(), 15,
+                             weights, out.Data());
     return out;
 }
 

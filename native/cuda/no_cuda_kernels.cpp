@@ -18,6 +18,11 @@ DeviceInfo QueryDevice() {
     return info;
 }
 
+bool DeviceAvailable(std::string* why) {
+    *why = kWhy;
+    return false;
+}
+
 std::string ExtractRowsOnDevice(const float*, int64_t, int32_t, int64_t, const int32_t*, int32_t, int32_t*, float*, float*,
                                 float*, int64_t*, hd::RowResult*, hd::RowResult*) {
     return kWhy;

@@ -20,14 +20,9 @@ __global__ void ScoreCandidatesKernel(const int32_t* __restrict__ offsets, int32
     const int32_t i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const int32_t begin = offsets[i];
-    const int32_t end = offsets[i + 1];
-    const CandidateScore s = hd::ScoreCandidate(tokens + begin, logprobs + begin, reflection + static_cast<int64_t>(begin) * nIds,
-                                                end - begin, reflectionIds, nIds, weights, ReflectionLayout());
-    out[i * 5 + 0] = s.score;
-    out[i * 5 + 1] = s.relevance;
-    out[i * 5 + 2] = s.support;
-    out[i * 5 + 3] = s.utility;
-    out[i * 5 + 4] = s.sequence;
+    hd::WriteScore(hd::ScoreCandidate(tokens + begin, logprobs + begin, reflection + static_cast<int64_t>(begin) * nIds,
+                                      offsets[i + 1] - begin, reflectionIds, nIds, weights, ReflectionLayout()),
+                   out + static_cast<int64_t>(i) * 5);
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 //     through node-llama-cpp's getLlama(), which then records the runtime);
 //   - the C++ peer (bench/peer/startupPeer.cpp) on llama.h and the same libllama, same schedule and
 //     context parameters: prompt once, copied to 5 sequences, the passages in one batch, batched
-//     greedy steps, log-softmax over the reflection tokens per row;
+//     greedy steps, log-softmax over the reflection tokens per row; it loads the same ggml CPU
+//     backend as selfrag (the one `npm install` compiled for this CPU, when there is one);
 //   - the naive node-llama-cpp implementation (bench/naiveShortForm.ts) as a process
 //     (bench/naiveProcess.ts), gpu: false (no GPU probing: the naive side's cheapest start);
 //   - `selfrag inspect --json` against the C++ peer's load + one prompt, both in a context sized to
@@ -23,6 +24,7 @@ import {spawn} from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import {compiledCpuBackend} from "../lib/engine/cpuBackend.js";
 import {formatPassage, formatPrompt} from "../lib/selfrag/prompts.js";
 import {environment, medianOf, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {ensureBenchModel, MODEL_FILE} from "./benchModel.js";
@@ -131,10 +133,12 @@ function subjects(files: Files, peer: {binary: string, libDir: string}): Subject
     const askArgs = [cli, "ask", "--model", MODEL_FILE, "--passages", files.passages, "--ndocs", String(PASSAGES.length),
         "--max-new-tokens", String(MAX_NEW_TOKENS), "--mode", "always", "--threads", "1", "--json", QUESTION];
     const inspectArgs = [cli, "inspect", "--model", MODEL_FILE, "--question", QUESTION, "--threads", "1", "--json"];
+    // The peer loads its CPU backend from here: the compiled one selfrag runs on, else the prebuilt set.
+    const backends = compiledCpuBackend()?.folder ?? peer.libDir;
     return [
         {id: "selfrag.ask", label: "selfrag ask --json (runtime recorded)", run: () => runProcess(node, askArgs, {env: env()})},
         {id: "peer.ask", label: "C++ on llama.h: load + short-form question", run: () =>
-            runProcess(peer.binary, ["ask", MODEL_FILE, files.askInput, peer.libDir, String(ASK_CONTEXT), "1", String(MAX_NEW_TOKENS)])},
+            runProcess(peer.binary, ["ask", MODEL_FILE, files.askInput, backends, String(ASK_CONTEXT), "1", String(MAX_NEW_TOKENS)])},
         {id: "naive.ask", label: "naive node-llama-cpp, whole process", run: () =>
             runProcess(node, [naive, MODEL_FILE, files.passages, QUESTION, String(ASK_CONTEXT), "1", String(MAX_NEW_TOKENS)], {env: env()})},
         {id: "selfrag.ask.first", label: "selfrag ask --json, first run (no runtime record: getLlama())", run: async () => {
@@ -147,7 +151,7 @@ function subjects(files: Files, peer: {binary: string, libDir: string}): Subject
         }},
         {id: "selfrag.inspect", label: "selfrag inspect --json (runtime recorded)", run: () => runProcess(node, inspectArgs, {env: env()})},
         {id: "peer.inspect", label: "C++ on llama.h: load + one prompt", run: () =>
-            runProcess(peer.binary, ["inspect", MODEL_FILE, files.inspectInput, peer.libDir, String(INSPECT_CONTEXT), "1"])},
+            runProcess(peer.binary, ["inspect", MODEL_FILE, files.inspectInput, backends, String(INSPECT_CONTEXT), "1"])},
         {id: "selfrag.help", label: "selfrag --help", run: () => runProcess(node, [cli, "--help"], {env: env()})},
         {id: "selfrag.askHelp", label: "selfrag ask --help", run: () => runProcess(node, [cli, "ask", "--help"], {env: env()})},
         {id: "import", label: "node -e \"import('selfrag')...\"", run: () =>

@@ -5,6 +5,7 @@ import {readGgufLayoutSync, Truncated, type GgufLayout} from "./gguf/GgufReader.
 import {loadEngine, takeRecentLlamaLog, type EngineRuntime, type GpuOption} from "./engine/addon.js";
 import {markPhase} from "./timings.js";
 import type {NativeModel, NativeModelInfo} from "./engine/types.js";
+import type {CpuBackendInfo} from "./engine/cpuBackend.js";
 import {REFLECTION_TOKENS, R, ReflectionTokens, type ReflectionTokenText} from "./engine/ReflectionTokens.js";
 import {retrievalProbability} from "./selfrag/scoring.js";
 import type {EngineModel} from "./engine/EngineModel.js";
@@ -148,6 +149,11 @@ export class SelfRagModel implements EngineModel {
     public readonly context: DecodingContext;
     /** The llama.cpp variant in use: "cpu", "cuda", "vulkan" or "metal". */
     public readonly backend: string;
+    /**
+     * The ggml CPU backend this process runs on (Linux; undefined elsewhere): `build: "compiled"`
+     * when it is the one `npm install` compiled for this machine, "prebuilt" for node-llama-cpp's.
+     */
+    public readonly cpuBackend: CpuBackendInfo | undefined;
     private native: NativeModel | undefined;
     private readonly loaded: EngineRuntime;
 
@@ -159,6 +165,7 @@ export class SelfRagModel implements EngineModel {
         this.info = native.info();
         this.context = context;
         this.backend = loaded.variant;
+        this.cpuBackend = loaded.cpuBackend;
     }
 
     public static async load(options: SelfRagModelOptions): Promise<SelfRagModel> {

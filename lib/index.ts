@@ -23,6 +23,7 @@ export {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions, 
 export {TreeSearch, type TreeNode, type SegmentSource, type GeneratedSegment, type TreeSearchResult} from "./selfrag/TreeSearch.js";
 export {ForkingSegmentSource, type ContextPolicy} from "./selfrag/ForkingSegmentSource.js";
 export type {CudaDeviceInfo} from "./engine/types.js";
+export type {CpuBackendInfo} from "./engine/cpuBackend.js";
 export {PassageIndex, type OpenIndexOptions, type SearchHit} from "./retrieval/PassageIndex.js";
 export {type BuildIndexOptions, type BuildProgress, type BuildSummary} from "./retrieval/buildIndex.js";
 export {HashingEmbedder, type HashingEmbedderOptions} from "./retrieval/HashingEmbedder.js";

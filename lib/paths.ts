@@ -4,7 +4,7 @@ import path from "node:path";
 import {fileURLToPath} from "node:url";
 
 /** Root of the selfrag package (this file is dist/lib/paths.js). */
-const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 /** The llama.cpp source of node-llama-cpp's release (`source download --skipBuild` puts it there). */
 export function llamaCppSourceDir(): string {

@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import {createRequire} from "node:module";
 import path from "node:path";
-import {packageRoot} from "../lib/engine/addon.js";
+import {packageRoot} from "../lib/paths.js";
 
 export interface HostReplay {
     extract(logits: Float32Array, rows: number, vocab: number, ids: Int32Array): {

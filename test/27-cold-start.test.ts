@@ -8,6 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
+import {packageRoot} from "../lib/paths.js";
 import {tempDir, tinyModel} from "../test-support/fixtures.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -88,6 +89,7 @@ describe("cold start", () => {
         const recordFile = () => path.join(home, "runtime", "llama-false.json");
         const timed = (args: string[], env: Record<string, string> = {}) =>
             node([cli, ...args], {env: {SELFRAG_HOME: home, SELFRAG_TIMINGS: "1", ...env}});
+        const timedAny = timed;
         const via = (run: Run) => /^selfrag-timing backend [\d.]+ (\S+)$/m.exec(run.stderr)?.[1];
         const withoutTimings = (stderr: string) => stderr.split("\n").filter((l) => !l.startsWith("selfrag-timing ")).join("\n");
 
@@ -145,6 +147,11 @@ describe("cold start", () => {
         });
 
         it("the ggml backends the scan kept are pinned for this CPU and loaded from there; a broken pin falls back to the scan and is pinned again", async () => {
+            // The prebuilt backends (a compiled one, test/36, needs no pin): the first prebuilt process pins.
+            const prebuilt = {SELFRAG_CPU_BACKEND: "prebuilt"};
+            const timed = (args: string[], env: Record<string, string> = {}) => timedAny(args, {...prebuilt, ...env});
+            const pinning = await timed(["inspect", "--model", await tinyModel(), "--question", "Q?", "--json", "--cpu"]);
+            assert.equal(pinning.code, 0, pinning.stderr);
             const runtime = path.join(home, "runtime");
             const pins = fs.readdirSync(runtime).filter((f) => f.startsWith("ggml-backends-") && !f.endsWith(".partial"));
             assert.equal(pins.length, 1, `one pin for this CPU and binary: ${fs.readdirSync(runtime).join(", ")}`);
@@ -176,6 +183,18 @@ describe("cold start", () => {
             // ... and pins again what it kept.
             assert.deepEqual(fs.readdirSync(pin), linked);
             for (const f of linked) assert.ok(fs.existsSync(fs.readlinkSync(path.join(pin, f))), `${f} is linked again`);
+        });
+
+        it("with a CPU backend compiled at install, a recorded process opens that one CPU library and no prebuilt variant", async function () {
+            const compiled = path.join(packageRoot, "build", "cpu-backend");
+            if (!fs.existsSync(path.join(compiled, "backend.json"))) this.skip();  // not compiled on this platform: the pin above is the path
+            const args = ["inspect", "--model", await tinyModel(), "--question", "What is the capital of France?", "--json", "--cpu"];
+            const run = await timedAny(args, {LD_DEBUG: "files"});
+            assert.equal(run.code, 0, run.stderr);
+            assert.equal(via(run), "direct");
+            const opened = [...new Set([...run.stderr.matchAll(/\bfile=(\S*\/libggml-cpu[\w.-]*\.so) \[/g)].map((m) => m[1]))];
+            assert.equal(opened.length, 1, `one CPU library opened: ${opened.join(", ")}`);
+            assert.equal(path.dirname(opened[0]), compiled);
         });
     });
 

@@ -6,10 +6,11 @@
 import fs from "node:fs";
 import {createRequire} from "node:module";
 import path from "node:path";
-import {fileURLToPath} from "node:url";
 import type {Llama, LlamaLogLevel} from "node-llama-cpp";
 import {SelfRagError} from "../errors.js";
+import {packageRoot} from "../paths.js";
 import {markPhase} from "../timings.js";
+import {compiledCpuBackend, loadedCpuBackend, type CompiledCpuBackend, type CpuBackendInfo} from "./cpuBackend.js";
 import type {NativeAddon} from "./types.js";
 import {ADDON_LOG_LEVEL_WARN, forgetCpuRuntime, lineLogger, pinBackends, pinnedBackendFolder, recordCpuRuntime, recordedCpuBinding,
     type LlamaBinding} from "./runtimeRecord.js";
@@ -30,8 +31,6 @@ interface BuildManifest {
 }
 
 const requireNative = createRequire(import.meta.url);
-/** Root of the selfrag package (this file is dist/lib/native/addon.js). */
-export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
 /** llama.cpp as the engine needs it: the selfrag addon on a loaded llama.cpp, node-llama-cpp's `Llama` only if it was created. */
 export interface EngineRuntime {
@@ -43,6 +42,8 @@ export interface EngineRuntime {
     mathCores: number;
     /** "node-llama-cpp": brought up by getLlama(); "direct": from a recorded CPU runtime, without node-llama-cpp's JavaScript. */
     via: "node-llama-cpp" | "direct";
+    /** The ggml CPU backend mapped (Linux), compiled for this machine or node-llama-cpp's prebuilt one. */
+    cpuBackend?: CpuBackendInfo;
     /** node-llama-cpp's Llama on the same llama.cpp (created by getLlama(); on a direct runtime only once asked for). */
     llama?: Llama;
 }
@@ -84,10 +85,14 @@ export function loadEngine(options: {gpu?: GpuOption, nodeLlamaCpp?: boolean} = 
 }
 
 async function bringUp(gpu: GpuOption, nodeLlamaCpp: boolean): Promise<EngineRuntime> {
-    const recorded = nodeLlamaCpp ? undefined : recordedCpuBinding(gpu);
-    const runtime = (recorded != null ? await loadDirect(gpu, recorded) : undefined) ?? await doLoad(gpu);
+    // With a compiled CPU backend and gpu: false, the CPU binding is known without asking
+    // node-llama-cpp, so the first process already runs on the compiled backend.
+    const compiled = compiledCpuBackend();
+    const recorded = recordedCpuBinding(gpu);
+    const runtime = (!nodeLlamaCpp && recorded != null ? await loadDirect(gpu, recorded, compiled) : undefined) ??
+        await doLoad(gpu, compiled != null && (gpu === false || recorded === compiled.bindingPath) ? compiled : undefined);
     markPhase("backend", runtime.via);
-    return runtime;
+    return {...runtime, cpuBackend: loadedCpuBackend()};
 }
 
 /**
@@ -95,7 +100,7 @@ async function bringUp(gpu: GpuOption, nodeLlamaCpp: boolean): Promise<EngineRun
  * the binary, llama_backend_init), then the addon. undefined (and the record dropped) when the
  * binary does not come up as the CPU variant: the caller goes through getLlama() instead.
  */
-async function loadDirect(gpu: GpuOption, bindingPath: string): Promise<EngineRuntime | undefined> {
+async function loadDirect(gpu: GpuOption, bindingPath: string, compiled: CompiledCpuBackend | undefined): Promise<EngineRuntime | undefined> {
     let binding: LlamaBinding;
     try {
         binding = requireNative(bindingPath) as LlamaBinding;
@@ -104,8 +109,11 @@ async function loadDirect(gpu: GpuOption, bindingPath: string): Promise<EngineRu
         binding.setLogger(lineLogger(logger(printLevel)));
         binding.setLoggerLogLevel(ADDON_LOG_LEVEL_WARN);
         binding.loadBackends();
+        // The CPU backend compiled for this machine, when it was linked against this binding's
+        // libggml-base.so (ggml's score refuses it on a CPU without its instructions) ...
+        if (binding.getGpuType() == null && compiled != null && compiled.bindingPath === bindingPath) binding.loadBackends(compiled.folder);
         if (binding.getGpuType() == null) {
-            // The backends this CPU got last time, else the scan of every variant (then pinned).
+            // ... else the prebuilt one this CPU got last time, else the scan of every variant (then pinned).
             const pinned = pinnedBackendFolder(bindingPath);
             if (pinned != null) binding.loadBackends(pinned);
             if (binding.getGpuType() == null) {
@@ -171,12 +179,28 @@ async function getLlamaFor(gpu: GpuOption): Promise<Llama> {
     }
 }
 
-async function doLoad(gpu: GpuOption): Promise<EngineRuntime> {
+async function doLoad(gpu: GpuOption, compiled: CompiledCpuBackend | undefined): Promise<EngineRuntime> {
+    // When the CPU binary is known to be the one getLlama() brings up (gpu: false, or a CPU runtime
+    // recorded for this option), the compiled CPU backend goes in first: node-llama-cpp then finds
+    // a CPU backend loaded and adds none of its own.
+    if (compiled != null) preloadCompiledBackend(compiled);
     const llama = await getLlamaFor(gpu);
     const variant = llama.gpu === false ? "cpu" : llama.gpu;
     const {addon, addonPath} = loadSelfragAddon(variant);
     if (variant === "cpu") recordCpuRuntime(gpu);
     return {addon, llama, variant, addonPath, mathCores: llama.cpuMathCores, via: "node-llama-cpp"};
+}
+
+function preloadCompiledBackend(compiled: CompiledCpuBackend): void {
+    try {
+        const binding = requireNative(compiled.bindingPath) as LlamaBinding;
+        // No logger of ours: node-llama-cpp's addon drops its JavaScript logger when setLogger() is
+        // called twice (the first one's finalizer runs late), and getLlama() sets its own next.
+        binding.setLoggerLogLevel(ADDON_LOG_LEVEL_WARN);
+        binding.loadBackends(compiled.folder);
+    } catch {
+        // node-llama-cpp loads its prebuilt backend as usual
+    }
 }
 
 /** The selfrag addon built for `variant` (the llama.cpp already loaded); one error naming every file tried. */

@@ -6,7 +6,7 @@ import {spawnSync} from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import {packageRoot} from "../../lib/engine/addon.js";
+import {packageRoot} from "../../lib/paths.js";
 import {readBuildManifest} from "../../test-support/cudaHost.js";
 import {fatbinEntries} from "../../test-support/fatbin.js";
 
@@ -32,7 +32,7 @@ function pathWithoutNvcc(dir: string): string {
 
 function buildInto(buildDir: string, env: NodeJS.ProcessEnv) {
     const result = spawnSync(process.execPath, [path.join(packageRoot, "scripts", "build-addon.mjs"), "--variants", "cpu,cuda"],
-        {cwd: packageRoot, encoding: "utf8", env: {...env, SELFRAG_BUILD_DIR: buildDir}, timeout: 600_000});
+        {cwd: packageRoot, encoding: "utf8", env: {...env, SELFRAG_BUILD_DIR: buildDir, SELFRAG_CPU_BACKEND_BUILD: "0"}, timeout: 600_000});
     return {status: result.status, output: `${result.stdout}\n${result.stderr}`};
 }
 

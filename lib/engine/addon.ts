@@ -85,12 +85,14 @@ export function loadEngine(options: {gpu?: GpuOption, nodeLlamaCpp?: boolean} = 
 }
 
 async function bringUp(gpu: GpuOption, nodeLlamaCpp: boolean): Promise<EngineRuntime> {
-    // With a compiled CPU backend and gpu: false, the CPU binding is known without asking
-    // node-llama-cpp, so the first process already runs on the compiled backend.
     const compiled = compiledCpuBackend();
     const recorded = recordedCpuBinding(gpu);
+    // A recorded CPU runtime loads directly; with node-llama-cpp's Llama wanted (or no record) it is
+    // getLlama(), on the compiled CPU backend when the record shows getLlama() brings up the binary
+    // that backend was linked for (without a record, getLlama() might pick another binary, such
+    // as a local build, which must not meet a backend loaded into the prebuilt one).
     const runtime = (!nodeLlamaCpp && recorded != null ? await loadDirect(gpu, recorded, compiled) : undefined) ??
-        await doLoad(gpu, compiled != null && (gpu === false || recorded === compiled.bindingPath) ? compiled : undefined);
+        await doLoad(gpu, compiled != null && recorded === compiled.bindingPath ? compiled : undefined);
     markPhase("backend", runtime.via);
     return {...runtime, cpuBackend: loadedCpuBackend()};
 }
@@ -180,9 +182,8 @@ async function getLlamaFor(gpu: GpuOption): Promise<Llama> {
 }
 
 async function doLoad(gpu: GpuOption, compiled: CompiledCpuBackend | undefined): Promise<EngineRuntime> {
-    // When the CPU binary is known to be the one getLlama() brings up (gpu: false, or a CPU runtime
-    // recorded for this option), the compiled CPU backend goes in first: node-llama-cpp then finds
-    // a CPU backend loaded and adds none of its own.
+    // The compiled CPU backend goes in first: node-llama-cpp then finds a CPU backend loaded and
+    // adds none of its own.
     if (compiled != null) preloadCompiledBackend(compiled);
     const llama = await getLlamaFor(gpu);
     const variant = llama.gpu === false ? "cpu" : llama.gpu;

@@ -43,6 +43,8 @@ export interface BenchHeader {
     /** GGUF general.file_type, e.g. "MOSTLY_Q4_K_M" or "ALL_F32". */
     quantization: string;
     backend: string;
+    /** The ggml CPU backend the run used (e.g. "zen4, compiled at install"; Linux), since it sets CPU speed. */
+    cpuBackend?: string;
     cpu: string;
     cores: number;
     memoryBytes: number;
@@ -131,6 +133,7 @@ export async function runModelBench(options: ModelBenchOptions): Promise<BenchRe
     const facts = await modelFacts(options.modelPath);
     const rows: BenchRow[] = [];
     let backend = "cpu";
+    let cpuBackend: string | undefined;
     const {question, passages} = workload(ndocs);
     const maxSequences = Math.max(...sequences, ndocs, beamWidth * ndocs);
     const contextSize = Math.max(...prompts) + generate + 64;
@@ -141,6 +144,9 @@ export async function runModelBench(options: ModelBenchOptions): Promise<BenchRe
             threads, gpu: options.gpu ?? "auto", gpuLayers: options.gpuLayers});
         try {
             backend = model.backend;
+            if (model.cpuBackend != null) {
+                cpuBackend = `${model.cpuBackend.variant}, ${model.cpuBackend.build === "compiled" ? "compiled at install" : "node-llama-cpp's prebuilt"}`;
+            }
             const t = model.context.info.threads ?? threads ?? 0;
             // A run may return the milliseconds of its measured part (setup excluded); else it is timed whole.
             const timed = async (name: string, run: () => Promise<number | void>): Promise<number[]> => {
@@ -165,7 +171,7 @@ export async function runModelBench(options: ModelBenchOptions): Promise<BenchRe
     return {
         header: {
             model: options.modelPath, sizeBytes: (await import("node:fs")).statSync(options.modelPath).size, parameters: facts.parameters,
-            quantization: facts.quantization, backend, cpu: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length,
+            quantization: facts.quantization, backend, ...(cpuBackend != null ? {cpuBackend} : {}), cpu: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length,
             memoryBytes: os.totalmem(), node: process.version, date: new Date().toISOString()
         },
         rows

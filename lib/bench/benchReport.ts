@@ -39,7 +39,8 @@ export function formatBench(result: BenchResult, format: BenchFormat): string {
         }
         case "md": {
             const lines = [
-                `model: ${h.model} (${gib(h.sizeBytes)}, ${params(h.parameters)} parameters, ${h.quantization}); backend ${h.backend}; ` +
+                `model: ${h.model} (${gib(h.sizeBytes)}, ${params(h.parameters)} parameters, ${h.quantization}); backend ${h.backend}` +
+                    `${h.cpuBackend != null ? ` (ggml CPU ${h.cpuBackend})` : ""}; ` +
                     `${h.cpu}, ${h.cores} logical CPUs, ${gib(h.memoryBytes)}; Node ${h.node}; ${h.date}`,
                 "",
                 "| kind | test | threads | sequences | value | unit | notes |",

@@ -111,6 +111,25 @@ export function measurement(task: Task, id: string, unit: string): Measurement {
     };
 }
 
+/** Two-sided 95% Student t for n - 1 degrees of freedom (n <= 31), then the normal value. */
+const T95 = [12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13, 2.12, 2.11, 2.10, 2.09, 2.09,
+    2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04];
+
+export function median(values: readonly number[]): number {
+    const sorted = [...values].sort((a, b) => a - b);
+    const mid = sorted.length >> 1;
+    return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** A measurement from samples timed outside tinybench (one per process or per child run), in ms. */
+export function sampleMeasurement(id: string, label: string, unit: string, samplesMs: readonly number[]): Measurement {
+    const n = samplesMs.length;
+    const mean = samplesMs.reduce((a, b) => a + b, 0) / n;
+    const sd = n > 1 ? Math.sqrt(samplesMs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : 0;
+    const rme = n > 1 ? ((T95[Math.min(n - 2, T95.length - 1)] ?? 1.96) * sd / Math.sqrt(n)) / mean * 100 : 0;
+    return {id, label, unit, medianUs: median(samplesMs) * 1000, meanUs: mean * 1000, rmePercent: rme, samples: n};
+}
+
 /** Median of a measurement by id (the comparisons are built from these). */
 export function medianOf(measurements: readonly Measurement[], id: string): number {
     const found = measurements.find((m) => m.id === id);

@@ -7,7 +7,7 @@ import {spawnSync} from "node:child_process";
 import path from "node:path";
 import {compiledCpuBackend} from "../lib/engine/cpuBackend.js";
 import {ensureBenchModel} from "./benchModel.js";
-import {environment, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
+import {environment, median, sampleMeasurement, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {repoRoot} from "./peer/repoRoot.js";
 
 const ROUNDS = Math.max(2, Number(process.env.SELFRAG_BENCH_ROUNDS ?? 5));
@@ -30,19 +30,6 @@ function side(build: "compiled" | "prebuilt"): ChildResult {
     const parsed = JSON.parse(result.stdout.trim().split("\n").at(-1)!) as ChildResult;
     if (parsed.cpuBackend?.build !== build) throw new Error(`asked for the ${build} backend, the child ran on ${JSON.stringify(parsed.cpuBackend)}`);
     return parsed;
-}
-
-function median(values: readonly number[]): number {
-    const sorted = [...values].sort((a, b) => a - b);
-    const mid = sorted.length >> 1;
-    return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-function measurementOf(id: string, label: string, unit: string, samplesMs: readonly number[]): Measurement {
-    const mean = samplesMs.reduce((a, b) => a + b, 0) / samplesMs.length;
-    const sd = Math.sqrt(samplesMs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, samplesMs.length - 1));
-    return {id, label, unit, medianUs: median(samplesMs) * 1000, meanUs: mean * 1000,
-        rmePercent: 1.96 * sd / Math.sqrt(samplesMs.length) / mean * 100, samples: samplesMs.length};
 }
 
 export async function run(): Promise<BenchResult> {
@@ -72,7 +59,7 @@ export async function run(): Promise<BenchResult> {
     const comparisons: Comparison[] = [];
     for (const task of TASKS) {
         for (const build of ["compiled", "prebuilt"] as const) {
-            measurements.push(measurementOf(`${build}:${task.id}`, `${build} ${variant}: ${task.label}`, task.unit, samples.get(`${build}:${task.id}`)!));
+            measurements.push(sampleMeasurement(`${build}:${task.id}`, `${build} ${variant}: ${task.label}`, task.unit, samples.get(`${build}:${task.id}`)!));
         }
         comparisons.push({label: `${task.label}: time, prebuilt / compiled`,
             value: median(samples.get(`prebuilt:${task.id}`)!) / median(samples.get(`compiled:${task.id}`)!), unit: "x"});

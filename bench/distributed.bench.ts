@@ -22,7 +22,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {ensureBenchModel, ensureFixtureModel, MODEL_FILE} from "./benchModel.js";
-import {environment, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
+import {environment, median, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {benchCacheDir, repoRoot} from "./peer/repoRoot.js";
 import {freePort} from "../test-support/net.js";
 import {CAPITALS} from "../test-support/corpora.js";
@@ -108,12 +108,6 @@ async function evalRun(args: readonly string[], output: string, preload: string)
     const cpu = /bench-cpu-us (\d+)/.exec(result.stderr);
     if (cpu == null) throw new Error("selfrag eval: no CPU report");
     return {qps: summary.questionsPerSecond, cpuUs: Number(cpu[1])};
-}
-
-function median(values: readonly number[]): number {
-    const sorted = [...values].sort((a, b) => a - b);
-    const mid = Math.floor(sorted.length / 2);
-    return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 function measurementOf(id: string, label: string, questionsPerSecond: readonly number[]): Measurement {

@@ -26,7 +26,7 @@ import os from "node:os";
 import path from "node:path";
 import {compiledCpuBackend} from "../lib/engine/cpuBackend.js";
 import {formatPassage, formatPrompt} from "../lib/selfrag/prompts.js";
-import {environment, medianOf, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
+import {environment, median, medianOf, sampleMeasurement, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {ensureBenchModel, MODEL_FILE} from "./benchModel.js";
 import {ensureStartupPeer} from "./peer/buildStartupPeer.js";
 import {benchCacheDir, repoRoot} from "./peer/repoRoot.js";
@@ -231,24 +231,6 @@ function crossCheck(runs: Map<string, Run>): Check {
 // Statistics
 // ---------------------------------------------------------------------------------------------
 
-/** Two-sided 95% Student t for n - 1 degrees of freedom (n <= 31), then the normal value. */
-const T95 = [12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13, 2.12, 2.11, 2.10, 2.09, 2.09,
-    2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04];
-
-function median(values: readonly number[]): number {
-    const sorted = [...values].sort((a, b) => a - b);
-    const mid = sorted.length >> 1;
-    return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-function measurementOf(id: string, label: string, unit: string, samplesMs: readonly number[]): Measurement {
-    const n = samplesMs.length;
-    const mean = samplesMs.reduce((a, b) => a + b, 0) / n;
-    const sd = n > 1 ? Math.sqrt(samplesMs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : 0;
-    const rme = n > 1 ? ((T95[Math.min(n - 2, T95.length - 1)] ?? 1.96) * sd / Math.sqrt(n)) / mean * 100 : 0;
-    return {id, label, unit, medianUs: median(samplesMs) * 1000, meanUs: mean * 1000, rmePercent: rme, samples: n};
-}
-
 /** Phase durations of one run from its marks: each phase from the previous mark (import from the process start). */
 function phaseDurations(run: Run, phases: readonly string[]): Record<string, number> {
     const out: Record<string, number> = {};
@@ -290,7 +272,7 @@ export async function run(): Promise<BenchResult> {
     }
     const loadAfter = os.loadavg();
 
-    const measurements: Measurement[] = list.map((s) => measurementOf(s.id, s.label, "process", samples.get(s.id)!.map((r) => r.wallMs)));
+    const measurements: Measurement[] = list.map((s) => sampleMeasurement(s.id, s.label, "process", samples.get(s.id)!.map((r) => r.wallMs)));
     const phaseTable: string[] = [];
     for (const [id, phases] of [["selfrag.ask", SELFRAG_PHASES], ["peer.ask", PEER_PHASES], ["selfrag.ask.first", SELFRAG_PHASES],
         ["selfrag.inspect", SELFRAG_PHASES], ["peer.inspect", PEER_PHASES], ["selfrag.inspect.noCa", SELFRAG_PHASES]] as const) {
@@ -299,7 +281,7 @@ export async function run(): Promise<BenchResult> {
         const durations = runs.map((r) => phaseDurations(r, phases));
         const names = [...phases, "exit"].filter((p) => durations.every((d) => d[p] != null));
         for (const p of names) {
-            measurements.push(measurementOf(`phase.${id}.${p}`, `${id}: ${p}`, "phase", durations.map((d) => d[p])));
+            measurements.push(sampleMeasurement(`phase.${id}.${p}`, `${id}: ${p}`, "phase", durations.map((d) => d[p])));
         }
         phaseTable.push(`${id}: ` + names.map((p) => `${p} ${Math.round(median(durations.map((d) => d[p])))}`).join(", ") + " ms (medians)");
     }

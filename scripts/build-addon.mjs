@@ -7,7 +7,7 @@ import {spawnSync} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import {createRequire} from "node:module";
-import {buildCpuBackend} from "./build-cpu-backend.mjs";
+import {buildCpuBackendLogged} from "./build-cpu-backend.mjs";
 import {llamaCppSourceDir, llamaRelease, nodeLlamaCppDir, packageRoot, prebuiltVariants} from "./llama-paths.mjs";
 
 const require = createRequire(import.meta.url);
@@ -155,10 +155,7 @@ const kept = previous.builds.filter((b) => b.builder !== builder && fs.existsSyn
 fs.mkdirSync(buildDir, {recursive: true});
 const cudaHost = path.join(buildDir, "cmake", "cuda-host", "selfrag_cuda_host.node");
 // llama.cpp's CPU backend compiled for this machine (scripts/build-cpu-backend.mjs); never fails the install.
-console.log("selfrag: compiling llama.cpp's CPU backend for this CPU (about a minute; SELFRAG_CPU_BACKEND_BUILD=0 skips it) ...");
-const cpuBackend = buildCpuBackend(buildDir);
-console.log(cpuBackend.built ? `selfrag: CPU backend ${cpuBackend.variant} compiled in ${cpuBackend.buildSeconds} s (${cpuBackend.folder})`
-    : `selfrag: CPU backend not compiled (${cpuBackend.reason}): node-llama-cpp's prebuilt one is used`);
+const cpuBackend = buildCpuBackendLogged(buildDir);
 fs.writeFileSync(manifestPath, JSON.stringify({llamaRelease: llamaRelease(), builds: [...builds, ...kept], cpuBackend,
     // The host build of the CUDA device functions comes from cmake-js; a node-gyp build keeps it.
     ...(builder === "cmake-js" ? (fs.existsSync(cudaHost) ? {cudaHost: path.relative(packageRoot, cudaHost)} : {})

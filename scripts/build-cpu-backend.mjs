@@ -140,10 +140,15 @@ export function buildCpuBackend(buildDir) {
     return {built: true, variant: variant.name, folder: path.relative(packageRoot, outDir), buildSeconds: manifest.buildSeconds};
 }
 
-if (process.argv[1] != null && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-    const buildDir = process.env.SELFRAG_BUILD_DIR != null ? path.resolve(process.env.SELFRAG_BUILD_DIR) : path.join(packageRoot, "build");
-    console.log("selfrag: compiling llama.cpp's CPU backend for this CPU ...");
+/** buildCpuBackend with one line before and one after, as the install log shows it. */
+export function buildCpuBackendLogged(buildDir) {
+    console.log("selfrag: compiling llama.cpp's CPU backend for this CPU (about a minute; SELFRAG_CPU_BACKEND_BUILD=0 skips it) ...");
     const result = buildCpuBackend(buildDir);
     console.log(result.built ? `selfrag: CPU backend ${result.variant} compiled in ${result.buildSeconds} s (${result.folder})`
         : `selfrag: CPU backend not compiled (${result.reason}): node-llama-cpp's prebuilt one is used`);
+    return result;
+}
+
+if (process.argv[1] != null && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+    buildCpuBackendLogged(process.env.SELFRAG_BUILD_DIR != null ? path.resolve(process.env.SELFRAG_BUILD_DIR) : path.join(packageRoot, "build"));
 }

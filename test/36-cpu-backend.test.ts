@@ -53,15 +53,27 @@ function child(env: Record<string, string>, options: {nodeLlamaCpp?: boolean, an
         const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "selfrag-cpu-child-")), "child.mjs");
         fs.writeFileSync(file, script);
         const result = spawnSync(process.execPath, [file], {
-            encoding: "utf8", env: {...process.env, SELFRAG_LOG_LEVEL: "disabled", ...env}, timeout: 120_000});
+            encoding: "utf8", env: {...process.env, SELFRAG_LOG_LEVEL: "disabled", SELFRAG_HOME: home, ...env}, timeout: 120_000});
         fs.rmSync(path.dirname(file), {recursive: true, force: true});
         assert.equal(result.status, 0, `child exited with ${result.status}: ${result.stderr}`);
         return JSON.parse(result.stdout.trim().split("\n").at(-1)!) as ChildReport;
     });
 }
 
+// Its own runtime record: a record written by another checkout sharing ~/.cache names another
+// binary, and the first process then (rightly) runs on the prebuilt backend.
+const home = fs.mkdtempSync(path.join(os.tmpdir(), "selfrag-cpu-home-"));
+
 describe("CPU backend compiled at install", function () {
     this.timeout(300_000);
+
+    before(async () => {
+        // The first process on a machine goes through getLlama() and records the runtime.
+        const first = await child({});
+        assert.equal(first.error, undefined, first.error?.message);
+    });
+
+    after(() => fs.rmSync(home, {recursive: true, force: true}));
 
     it("npm install recorded what became of the compiled CPU backend", function () {
         assert.ok(buildManifest.cpuBackend != null, "build/variants.json has a cpuBackend entry");

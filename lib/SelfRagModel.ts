@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import {DecodingContext} from "./engine/DecodingContext.js";
-import {SelfRagError, invalidParameterError, requirePositiveInteger} from "./errors.js";
+import {SelfRagError, invalidParameterError, refuseUnknownKeys, requireInteger, requirePositiveInteger} from "./errors.js";
 import {readGgufLayoutSync, Truncated, type GgufLayout} from "./gguf/GgufReader.js";
 import {loadEngine, takeRecentLlamaLog, type EngineRuntime, type GpuOption} from "./engine/addon.js";
 import {markPhase} from "./timings.js";
@@ -8,11 +8,13 @@ import type {NativeModel, NativeModelInfo} from "./engine/types.js";
 import type {CpuBackendInfo} from "./engine/cpuBackend.js";
 import {REFLECTION_TOKENS, R, ReflectionTokens, type ReflectionTokenText} from "./engine/ReflectionTokens.js";
 import {retrievalProbability} from "./selfrag/scoring.js";
+import {SegmentScorer} from "./selfrag/SegmentScorer.js";
 import type {EngineModel} from "./engine/EngineModel.js";
 import type {Llama} from "node-llama-cpp";
 import type {RunControl} from "./selfrag/events.js";
 import type {LongFormAnswer, LongFormOptions, LongFormQuestion} from "./selfrag/LongForm.js";
 import type {ShortFormAnswer, ShortFormOptions, ShortFormQuestion} from "./selfrag/ShortForm.js";
+import type {LongFormPlan, ShortFormPlan} from "./selfrag/plan.js";
 
 interface Flows {
     shortForm: typeof import("./selfrag/ShortForm.js");
@@ -154,6 +156,8 @@ export class SelfRagModel implements EngineModel {
      * when it is the one `npm install` compiled for this machine, "prebuilt" for node-llama-cpp's.
      */
     public readonly cpuBackend: CpuBackendInfo | undefined;
+    /** Critique scoring on this model's addon (see SegmentScorer). */
+    public readonly scorer: SegmentScorer;
     private native: NativeModel | undefined;
     private readonly loaded: EngineRuntime;
 
@@ -166,11 +170,22 @@ export class SelfRagModel implements EngineModel {
         this.context = context;
         this.backend = loaded.variant;
         this.cpuBackend = loaded.cpuBackend;
+        this.scorer = new SegmentScorer(loaded.addon, reflection.ids);
     }
 
     public static async load(options: SelfRagModelOptions): Promise<SelfRagModel> {
-        if (options == null || typeof options.modelPath !== "string" || options.modelPath === "") {
+        if (options == null || typeof options !== "object") throw invalidParameterError("options", "an object {modelPath, ...}", options);
+        refuseUnknownKeys(options, LOAD_OPTIONS);
+        if (typeof options.modelPath !== "string" || options.modelPath === "") {
             throw invalidParameterError("modelPath", "a path to a GGUF file", options?.modelPath);
+        }
+        if (options.kvCells != null && options.unifiedKv === false) {
+            throw new SelfRagError("kvCells sizes the unified KV cache: it has no effect with unifiedKv: false", "INVALID_ARGUMENT", {option: "kvCells"});
+        }
+        if (options.reactionWindowUs != null) requireInteger("reactionWindowUs", options.reactionWindowUs, 0, 10_000_000);
+        if (options.gpuLayers != null) requireInteger("gpuLayers", options.gpuLayers, 0, 1 << 16);
+        for (const key of ["unifiedKv", "useMmap", "nodeLlamaCpp"] as const) {
+            if (options[key] !== undefined && typeof options[key] !== "boolean") throw invalidParameterError(key, "true or false", options[key]);
         }
         const modelPath = options.modelPath;
         const contextSize = requirePositiveInteger("contextSize", options.contextSize ?? 2048, 1 << 20);
@@ -291,13 +306,13 @@ export class SelfRagModel implements EngineModel {
      * r.answer; r.retrieve.p; r.candidates[r.best].relevance;
      * ```
      */
-    public answer(question: string | ShortFormQuestion, options?: ShortFormOptions, control?: RunControl): Promise<ShortFormAnswer> {
+    public answer(question: string | ShortFormQuestion, options?: ShortFormOptions | ShortFormPlan, control?: RunControl): Promise<ShortFormAnswer> {
         if (flows == null) return importFlows().then(() => this.answer(question, options, control));
         return flows.shortForm.answer(this, question, options, control);
     }
 
     /** Many questions at once: they share decode steps as far as the slots allow ("submit all, collect all"). */
-    public answerBatch(questions: readonly (string | ShortFormQuestion)[], options?: ShortFormOptions, control?: RunControl): Promise<ShortFormAnswer[]> {
+    public answerBatch(questions: readonly (string | ShortFormQuestion)[], options?: ShortFormOptions | ShortFormPlan, control?: RunControl): Promise<ShortFormAnswer[]> {
         if (flows == null) return importFlows().then(() => this.answerBatch(questions, options, control));
         return flows.shortForm.answerBatch(this, questions, options, control);
     }
@@ -309,12 +324,12 @@ export class SelfRagModel implements EngineModel {
      * const r = await model.answerLong("Tell me a bio of Marie Curie.", {passages, beamWidth: 2});
      * ```
      */
-    public answerLong(question: string | LongFormQuestion, options?: LongFormOptions, control?: RunControl): Promise<LongFormAnswer> {
+    public answerLong(question: string | LongFormQuestion, options?: LongFormOptions | LongFormPlan, control?: RunControl): Promise<LongFormAnswer> {
         if (flows == null) return importFlows().then(() => this.answerLong(question, options, control));
         return flows.longForm.answerLong(this, question, options, control);
     }
 
-    public answerLongBatch(questions: readonly (string | LongFormQuestion)[], options?: LongFormOptions, control?: RunControl): Promise<LongFormAnswer[]> {
+    public answerLongBatch(questions: readonly (string | LongFormQuestion)[], options?: LongFormOptions | LongFormPlan, control?: RunControl): Promise<LongFormAnswer[]> {
         if (flows == null) return importFlows().then(() => this.answerLongBatch(questions, options, control));
         return flows.longForm.answerLongBatch(this, questions, options, control);
     }
@@ -346,6 +361,10 @@ export class SelfRagModel implements EngineModel {
         return this.native;
     }
 }
+
+/** Every option of SelfRagModel.load (an unknown one is refused by name). */
+const LOAD_OPTIONS: readonly (keyof SelfRagModelOptions)[] = ["modelPath", "contextSize", "sequences", "threads", "threadsBatch", "batchSize",
+    "stepTokens", "reactionWindowUs", "gpu", "gpuLayers", "unifiedKv", "kvCells", "extraction", "useMmap", "sizeToPrompt", "sizeReserve", "nodeLlamaCpp"];
 
 /** llama.cpp pads a context's KV cache to a multiple of this many cells (llama-context.cpp). */
 const KV_PADDING = 256;

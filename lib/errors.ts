@@ -9,11 +9,14 @@
  */
 export class SelfRagError extends Error {
     public readonly code: SelfRagErrorCode | string;
+    /** The option, flag or field the error is about, as the caller spelled it (`maxNewTokens`, `--max-new-tokens`). */
+    public readonly option?: string;
 
-    public constructor(message: string, code: SelfRagErrorCode | string, options?: {cause?: unknown}) {
-        super(message, options);
+    public constructor(message: string, code: SelfRagErrorCode | string, options?: {cause?: unknown, option?: string}) {
+        super(message, options?.cause !== undefined ? {cause: options.cause} : undefined);
         this.name = "SelfRagError";
         this.code = code;
+        if (options?.option != null) this.option = options.option;
     }
 }
 
@@ -96,16 +99,68 @@ export function httpStatusOf(code: string): number {
     return (ERROR_CODES as Record<string, readonly [number, string]>)[code]?.[0] ?? 500;
 }
 
-/** The sharp-style helper: one message shape for every rejected option. */
+/** The sharp-style helper: one message shape for every rejected option, `name` as the caller spelled it. */
 export function invalidParameterError(name: string, expected: string, actual: unknown): SelfRagError {
-    const shown = typeof actual === "string" ? JSON.stringify(actual) : String(actual);
-    return new SelfRagError(`Expected ${expected} for ${name} but received ${shown} of type ${typeof actual}`,
-        "INVALID_ARGUMENT");
+    return new SelfRagError(`Expected ${expected} for ${name} but received ${shown(actual)}`, "INVALID_ARGUMENT", {option: name});
+}
+
+/** A value as an error message shows it: short, typed, never the whole of a large object. */
+function shown(actual: unknown): string {
+    if (actual === undefined) return "nothing";
+    if (typeof actual === "function") return "a function";
+    let text: string;
+    try {
+        text = typeof actual === "object" && actual !== null ? JSON.stringify(actual) ?? String(actual) : typeof actual === "string" ? JSON.stringify(actual) : String(actual);
+    } catch {
+        text = String(actual); // a cycle: its type says enough
+    }
+    if (text.length > 80) text = `${text.slice(0, 77)}...`;
+    return `${text} of type ${Array.isArray(actual) ? "array" : actual === null ? "null" : typeof actual}`;
+}
+
+/**
+ * An option nobody knows, refused by name with the nearest known one (a misspelt option silently
+ * ignored would give an answer computed with other settings than the caller asked for).
+ */
+export function unknownOptionError(name: string, known: readonly string[], what = "option", display: (key: string) => string = (k) => k): SelfRagError {
+    const near = nearestName(name, known);
+    return new SelfRagError(`unknown ${what} ${JSON.stringify(display(name))}` +
+        (near != null ? ` (did you mean ${JSON.stringify(display(near))}?)` : ` (known: ${known.map(display).join(", ")})`),
+    "INVALID_ARGUMENT", {option: display(name)});
+}
+
+/** The known name closest to `name` (case-insensitive edit distance at most a third of its length, at least 2), if any. */
+export function nearestName(name: string, known: readonly string[]): string | undefined {
+    const a = name.toLowerCase();
+    let best: string | undefined;
+    let bestDistance = Math.max(2, Math.floor(a.length / 3)) + 1;
+    for (const candidate of known) {
+        const d = editDistance(a, candidate.toLowerCase());
+        if (d < bestDistance) {
+            best = candidate;
+            bestDistance = d;
+        }
+    }
+    return best;
+}
+
+function editDistance(a: string, b: string): number {
+    let previous = Array.from({length: b.length + 1}, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+        const row = [i];
+        for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+        previous = row;
+    }
+    return previous[b.length];
 }
 
 export function requirePositiveInteger(name: string, value: unknown, max = Number.MAX_SAFE_INTEGER): number {
-    if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > max) {
-        throw invalidParameterError(name, `an integer between 1 and ${max}`, value);
+    return requireInteger(name, value, 1, max);
+}
+
+export function requireInteger(name: string, value: unknown, min: number, max: number): number {
+    if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+        throw invalidParameterError(name, `an integer between ${min} and ${max}`, value);
     }
     return value;
 }
@@ -115,4 +170,34 @@ export function requireNumberInRange(name: string, value: unknown, min: number, 
         throw invalidParameterError(name, `a number between ${min} and ${max}`, value);
     }
     return value;
+}
+
+export function requireBoolean(name: string, value: unknown): boolean {
+    if (typeof value !== "boolean") throw invalidParameterError(name, "true or false", value);
+    return value;
+}
+
+export function requireString(name: string, value: unknown, options: {nonBlank?: boolean} = {}): string {
+    if (typeof value !== "string" || (options.nonBlank === true && value.trim() === "")) {
+        throw invalidParameterError(name, options.nonBlank === true ? "a non-empty string" : "a string", value);
+    }
+    return value;
+}
+
+export function requireOneOf<T extends string>(name: string, value: unknown, values: readonly T[]): T {
+    if (typeof value !== "string" || !values.includes(value as T)) throw invalidParameterError(name, values.map((v) => JSON.stringify(v)).join(" | "), value);
+    return value as T;
+}
+
+/** A plain object (not null, not an array), or the error naming it. */
+export function requireObject(name: string, value: unknown): Record<string, unknown> {
+    if (value == null || typeof value !== "object" || Array.isArray(value)) throw invalidParameterError(name, "an object", value);
+    return value as Record<string, unknown>;
+}
+
+/** Refuses keys of `value` not in `known`, each named by `display` as the caller spells it. */
+export function refuseUnknownKeys(value: object, known: readonly string[], what = "option", display?: (key: string) => string): void {
+    for (const key of Object.keys(value)) {
+        if (!known.includes(key) && (value as Record<string, unknown>)[key] !== undefined) throw unknownOptionError(key, known, what, display);
+    }
 }

@@ -13,7 +13,9 @@ export {SegmentScorer, type CritiqueScore, type CritiqueWeights, type ScoredSegm
 export {decideRetrieval, type RetrievalMode, type RetrieveRatio, type RetrievalDecision} from "./selfrag/RetrievalDecision.js";
 export {formatPrompt, formatPassage, taskInstruction, TASK_INSTRUCTIONS, TASKS, type Passage, type Task, type InstructionOptions} from "./selfrag/prompts.js";
 export {postProcessAnswer, closedSetVote, REFERENCE_CONTROL_TOKENS, type PostProcessOptions} from "./selfrag/answers.js";
-export {PROFILES, SHORT_FORM_DEFAULTS, LONG_FORM_DEFAULTS, type Profile} from "./selfrag/profiles.js";
+export {PROFILES, PROFILE_STRATEGIES, SHORT_FORM_DEFAULTS, LONG_FORM_DEFAULTS, profileStrategy, type Profile, type ProfileStrategy} from "./selfrag/profiles.js";
+export {planShortForm, planLongForm, planQuestion, isPlan, slotsNeeded, API_SURFACE, HTTP_SURFACE, CLI_SURFACE, type ShortFormPlan, type LongFormPlan,
+    type QuestionPlan, type Surface, type ContextPolicy, type RootDecision} from "./selfrag/plan.js";
 export {ReferenceBeamSearch, redecideNoRetrieval, type ReferenceGenerator, type ReferenceGeneration, type ReferenceNode,
     type ReferenceSearchOptions, type ReferenceSearchResult} from "./selfrag/ReferenceBeamSearch.js";
 export {referencePostprocess, fixSpacing, referenceAlceOutput, referenceFactScoreOutput, type ReferencePath} from "./selfrag/referenceText.js";
@@ -21,7 +23,7 @@ export {readPassagesJsonl} from "./selfrag/passages.js";
 export {readTraces, rerankTrace, type TraceRecord} from "./selfrag/traces.js";
 export {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions, type LongFormSegment, type Retriever} from "./selfrag/LongForm.js";
 export {TreeSearch, type TreeNode, type SegmentSource, type GeneratedSegment, type TreeSearchResult} from "./selfrag/TreeSearch.js";
-export {ForkingSegmentSource, type ContextPolicy} from "./selfrag/ForkingSegmentSource.js";
+export {ForkingSegmentSource} from "./selfrag/ForkingSegmentSource.js";
 export type {CudaDeviceInfo} from "./engine/types.js";
 export type {CpuBackendInfo} from "./engine/cpuBackend.js";
 export {PassageIndex, type OpenIndexOptions, type SearchHit} from "./retrieval/PassageIndex.js";

@@ -268,9 +268,10 @@ describe("cold start", () => {
         assert.equal(answer(sized).candidates.length, 3);
         // The size ask loads with: the longest slot (prompt + the Rome passage + 40 + 16 tokens) in 256 cells.
         const {shortFormSizing} = await import("../lib/cli/askCommand.js");
+        const {planShortForm, planLongForm} = await import("../lib/selfrag/plan.js");
         const {SelfRagModel} = await import("../lib/SelfRagModel.js");
         const {readPassagesJsonl} = await import("../lib/selfrag/passages.js");
-        const sizing = shortFormSizing({}, "What is the capital of France?", await readPassagesJsonl(passages), 40, "default");
+        const sizing = shortFormSizing(planShortForm({passages: await readPassagesJsonl(passages), maxNewTokens: 40}), "What is the capital of France?");
         const model = await SelfRagModel.load({modelPath: await tinyModel(), sequences: 3, contextSize: 2048, gpu: false, ...sizing});
         try {
             assert.equal(model.context.info.contextPerSequence, 256);
@@ -278,6 +279,6 @@ describe("cold start", () => {
         } finally {
             await model.dispose();
         }
-        assert.deepEqual(shortFormSizing({long: true}, "q", await readPassagesJsonl(passages), 40, "default"), {}, "long form keeps the default");
+        assert.deepEqual(shortFormSizing(planLongForm({passages: await readPassagesJsonl(passages), maxNewTokens: 40}), "q"), {}, "long form keeps the default");
     });
 });

@@ -1,11 +1,11 @@
 // `selfrag bench`: decoding speed on the user's own model and hardware, as llama-bench measures
 // llama.cpp, with Self-RAG's workloads beside the engine's. Every rate's token count is read from
 // the engine's own counters (tokensEvaluated, generatedTokens), not assumed from the request.
+import {planLongForm, planShortForm} from "../selfrag/plan.js";
 import os from "node:os";
 import {SelfRagError} from "../errors.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import type {Passage} from "../selfrag/prompts.js";
-import {SegmentScorer} from "../selfrag/SegmentScorer.js";
 import {naiveAnswer, type NaiveOptions} from "./NaivePeer.js";
 
 export type BenchRowKind = "engine" | "selfrag" | "peer";
@@ -250,9 +250,10 @@ async function selfRagRows(model: SelfRagModel, o: {question: string, passages: 
     maxDepth: number, threads: number, timed: Timed, repetitions: number}): Promise<BenchRow[]> {
     const rows: BenchRow[] = [];
     const slots = model.context.sequences;
-    const short = {passages: o.passages, ndocs: o.passages.length, maxNewTokens: o.maxNewTokens, mode: "always" as const};
-    const long = {passages: o.passages, ndocs: o.passages.length, beamWidth: o.beamWidth, maxDepth: o.maxDepth, maxNewTokens: o.maxNewTokens,
-        mode: "always" as const};
+    // One plan per form for every timed answer: the rows time the flows, not option checking.
+    const short = planShortForm({passages: o.passages, ndocs: o.passages.length, maxNewTokens: o.maxNewTokens, mode: "always"});
+    const long = planLongForm({passages: o.passages, ndocs: o.passages.length, beamWidth: o.beamWidth, maxDepth: o.maxDepth, maxNewTokens: o.maxNewTokens,
+        mode: "always"});
     // One question: time per answer and time to its first event (the retrieval decision).
     let firstEventMs = 0;
     let tokens = 0;
@@ -302,7 +303,7 @@ async function peerRow(model: SelfRagModel, o: {question: string, passages: Pass
     try {
         const context = await nlc.createContext({contextSize: 2048, sequences: 1, threads: o.threads > 0 ? o.threads : undefined});
         const sequence = context.getSequence();
-        const scorer = await SegmentScorer.create(model.reflection.ids);
+        const scorer = model.scorer;
         const naive: NaiveOptions = {question: o.question, passages: o.passages, maxNewTokens: o.maxNewTokens, reflectionIds: model.reflection.ids, scorer};
         // Same answers before timing: the winning candidate and each candidate's first tokens.
         const ours = await model.answer(o.question, {passages: o.passages, ndocs: o.passages.length, maxNewTokens: o.maxNewTokens, mode: "always",

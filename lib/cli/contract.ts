@@ -16,7 +16,7 @@ type Parsed<T extends ParseArgsConfig> = ReturnType<typeof parseArgs<T>>;
  * - unknown options, missing values and unexpected arguments are SelfRagErrors (INVALID_ARGUMENT)
  *   naming the option and the command.
  */
-export function parseCommand<T extends ParseArgsConfig>(command: string, help: string, config: T): Parsed<T> | undefined {
+export function parseCommand<T extends ParseArgsConfig>(command: string, help: string | (() => string), config: T): Parsed<T> | undefined {
     const options: ParseOptions = {...config.options, help: {type: "boolean", short: "h"}};
     const args = negativeValuesInline(config.args ?? [], options);
     let parsed: Parsed<T>;
@@ -26,7 +26,7 @@ export function parseCommand<T extends ParseArgsConfig>(command: string, help: s
         throw parseError(error, command);
     }
     if ((parsed.values as {help?: boolean}).help) {
-        console.log(help);
+        console.log(typeof help === "function" ? help() : help);
         return undefined;
     }
     return parsed;

@@ -5,18 +5,17 @@ import {readJsonRecords} from "../jsonRecords.js";
 import {runEvaluation, summarizeRecords, type EvalRecord, type EvalSummary, type EvaluationOptions} from "../eval/Evaluation.js";
 import {checkRedisUrl} from "../distributed/redisUrl.js";
 import {METRICS, type MetricName} from "../eval/metrics.js";
-import type {ContextPolicy} from "../selfrag/ForkingSegmentSource.js";
-import {describePresets, PAPER_PRESETS} from "../eval/paperPresets.js";
+import {describePresets, PAPER_PRESETS, presetOptions} from "../eval/paperPresets.js";
 import {formatReferenceOutput, referenceOutputPath} from "../eval/referenceOutput.js";
-import {LONG_FORM_DEFAULTS, SHORT_FORM_DEFAULTS, checkProfile, weightsOver, type Profile} from "../selfrag/profiles.js";
-import {TASKS, type Task} from "../selfrag/prompts.js";
-import type {RetrievalMode, RetrieveRatio} from "../selfrag/RetrievalDecision.js";
-import {checkLongOnly, modeOption, parseCommand, refuseTogether, requireWith} from "./contract.js";
+import type {ProfileStrategy} from "../selfrag/profiles.js";
+import type {Task} from "../selfrag/prompts.js";
+import {parseCommand, refuseTogether, requireWith} from "./contract.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
-import {integerOption, numberOption, requireModel, weightOptions, weightsFrom} from "./options.js";
+import {integerOption, requireModel} from "./options.js";
+import {CLI_SURFACE, optionsFromFlags, planOptions, planQuestion, questionFlagOptions, questionOptionsHelp, slotsNeeded} from "../selfrag/plan.js";
 
-const help = `Usage: selfrag eval [--model FILE] --input FILE --output FILE.jsonl [--task T] [options]
+const help = () => `Usage: selfrag eval [--model FILE] --input FILE --output FILE.jsonl [--task T] [options]
        selfrag eval --paper popqa|arc_c|pubhealth|asqa|factscore --input FILE --output FILE.jsonl [options]
        selfrag eval --paper list
 
@@ -28,15 +27,12 @@ ASQA ({"question", "qa_pairs", "docs"}); JSONL or a JSON array.
   --paper NAME          the Self-RAG README's command for that dataset (ndocs, max-new-tokens, threshold,
                         weights and use flags, mode, task, max-depth) under --profile reference;
                         --paper list prints them; any flag given overrides the preset
-  --profile P           default | reference (the released scripts' strings, defaults and bugs; see the
-                        README's "Differences from the reference scripts")
   --output-format F     jsonl (default) | reference: also write the scripts' output file next to --output
                         (FILE.reference.json; FactScore: FILE.reference.jsonl)
   --input FILE          the evaluation file (.jsonl or .json)
   --output FILE         one JSONL record per question: {"id", "question", "prediction", "golds", "score",
                         "retrieve", "passage" | "docs", "error"?}, in input order as questions finish
   --resume              keep the records already in --output and answer only the missing questions
-  --task T              popqa | triviaqa | fever (PubHealth) | arc_c | asqa | factscore | ... (default none)
   --metric M[,M...]     match (default; any gold string in the prediction) | accuracy | str_em (default with --long)
                         | em (SQuAD exact match) | f1 (SQuAD token F1); a list scores each, the first is "score"
   --index DIR           retrieve for questions whose record has no passages
@@ -44,12 +40,7 @@ ASQA ({"question", "qa_pairs", "docs"}); JSONL or a JSON array.
   --batch N             questions in flight at once (64); as one finishes the next starts
   --strict              stop at the first malformed record (default: report it, skip it)
   --json                print the summary as JSON
-  short form: --ndocs N (5; reference 10) --mode adaptive|always|never --threshold X (0.2)
-              --max-new-tokens N (100; reference 15) --retrieve-ratio probability|reference-logprob
-              --w-rel X --w-sup X --w-use X --no-seqscore
-              --use-groundness --use-utility --use-seqscore (the scripts' flags; the reference
-              profile counts those terms only when flagged, the default profile always)
-  long form:  --long --beam-width N (2) --max-depth N (7) --ignore-cont --context reference|interleaved
+  --long                long form (the options marked "long form" below need it)
   --sequences N (slots; default: enough for 4 questions) --context-size N (2048) --threads N --cpu
   --redis URL           distributed: enqueue every question in the Redis at redis://HOST:PORT for
                         \`selfrag worker\` processes (any number, any machines) and write each record as its
@@ -57,53 +48,45 @@ ASQA ({"question", "qa_pairs", "docs"}); JSONL or a JSON array.
                         another), --resume continues after this process dies; --index, --batch and the
                         engine options are the workers' (see \`selfrag worker --help\`)
   --queue NAME          the queue (selfrag), the workers' --queue
+The questions' options (the same as the library's and the server's, by their flag names; --task also
+says how records are read and scored):
+${questionOptionsHelp()}
 Long-form options without --long are refused. Records without passages are answered without
 retrieval unless --index is given (one warning per run says how many).`;
 
 export async function evalCommand(args: string[]): Promise<void> {
     const parsed = parseCommand("selfrag eval", help, {args, options: {
-        model: {type: "string"}, input: {type: "string"}, output: {type: "string"}, resume: {type: "boolean"}, task: {type: "string"},
+        model: {type: "string"}, input: {type: "string"}, output: {type: "string"}, resume: {type: "boolean"},
         metric: {type: "string"}, index: {type: "string"}, limit: {type: "string"}, batch: {type: "string"}, strict: {type: "boolean"},
-        json: {type: "boolean"}, ndocs: {type: "string"}, mode: {type: "string"}, threshold: {type: "string"},
-        "max-new-tokens": {type: "string"}, long: {type: "boolean"}, "beam-width": {type: "string"}, "max-depth": {type: "string"},
-        "ignore-cont": {type: "boolean"}, context: {type: "string"}, sequences: {type: "string"}, "context-size": {type: "string"},
-        threads: {type: "string"}, cpu: {type: "boolean"}, ...weightOptions,
-        paper: {type: "string"}, profile: {type: "string"}, "output-format": {type: "string"}, "retrieve-ratio": {type: "string"},
-        redis: {type: "string"}, queue: {type: "string"}
+        json: {type: "boolean"}, long: {type: "boolean"}, sequences: {type: "string"}, "context-size": {type: "string"},
+        threads: {type: "string"}, cpu: {type: "boolean"}, paper: {type: "string"}, "output-format": {type: "string"},
+        redis: {type: "string"}, queue: {type: "string"}, ...questionFlagOptions()
     }});
     if (parsed == null) return;
-    const {values} = parsed;
+    const values = parsed.values as EvalValues;
     if (values.paper === "list") {
         console.log(describePresets());
         return;
     }
     const preset = values.paper != null ? PAPER_PRESETS[values.paper] : undefined;
     if (values.paper != null && preset == null) throw invalidParameterError("--paper", `list | ${Object.keys(PAPER_PRESETS).join(" | ")}`, values.paper);
-    const profile: Profile = checkProfileFlag(values.profile ?? (preset != null ? "reference" : undefined));
     const outputFormat = values["output-format"] ?? "jsonl";
     if (outputFormat !== "jsonl" && outputFormat !== "reference") throw invalidParameterError("--output-format", "jsonl | reference", outputFormat);
-    const retrieveRatio = values["retrieve-ratio"] as RetrieveRatio | undefined;
-    if (retrieveRatio != null && retrieveRatio !== "probability" && retrieveRatio !== "reference-logprob") {
-        throw invalidParameterError("--retrieve-ratio", "probability | reference-logprob", retrieveRatio);
-    }
     const long = values.long ?? preset?.long ?? false;
-    checkLongOnly(values, long);
+    // The questions' plan: the preset's settings under its profile, the flags over them.
+    const flagged = optionsFromFlags(values);
+    const plan = planQuestion(long ? "long" : "short", {
+        ...(preset != null ? presetOptions(preset) : {}), ...flagged,
+        weights: {...(preset?.weights ?? {}), ...(flagged.weights as object | undefined)}
+    }, CLI_SURFACE);
     if (values.input == null) throw invalidParameterError("--input", "an evaluation file (.jsonl or .json)", values.input);
     if (!fs.existsSync(values.input)) throw new SelfRagError(`evaluation file not found: ${values.input}`, "CORPUS_NOT_FOUND");
     if (values.output == null) throw invalidParameterError("--output", "the JSONL file to write", values.output);
-    const task = (values.task ?? preset?.task ?? "none") as Task;
-    if (!TASKS.includes(task)) throw invalidParameterError("--task", TASKS.join(" | "), values.task);
+    const {task, profile, mode} = plan;
     const metricList = values.metric?.split(",").map((m) => m.trim()).filter((m) => m !== "");
     for (const m of metricList ?? []) {
         if (!METRICS.includes(m as MetricName)) throw invalidParameterError("--metric", `a comma-separated list of ${METRICS.join(" | ")}`, values.metric);
     }
-    const mode: RetrievalMode | undefined = modeOption(values.mode) ?? preset?.mode;
-    if (values.context != null && values.context !== "reference" && values.context !== "interleaved") {
-        throw invalidParameterError("--context", "reference | interleaved", values.context);
-    }
-    const ndocs = integerOption("--ndocs", values.ndocs) ?? preset?.ndocs ?? (long ? LONG_FORM_DEFAULTS : SHORT_FORM_DEFAULTS)[profile].ndocs;
-    const beamWidth = integerOption("--beam-width", values["beam-width"]) ?? preset?.beamWidth ?? 2;
-    const weights = weightsOver(preset?.weights ?? {}, weightsFrom(values));
     const redis = values.redis != null ? checkRedisUrl(values.redis) : undefined;
     requireWith("--queue", values.queue, "--redis", redis != null, "it names the queue of a distributed run");
     for (const flag of ["index", "batch", "sequences", "context-size", "threads", "cpu"] as const) {
@@ -119,14 +102,10 @@ export async function evalCommand(args: string[]): Promise<void> {
     try {
         model = redis != null ? undefined : await SelfRagModel.load({
             modelPath: requireModel(values.model),
-            sequences: integerOption("--sequences", values.sequences) ?? 4 * (long ? beamWidth * ndocs : ndocs),
+            sequences: integerOption("--sequences", values.sequences) ?? 4 * slotsNeeded(plan),
             contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
             gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
         });
-        const common = {
-            ndocs, mode, threshold: numberOption("--threshold", values.threshold) ?? preset?.threshold,
-            maxNewTokens: integerOption("--max-new-tokens", values["max-new-tokens"]) ?? preset?.maxNewTokens, weights, retrieveRatio
-        };
         const counted = await countRecords(values.input, task, profile, integerOption("--limit", values.limit), skip);
         if (index == null && mode !== "never") {
             const unretrieved = counted.withoutPassages;
@@ -139,12 +118,9 @@ export async function evalCommand(args: string[]): Promise<void> {
         let written = skip.size;
         let lastProgress = 0;
         const evaluation: EvaluationOptions = {
-            task, metrics: (metricList as MetricName[] | undefined) ?? (preset != null ? [preset.metric] : undefined), long, profile,
+            metrics: (metricList as MetricName[] | undefined) ?? (preset != null ? [preset.metric] : undefined),
             referenceFields: outputFormat === "reference",
-            retriever: index?.asRetriever(),
-            shortForm: common,
-            longForm: {...common, beamWidth, maxDepth: integerOption("--max-depth", values["max-depth"]) ?? preset?.maxDepth, ignoreCont: values["ignore-cont"],
-                contextPolicy: values.context as ContextPolicy | undefined},
+            plan: index != null ? planQuestion(plan.form, {...planOptions(plan), retriever: index.asRetriever()}, CLI_SURFACE) : plan,
             batchSize: integerOption("--batch", values.batch), limit: integerOption("--limit", values.limit), skip, strict: values.strict,
             signal: abort.signal,
             onRecord: (record: EvalRecord) => {
@@ -190,7 +166,7 @@ export async function evalCommand(args: string[]): Promise<void> {
  * One pass over the input as runEvaluation reads it: the questions this run goes through (for the
  * progress line's total) and those that will be answered without passages (for the warning).
  */
-async function countRecords(file: string, task: Task, profile: Profile, limit: number | undefined,
+async function countRecords(file: string, task: Task, profile: ProfileStrategy, limit: number | undefined,
     skip: ReadonlySet<string>): Promise<{total: number, withoutPassages: number}> {
     let seen = 0;
     let withoutPassages = 0;
@@ -283,10 +259,9 @@ function resumeOutput(file: string): Set<string> {
     return done;
 }
 
-function checkProfileFlag(value: string | undefined): Profile {
-    try {
-        return checkProfile(value);
-    } catch {
-        throw invalidParameterError("--profile", "default | reference", value);
-    }
+/** The command's own option values (the questions' options are read by optionsFromFlags). */
+interface EvalValues extends Record<string, string | boolean | undefined> {
+    model?: string; input?: string; output?: string; resume?: boolean; metric?: string; index?: string; limit?: string; batch?: string;
+    strict?: boolean; json?: boolean; long?: boolean; sequences?: string; "context-size"?: string; threads?: string; cpu?: boolean;
+    paper?: string; "output-format"?: string; redis?: string; queue?: string;
 }

@@ -11,7 +11,7 @@ export {integerOption, numberOption} from "./contract.js";
 
 export const weightOptions = {
     "w-rel": {type: "string"}, "w-sup": {type: "string"}, "w-use": {type: "string"}, "no-seqscore": {type: "boolean"},
-    // The scripts' use flags (what the "reference" profile counts only when flagged).
+    // The scripts' use flags (what the reference profile counts only when flagged).
     "use-groundness": {type: "boolean"}, "use-grounding": {type: "boolean"}, "use-utility": {type: "boolean"}, "use-seqscore": {type: "boolean"}
 } as const;
 

@@ -15,9 +15,9 @@
 import {Queue, type Job} from "bullmq";
 import {SelfRagError} from "../errors.js";
 import {toEvalItem, type EvalItem} from "../eval/EvalItems.js";
-import {EvalTally, errorRecord, evaluationMetrics, scoreRecord, type EvalRecord, type EvalSummary, type EvaluationOptions} from "../eval/Evaluation.js";
+import {EvalTally, errorRecord, evaluationMetrics, evaluationPlan, scoreRecord, type EvalRecord, type EvalSummary, type EvaluationOptions} from "../eval/Evaluation.js";
 import {readJsonRecords} from "../jsonRecords.js";
-import {checkProfile} from "../selfrag/profiles.js";
+import {planOptions} from "../selfrag/plan.js";
 import {modelFingerprint} from "./fingerprint.js";
 import {ANSWER_JOB, decodeFailure, jobId, jobItem, runId, type AnswerJobData, type RunSettings} from "./jobs.js";
 import {checkRedis, redisConnection, type RedisEvent} from "./redis.js";
@@ -62,14 +62,16 @@ export interface DistributedSummary extends EvalSummary {
  * Records arrive in the order their questions finish, not in input order.
  */
 export async function runDistributedEvaluation(file: string, options: DistributedEvaluationOptions): Promise<DistributedSummary> {
-    const task = options.task ?? "none";
-    const profile = checkProfile(options.profile);
-    const long = options.long ?? false;
+    // Planned here, so a bad option fails before anything is enqueued; jobs carry the plan as JSON.
+    const plan = evaluationPlan(options);
+    const task = plan.task;
+    const profile = plan.profile;
+    const long = plan.form === "long";
     const metrics = evaluationMetrics(options);
     const referenceFields = options.referenceFields ?? false;
     const settings: RunSettings = {
-        task, profile, long, referenceFields, metrics,
-        shortForm: long ? {} : {...options.shortForm}, longForm: long ? {...options.longForm} : {}
+        task, profile: profile.name, long, referenceFields, metrics,
+        shortForm: long ? {} : planOptions(plan), longForm: long ? planOptions(plan) : {}
     };
     const queueName = options.queue ?? DEFAULT_QUEUE;
     const attempts = options.attempts ?? 3;

@@ -16,11 +16,12 @@
 import os from "node:os";
 import {UnrecoverableError, WaitingError, Worker, type Job} from "bullmq";
 import {SelfRagError} from "../errors.js";
-import {answerOne, type EvalRecord, type EvaluationOptions} from "../eval/Evaluation.js";
+import {answerOne, type EvalRecord} from "../eval/Evaluation.js";
 import type {Retriever} from "../selfrag/LongForm.js";
 import {RequestScheduler} from "../serving/RequestScheduler.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
-import {encodeFailure, slotsPerQuestion, type AnswerJobData} from "./jobs.js";
+import {encodeFailure, jobPlan, type AnswerJobData} from "./jobs.js";
+import {slotsNeeded} from "../selfrag/plan.js";
 import {checkRedis, redisConnection, type RedisConnection, type RedisEvent} from "./redis.js";
 import {DEFAULT_QUEUE} from "./redisUrl.js";
 
@@ -154,15 +155,13 @@ export class EvalWorker {
             void this.close();
             throw new WaitingError();
         }
-        const wanted = Math.max(1, Math.floor(this.options.model.context.sequences / slotsPerQuestion(settings)));
-        if (this.worker.concurrency !== wanted) this.worker.concurrency = wanted;
         this.counts.active++;
         try {
-            const options: EvaluationOptions = {
-                profile: settings.profile, long: settings.long, referenceFields: settings.referenceFields,
-                shortForm: settings.shortForm, longForm: settings.longForm, retriever: this.options.retriever
-            };
-            const record = await answerOne(this.scheduler, item, settings.task, options);
+            // The job's settings are planned here as any other surface's (another process wrote them).
+            const plan = jobPlan(settings, this.options.retriever);
+            const wanted = Math.max(1, Math.floor(this.options.model.context.sequences / slotsNeeded(plan)));
+            if (this.worker.concurrency !== wanted) this.worker.concurrency = wanted;
+            const record = await answerOne(this.scheduler, item, plan, settings.referenceFields);
             this.counts.answered++;
             return record;
         } catch (error) {

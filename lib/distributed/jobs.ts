@@ -9,6 +9,7 @@ import type {EvalItem} from "../eval/EvalItems.js";
 import type {EvalRecord} from "../eval/Evaluation.js";
 import type {MetricName} from "../eval/metrics.js";
 import type {LongFormOptions} from "../selfrag/LongForm.js";
+import {httpSurface, planQuestion, slotsNeeded, type QuestionPlan, type Retriever} from "../selfrag/plan.js";
 import type {Profile} from "../selfrag/profiles.js";
 import type {Task} from "../selfrag/prompts.js";
 import type {ShortFormOptions} from "../selfrag/ShortForm.js";
@@ -72,13 +73,19 @@ export function jobItem(item: EvalItem, referenceFields: boolean): JobItem {
     return {...rest, record: referenceFields ? record : metadata !== undefined ? {metadata} : {}};
 }
 
-/**
- * Sequence slots one question of these settings may hold: ndocs in short form (one candidate per
- * passage), beamWidth x ndocs in long form.
- */
-export function slotsPerQuestion(settings: Pick<RunSettings, "long" | "shortForm" | "longForm">): number {
-    if (settings.long) return Math.max(1, (settings.longForm.beamWidth ?? 2) * (settings.longForm.ndocs ?? 5));
-    return Math.max(1, settings.shortForm.ndocs ?? 5);
+/** The JSON fields of a job's settings, named as `settings.<field>` in errors. */
+const JOB_SURFACE = httpSurface("settings.");
+
+/** A job's question settings as a plan (the coordinator wrote them with `planOptions`). */
+export function jobPlan(settings: Pick<RunSettings, "long" | "shortForm" | "longForm" | "task" | "profile">, retriever?: Retriever): QuestionPlan {
+    const form = settings.long ? "long" : "short";
+    return planQuestion(form, {profile: settings.profile, task: settings.task, ...(settings.long ? settings.longForm : settings.shortForm),
+        ...(retriever != null ? {retriever} : {})}, JOB_SURFACE);
+}
+
+/** Sequence slots one question of these settings may hold (see `slotsNeeded`). */
+export function slotsPerQuestion(settings: Pick<RunSettings, "long" | "shortForm" | "longForm" | "task" | "profile">): number {
+    return slotsNeeded(jobPlan(settings));
 }
 
 /**

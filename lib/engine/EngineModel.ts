@@ -1,3 +1,4 @@
+import type {SegmentScorer} from "../selfrag/SegmentScorer.js";
 import type {DecodingContext} from "./DecodingContext.js";
 import type {ReflectionTokens} from "./ReflectionTokens.js";
 
@@ -9,6 +10,8 @@ import type {ReflectionTokens} from "./ReflectionTokens.js";
 export interface EngineModel {
     readonly reflection: ReflectionTokens;
     readonly context: DecodingContext;
+    /** Critique scoring on this model's addon and reflection ids (the runtime the model was loaded with, not a process singleton). */
+    readonly scorer: SegmentScorer;
     tokenize(text: string, options?: {bos?: boolean, special?: boolean}): Int32Array;
     detokenize(tokens: Int32Array | readonly number[], options?: {special?: boolean}): string;
     tokenText(id: number): string;

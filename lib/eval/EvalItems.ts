@@ -9,7 +9,7 @@
 // "top_contexts" for the passages, and any "id". A record that has no question is reported with
 // its file and line, and skipped.
 import {SelfRagError} from "../errors.js";
-import type {Profile} from "../selfrag/profiles.js";
+import {profileStrategy, type Profile, type ProfileStrategy} from "../selfrag/profiles.js";
 import {formatPrompt, taskInstruction, type Passage, type Task} from "../selfrag/prompts.js";
 
 export interface EvalItem {
@@ -35,13 +35,13 @@ const ID_FIELDS = ["id", "q_id", "question_id", "qid", "sample_id", "idx"];
 const ARC_LABELS: Record<string, string> = {"1": "A", "2": "B", "3": "C", "4": "D", "5": "E"};
 
 /**
- * An EvalItem, or the reason the record cannot be one. Under the "reference" profile ARC records
+ * An EvalItem, or the reason the record cannot be one. Under the reference profile ARC records
  * are read as the short-form script reads them: only `arc_c` has choices, labels 1-4 and A-D
  * become A-D and any fifth choice is dropped, and the gold stays the `answerKey` as written (a
  * numeric key "1" is not relabelled, so it never matches); `arc_easy` / `obqa` take their golds
  * from `answers`.
  */
-export function toEvalItem(value: unknown, where: string, ordinal: number, task: Task, profile: Profile = "default"): EvalItem | string {
+export function toEvalItem(value: unknown, where: string, ordinal: number, task: Task, profile?: Profile | ProfileStrategy): EvalItem | string {
     if (value == null || typeof value !== "object" || Array.isArray(value)) return `${where}: expected a JSON object`;
     const r = value as Record<string, unknown>;
     const questionField = QUESTION_FIELDS.find((f) => typeof r[f] === "string" && (r[f] as string).trim() !== "");
@@ -64,8 +64,8 @@ export function toEvalItem(value: unknown, where: string, ordinal: number, task:
         if (passages.length > 0) item.passages = passages;
     }
 
-    const reference = profile === "reference";
-    if (task === "arc_c" || (!reference && (task === "arc_easy" || task === "obqa"))) {
+    const strategy = profileStrategy(profile);
+    if (strategy.choiceTasks.has(task)) {
         const choices = r.choices as {text?: unknown, label?: unknown} | undefined;
         if (choices == null || !Array.isArray(choices.text) || !Array.isArray(choices.label) || choices.text.length !== choices.label.length) {
             return `${where}: an ${task} record needs "choices": {"text": [...], "label": [...]} of equal length`;
@@ -73,9 +73,9 @@ export function toEvalItem(value: unknown, where: string, ordinal: number, task:
         // As the reference: numeric labels become letters; a missing D is an empty choice.
         const byLetter = new Map<string, string>();
         choices.label.forEach((label, i) => byLetter.set(ARC_LABELS[String(label)] ?? String(label), String((choices.text as unknown[])[i])));
-        item.choices = ["A", "B", "C", "D", ...(byLetter.has("E") && !reference ? ["E"] : [])].map((l) => byLetter.get(l) ?? "");
+        item.choices = ["A", "B", "C", "D", ...(byLetter.has("E") && strategy.listedChoices === 5 ? ["E"] : [])].map((l) => byLetter.get(l) ?? "");
         const key = r.answerKey;
-        if (key != null) item.golds = [reference ? String(key) : ARC_LABELS[String(key)] ?? String(key)];
+        if (key != null) item.golds = [strategy.goldKeyAsGiven ? String(key) : ARC_LABELS[String(key)] ?? String(key)];
     }
 
     item.golds ??= golds(r);
@@ -109,14 +109,14 @@ function golds(r: Record<string, unknown>): string[] | undefined {
 
 export interface EvalPromptOptions {
     task?: Task;
-    profile?: Profile;
+    profile?: Profile | ProfileStrategy;
     /** The long-form script's prompt (ASQA, FactScore) rather than the short-form one. */
     long?: boolean;
 }
 
 /**
  * The exact prompt string an evaluation record is answered with (before any passage), e.g.
- * `formatEvalPrompt({question: "Who...", choices: {...}, answerKey: "B"}, {task: "arc_c", profile: "reference"})`.
+ * `formatEvalPrompt({question: "Who...", choices: {...}, answerKey: "B"}, {task: "arc_c", profile})`.
  * A record that cannot be read is an error naming the problem.
  */
 export function formatEvalPrompt(record: unknown, options: EvalPromptOptions = {}): string {

@@ -9,7 +9,8 @@
 import {SelfRagError, requirePositiveInteger} from "../errors.js";
 import {readJsonRecords} from "../jsonRecords.js";
 import type {LongFormOptions, Retriever} from "../selfrag/LongForm.js";
-import {checkProfile, type Profile} from "../selfrag/profiles.js";
+import {planQuestion, type QuestionPlan} from "../selfrag/plan.js";
+import type {Profile, ProfileStrategy} from "../selfrag/profiles.js";
 import {formatPrompt, taskInstruction, type Passage, type Task} from "../selfrag/prompts.js";
 import {RequestScheduler} from "../serving/RequestScheduler.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
@@ -24,8 +25,13 @@ export interface EvaluationOptions {
     metric?: MetricName;
     /** Several metrics: each record gets `scores` for all, `score` for the first; the summary a mean of each. */
     metrics?: readonly MetricName[];
-    /** "reference": the scripts' strings and defaults for reading records, answering and scoring (see `Profile`). */
+    /** The reference profile: the scripts' strings and defaults for reading records, answering and scoring (see `Profile`). */
     profile?: Profile;
+    /**
+     * The questions' plan, made once by the caller (the CLI plans its flags, naming them as flags):
+     * then `task`, `profile`, `long`, `shortForm`, `longForm` and `retriever` are the plan's.
+     */
+    plan?: QuestionPlan;
     /** Keep in each record what the reference scripts' output file needs (`reference` field); see `writeReferenceOutput`. */
     referenceFields?: boolean;
     long?: boolean;
@@ -103,9 +109,20 @@ export interface EvalSummary {
     questionsPerSecond: number;
 }
 
+/** The plan every question of an evaluation is answered with: the one given, else its options planned once. */
+export function evaluationPlan(options: EvaluationOptions): QuestionPlan {
+    if (options.plan != null) return planQuestion(options.plan.form, options.plan);
+    const settings = options.long ? options.longForm : options.shortForm;
+    return planQuestion(options.long ? "long" : "short", {
+        ...settings, ...(options.profile !== undefined ? {profile: options.profile} : {}), ...(options.task !== undefined ? {task: options.task} : {}),
+        ...(options.retriever != null ? {retriever: options.retriever} : {})
+    });
+}
+
 export async function runEvaluation(model: SelfRagModel, file: string, options: EvaluationOptions = {}): Promise<EvalSummary> {
-    const task = options.task ?? "none";
-    const profile = checkProfile(options.profile);
+    const plan = evaluationPlan(options);
+    const task = plan.task;
+    const profile = plan.profile;
     const metrics = evaluationMetrics(options);
     const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 64, 1 << 16);
     const limit = options.limit ?? Number.POSITIVE_INFINITY;
@@ -126,7 +143,7 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
         const entry: Entry = {item};
         inFlight++;
         window.push(entry);
-        void answerOne(scheduler, item, task, options).then((value) => ({status: "fulfilled" as const, value}),
+        void answerOne(scheduler, item, plan, options.referenceFields ?? false).then((value) => ({status: "fulfilled" as const, value}),
             (reason: unknown) => ({status: "rejected" as const, reason})).then((outcome) => {
             entry.outcome = outcome;
             inFlight--;
@@ -270,7 +287,7 @@ export class EvalTally {
  * metric's score, `score` (the first metric), `scores` when several, and the dataset's metadata.
  */
 export function scoreRecord(record: EvalRecord, item: Pick<EvalItem, "golds" | "qaPairs" | "record">, metrics: readonly MetricName[],
-    task: Task, profile: Profile): EvalRecord {
+    task: Task, profile: ProfileStrategy): EvalRecord {
     const scores: Partial<Record<MetricName, number>> = {};
     for (const m of metrics) {
         const value = scoreOf(record, item, m, task, profile);
@@ -292,24 +309,21 @@ export function errorRecord(item: Pick<EvalItem, "id" | "question" | "golds" | "
  * One question answered through a scheduler (sharing decode steps with whatever else is in
  * flight), as its output record before scoring (see `scoreRecord`).
  */
-export async function answerOne(scheduler: RequestScheduler, item: EvalItem, task: Task, options: EvaluationOptions): Promise<EvalRecord> {
-    const retriever = item.passages == null ? options.retriever : undefined;
-    const profile = options.profile;
-    if (options.long) {
-        const result = await scheduler.answerLong({question: item.question, passages: item.passages},
-            {...options.longForm, profile, task, retriever});
+export async function answerOne(scheduler: RequestScheduler, item: EvalItem, plan: QuestionPlan, referenceFields: boolean): Promise<EvalRecord> {
+    const passages = item.passages != null ? {passages: item.passages} : {};
+    if (plan.form === "long") {
+        const result = await scheduler.answerLong({id: item.id, question: item.question, ...passages}, plan);
         return {id: item.id, question: item.question, prediction: result.answer, golds: item.golds, retrieve: result.retrieve, docs: result.docs,
-            ...(options.referenceFields ? {reference: {record: item.record, ...(result.intermediate != null ? {intermediate: result.intermediate} : {})}} : {})};
+            ...(referenceFields ? {reference: {record: item.record, ...(result.intermediate != null ? {intermediate: result.intermediate} : {})}} : {})};
     }
-    const result = await scheduler.answer({id: item.id, question: item.question, passages: item.passages, task, choices: item.choices},
-        {...options.shortForm, profile, task, retriever});
+    const result = await scheduler.answer({id: item.id, question: item.question, ...passages, ...(item.choices != null ? {choices: item.choices} : {})}, plan);
     const best = result.candidates[result.best];
     const record: EvalRecord = {id: item.id, question: item.question, prediction: result.answer, golds: item.golds, retrieve: result.retrieve,
         passage: best?.passage ?? null};
-    if (options.referenceFields) {
+    if (referenceFields) {
         record.reference = {
             record: item.record,
-            prompt: formatPrompt(taskInstruction(task, item.question, item.choices, {profile})),
+            prompt: formatPrompt(taskInstruction(plan.task, item.question, item.choices, {profile: plan.profile})),
             results: result.retrieve.decision
                 ? Object.fromEntries(result.candidates.map((c, i) => [`retrieval_${i}`, {pred: c.text, score: c.score, ctx: c.passage!}])) : {}
         };
@@ -317,7 +331,7 @@ export async function answerOne(scheduler: RequestScheduler, item: EvalItem, tas
     return record;
 }
 
-function scoreOf(record: EvalRecord, item: Pick<EvalItem, "golds" | "qaPairs">, metric: MetricName, task: Task, profile: Profile): number | undefined {
+function scoreOf(record: EvalRecord, item: Pick<EvalItem, "golds" | "qaPairs">, metric: MetricName, task: Task, profile: ProfileStrategy): number | undefined {
     if (metric === "str_em") return item.qaPairs != null ? strEm(record.prediction, item.qaPairs) : undefined;
     if (item.golds == null || item.golds.length === 0) return undefined;
     const prediction = scoredPrediction(record.prediction, task, {profile, metric});

@@ -1,17 +1,17 @@
 // The evaluation metrics of the Self-RAG scripts, and ALCE's str-em for ASQA.
-import type {Profile} from "../selfrag/profiles.js";
+import {profileStrategy, type Profile, type ProfileStrategy} from "../selfrag/profiles.js";
 
 /**
  * The prediction clean-up before scoring, as the short-form script does it: a leading "#" or ":"
  * is dropped; SUPPORTS / REFUTES become "true" / "false" (the model says SUPPORTS / REFUTES, the
  * PubHealth gold says true / false). The default profile maps them for `fever` only; the
- * "reference" profile maps them for every task scored with `match`, as the script does (a PopQA
+ * reference profile maps them for every task scored with `match`, as the script does (a PopQA
  * prediction "REFUTES Paris" becomes "false").
  */
-export function scoredPrediction(prediction: string, task: string, options: {profile?: Profile, metric?: MetricName} = {}): string {
+export function scoredPrediction(prediction: string, task: string, options: {profile?: Profile | ProfileStrategy, metric?: MetricName} = {}): string {
     let pred = prediction;
     if (pred.startsWith("#") || pred.startsWith(":")) pred = pred.slice(1);
-    const mapped = options.profile === "reference" ? (options.metric ?? "match") === "match" : task === "fever";
+    const mapped = profileStrategy(options.profile).mapsSupportLabels(task, options.metric ?? "match");
     if (mapped) {
         if (pred.includes("SUPPORTS")) pred = "true";
         else if (pred.includes("REFUTES")) pred = "false";

@@ -1,6 +1,7 @@
 // `selfrag eval --paper NAME`: the exact command of the Self-RAG README for each dataset of the
-// paper, run under the "reference" profile. Each preset quotes the command it reproduces.
+// paper, run under the reference profile. Each preset quotes the command it reproduces.
 import type {MetricName} from "./metrics.js";
+import {PROFILE_STRATEGIES} from "../selfrag/profiles.js";
 import type {Task} from "../selfrag/prompts.js";
 import type {RetrievalMode} from "../selfrag/RetrievalDecision.js";
 import type {CritiqueWeights} from "../selfrag/SegmentScorer.js";
@@ -28,6 +29,13 @@ export interface PaperPreset {
 // which the reference profile's long-form weights already encode.
 const SHORT_FLAGS: CritiqueWeights = {useSupport: true, useUtility: true, useSequenceScore: true};
 const LONG_FLAGS: CritiqueWeights = {useSupport: true, useUtility: true};
+
+/** A preset's settings as question options (under the reference profile); flags given go over them. */
+export function presetOptions(preset: PaperPreset): Record<string, unknown> {
+    return {profile: PROFILE_STRATEGIES.reference.name, task: preset.task, mode: preset.mode, threshold: preset.threshold, ndocs: preset.ndocs,
+        maxNewTokens: preset.maxNewTokens, weights: preset.weights,
+        ...(preset.long ? {beamWidth: preset.beamWidth, maxDepth: preset.maxDepth} : {})};
+}
 
 export const PAPER_PRESETS: Readonly<Record<string, PaperPreset>> = {
     popqa: {

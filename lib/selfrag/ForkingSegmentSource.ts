@@ -5,15 +5,17 @@ import type {SegmentEvent} from "./events.js";
 import {fitPassage, truncationWarning} from "./PassageFit.js";
 import {formatPassage, type Passage} from "./prompts.js";
 import type {CritiqueWeights, SegmentScorer} from "./SegmentScorer.js";
+import type {ContextPolicy} from "./plan.js";
 import type {ExpandRequest, GeneratedSegment, SegmentSource, TreeNode} from "./TreeSearch.js";
 
+export type {ContextPolicy};
+
 /**
- * What a child sees before its passage.
- * - "reference": the prompt and the generated text of the path, no earlier passages (the released
+ * What a child sees before its passage (ContextPolicy).
+ * - the reference policy: the prompt and the generated text of the path, no earlier passages (the released
  *   script's behaviour, and the default for comparability);
  * - "interleaved": earlier passages stay in context, as in Self-RAG's training data.
  */
-export type ContextPolicy = "reference" | "interleaved";
 
 export interface ForkingSourceOptions {
     policy: ContextPolicy;
@@ -59,7 +61,7 @@ export class ForkingSegmentSource implements SegmentSource {
         const held = this.held.get(node.id);
         if (held == null) return Infinity;
         if (held.prefixReady) return held.prefixLength;
-        return this.options.policy === "reference"
+        return this.options.policy !== "interleaved"
             ? held.baseLength + node.tokens.length
             : held.baseLength + (node.passageTokens?.length ?? 0) + node.tokens.length;
     }
@@ -108,12 +110,12 @@ export class ForkingSegmentSource implements SegmentSource {
         return Promise.all(requests.map(async (request) => {
             const {node, passages} = request;
             const held = this.held.get(node.id)!;
-            // 1. The node's prefix. "reference": drop the node's passage and re-append its segment
+            // 1. The node's prefix. The reference policy: drop the node's passage and re-append its segment
             //    (trim back to the context the passage was added to); "interleaved": the slot already
             //    holds context + passage + segment.
             if (!held.prefixReady) {
                 const prefixLength = this.prefixLength(node);
-                if (this.options.policy === "reference") {
+                if (this.options.policy !== "interleaved") {
                     work.push(ctx.trim(held.seq, held.baseLength));
                     if (node.tokens.length > 0) work.push(ctx.prefill(held.seq, node.tokens));
                 }

@@ -1,39 +1,41 @@
 import {postProcessAnswer} from "./answers.js";
-import {SelfRagError, invalidParameterError, requirePositiveInteger} from "../errors.js";
-import {ForkingSegmentSource, type ContextPolicy} from "./ForkingSegmentSource.js";
-import {checkProfile, LONG_FORM_DEFAULTS, weightsOver, type Profile} from "./profiles.js";
+import {invalidParameterError} from "../errors.js";
+import {ForkingSegmentSource} from "./ForkingSegmentSource.js";
+import {planLongForm, planQuestionItem, requirePromptFits, requireSlots, slotsNeeded, type ContextPolicy, type LongFormPlan, type PlannedQuestion,
+    type Retriever, type RootDecision} from "./plan.js";
+import type {Profile} from "./profiles.js";
 import {formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.js";
 import {answerLongReference} from "./ReferenceLongForm.js";
-import {checkRetrievalOptions, decideRetrieval, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
-import {SegmentScorer, type CritiqueScore, type CritiqueWeights} from "./SegmentScorer.js";
+import {decide, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
+import type {CritiqueScore, CritiqueWeights} from "./SegmentScorer.js";
 import type {EngineModel} from "../engine/EngineModel.js";
 import {SlotLease} from "../engine/SlotLease.js";
 import type {RunControl} from "./events.js";
 import {TreeSearch, type SearchStop, type TreeNode, type TreeSearchResult} from "./TreeSearch.js";
 
-export type Retriever = (query: string, k: number) => Promise<readonly Passage[]> | readonly Passage[];
+export type {Retriever};
 
 export interface LongFormOptions extends RetrievalDecisionOptions {
     /** Static passages: the same list at every depth, best first (the reference's setting). */
     passages?: readonly Passage[];
     /** Dynamic passages: queried at every segment with the question plus the text so far. */
     retriever?: Retriever;
-    /** Passages per expansion (default 5; "reference" profile 10). */
+    /** Passages per expansion (default 5; reference profile 10). */
     ndocs?: number;
     /** Children kept per depth (default 2). */
     beamWidth?: number;
     /** Depths 1..maxDepth-1 are generated (default 7). */
     maxDepth?: number;
-    /** Token budget per segment (default 100; "reference" profile 15). */
+    /** Token budget per segment (default 100; reference profile 15). */
     maxNewTokens?: number;
     /**
-     * "reference": reproduce `run_long_form_static.py` (its prompt, string contexts re-tokenized
+     * The reference profile reproduces `run_long_form_static.py` (its prompt, string contexts re-tokenized
      * whole, whole-budget segments scored over all their tokens, its context and utility bugs, its
      * root probe, its ALCE / FactScore output); see the README's "Differences from the reference
      * scripts". Static passages only.
      */
     profile?: Profile;
-    /** "reference" (default): children see prompt + generated text; "interleaved": earlier passages stay. */
+    /** The reference policy (default): children see prompt + generated text; "interleaved": earlier passages stay. */
     contextPolicy?: ContextPolicy;
     /** Drop segments marked [No support / Contradictory] from the answer. */
     ignoreCont?: boolean;
@@ -42,10 +44,10 @@ export interface LongFormOptions extends RetrievalDecisionOptions {
     input?: string;
     /**
      * "threshold" (default): the root decides with the threshold at the first position, as short
-     * form does. "reference": the long-form script's rule, which also requires [Retrieval] to
+     * form does. The reference rule: the long-form script's, which also requires [Retrieval] to
      * appear in a 25-token passage-free generation.
      */
-    rootDecision?: "threshold" | "reference";
+    rootDecision?: RootDecision;
 }
 
 /** A question with its own passages (they take precedence over options.passages and options.retriever). */
@@ -54,6 +56,8 @@ export interface LongFormQuestion {
     id?: string;
     question: string;
     passages?: readonly Passage[];
+    /** Optional `### Input:` section (otherwise `options.input`). */
+    input?: string;
 }
 
 export interface LongFormSegment {
@@ -96,7 +100,7 @@ export interface LongFormAnswer {
     tree: LongFormNodeJson[];
     /** Why the answer is not what the options asked for (e.g. no passages found, a passage truncated); empty when it is. */
     warnings: string[];
-    /** "reference" profile: the best path's raw segment texts, root first (the script's "intermediate"). */
+    /** Reference profile: the best path's raw segment texts, root first (the script's "intermediate"). */
     intermediate?: string[];
     stats: {
         /** Tokens that went through llama_decode for this answer (prompt, passages, generation steps). */
@@ -123,103 +127,66 @@ export type LongFormResult = Omit<LongFormAnswer, "id" | "warnings"> & {warnings
  * console.log(r.answer, r.stats.evaluatedTokens / r.stats.referenceTokens);
  * ```
  */
-export async function answerLong(model: EngineModel, question: string | LongFormQuestion, options: LongFormOptions = {},
+export async function answerLong(model: EngineModel, question: string | LongFormQuestion, options: LongFormOptions | LongFormPlan = {},
     control: RunControl = {}): Promise<LongFormAnswer> {
     const [answer] = await answerLongBatch(model, [question], options, control);
     return answer;
 }
 
-interface LongFormSettings {
-    profile: Profile;
-    weights: CritiqueWeights;
-    retrieval: ReturnType<typeof checkRetrievalOptions>;
-    ndocs: number;
-    beamWidth: number;
-    maxDepth: number;
-    maxNewTokens: number;
-    policy: ContextPolicy;
-}
-
 /** Several questions: "submit all, collect all"; they run as far as the slots allow and share decode steps. */
 export async function answerLongBatch(model: EngineModel, questions: readonly (string | LongFormQuestion)[],
-    options: LongFormOptions = {}, control: RunControl = {}): Promise<LongFormAnswer[]> {
-    const items = questions.map((q, i) => {
-        const item = typeof q === "string" ? {question: q} : q;
-        if (typeof item?.question !== "string") throw invalidParameterError(`questions[${i}].question`, "a string", item?.question);
-        return item;
-    });
-    const retrieval = checkRetrievalOptions(options);
-    const profile = checkProfile(options.profile);
-    const defaults = LONG_FORM_DEFAULTS[profile];
-    const settings: LongFormSettings = {
-        profile, weights: weightsOver(defaults.weights, options.weights),
-        retrieval,
-        ndocs: requirePositiveInteger("ndocs", options.ndocs ?? defaults.ndocs, 1024),
-        beamWidth: requirePositiveInteger("beamWidth", options.beamWidth ?? 2, 64),
-        maxDepth: requirePositiveInteger("maxDepth", options.maxDepth ?? 7, 64),
-        maxNewTokens: requirePositiveInteger("maxNewTokens", options.maxNewTokens ?? defaults.maxNewTokens, 1 << 20),
-        policy: options.contextPolicy ?? "reference"
-    };
-    if (profile === "reference" && options.retriever != null && items.some((q) => (q.passages ?? options.passages) == null)) {
-        throw invalidParameterError("passages", `static passages under profile "reference" (the script has no dynamic retrieval)`, "a retriever");
-    }
-    if (settings.policy !== "reference" && settings.policy !== "interleaved") {
-        throw invalidParameterError("contextPolicy", `"reference" or "interleaved"`, settings.policy);
-    }
-    if (options.retriever == null && retrieval.mode !== "never" && items.some((q) => (q.passages ?? options.passages) == null)) {
-        throw invalidParameterError("passages", "a passage list or a retriever", undefined);
-    }
+    options: LongFormOptions | LongFormPlan = {}, control: RunControl = {}): Promise<LongFormAnswer[]> {
+    const plan = planLongForm(options);
+    if (!Array.isArray(questions)) throw invalidParameterError("questions", "an array of questions", questions);
     const ctx = model.context;
-    const perSequence = ctx.info.contextPerSequence;
-    const prepared = items.map((item) => {
-        const text = formatPrompt(taskInstruction(options.task ?? "none", item.question, undefined, {profile, long: true}), options.input);
+    const prepared = questions.map((question, i) => {
+        const q = planQuestionItem(question, i, plan, questions.length === 1 ? "question" : `questions[${i}]`);
+        const text = formatPrompt(taskInstruction(q.task, q.question, undefined, {profile: plan.profile, long: true}), q.input);
         const prompt = model.tokenize(text);
-        if (prompt.length + 1 + settings.maxNewTokens > perSequence) {
-            throw new SelfRagError(`the prompt (${prompt.length} tokens) plus maxNewTokens (${settings.maxNewTokens}) does not fit ` +
-                `the context of ${perSequence} tokens per sequence`, "CONTEXT_OVERFLOW");
-        }
+        requirePromptFits(plan, model, prompt.length, q.id);
         // Static passages cap the children per node; a retriever may return up to ndocs.
-        const given = item.passages ?? (options.retriever == null ? options.passages : undefined);
-        const width = given != null ? Math.min(settings.ndocs, Math.max(1, given.length)) : settings.ndocs;
-        const slots = retrieval.mode === "never" ? 1 : settings.beamWidth * width;
-        if (slots > ctx.sequences) {
-            throw new SelfRagError(`the search needs beamWidth x ndocs = ${slots} sequence slots but the model was ` +
-                `loaded with sequences: ${ctx.sequences}; lower beamWidth or ndocs, or raise sequences`, "TOO_FEW_SLOTS");
-        }
-        return {...item, text, prompt, slots};
+        const given = staticPassages(q, plan);
+        const slots = slotsNeeded(plan, given != null ? given.length : undefined);
+        requireSlots(plan, slots, ctx.sequences, q.id);
+        return {q, text, prompt, slots};
     });
-    const scorer = await SegmentScorer.create(model.reflection.ids);
-    return Promise.all(prepared.map(async (item, i) => {
-        const {warnings, ...result} = await answerOne(model, scorer, item, settings, options, control);
-        return {id: item.id ?? String(i), ...result, warnings: warnings ?? []};
+    return Promise.all(prepared.map(async (item) => {
+        const {warnings, ...result} = await answerOne(model, item, plan, control);
+        return {id: item.q.id, ...result, warnings: warnings ?? []};
     }));
 }
 
-async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFormQuestion & {text: string, prompt: Int32Array, slots: number},
-    settings: LongFormSettings, options: LongFormOptions, control: RunControl): Promise<LongFormResult> {
+/** The passages a question searches with when they are fixed: its own, else the plan's unless a retriever is given. */
+function staticPassages(q: PlannedQuestion, plan: LongFormPlan): readonly Passage[] | undefined {
+    return q.passages ?? (plan.retriever == null ? plan.passages : undefined);
+}
+
+async function answerOne(model: EngineModel, item: {q: PlannedQuestion, text: string, prompt: Int32Array, slots: number},
+    plan: LongFormPlan, control: RunControl): Promise<LongFormResult> {
     const ctx = model.context;
+    const {q} = item;
     const lease = await SlotLease.acquire(ctx, item.slots, control.signal);
     control.onStart?.();
     try {
-        if (settings.profile === "reference") {
-            const passages = (item.passages ?? options.passages ?? []).slice(0, settings.ndocs);
+        if (plan.profile.scriptLongFormSearch) {
+            const passages = (q.passages ?? plan.passages ?? []).slice(0, plan.ndocs);
             return await answerLongReference(model, lease, item.text, passages, {
-                task: options.task ?? "none", mode: settings.retrieval.mode, threshold: settings.retrieval.threshold, beamWidth: settings.beamWidth,
-                maxDepth: settings.maxDepth, maxNewTokens: settings.maxNewTokens, weights: settings.weights, ignoreCont: options.ignoreCont ?? false
-            }, (segments, weights) => scorer.score(segments, weights), control);
+                task: q.task, mode: plan.mode, threshold: plan.threshold, beamWidth: plan.beamWidth,
+                maxDepth: plan.maxDepth, maxNewTokens: plan.maxNewTokens, weights: plan.weights, ignoreCont: plan.ignoreCont
+            }, (segments, weights) => model.scorer.score(segments, weights), control);
         }
         const [root] = lease.take(1);
         const rows = await ctx.prefill(root, item.prompt);
-        const decision = decideRetrieval(rows.reflection, settings.retrieval);
+        const decision = decide(rows.reflection, plan);
         let extraTokens = 0;
-        if (decision.decision && options.rootDecision === "reference") {
+        if (decision.decision && plan.rootDecision !== "threshold") {
             const probe = await referenceRootCheck(model, root, item.prompt);
             decision.decision = probe.retrieve;
             extraTokens = probe.evaluated;
         }
         control.onEvent?.({type: "retrieval", retrieve: decision});
         if (!decision.decision) {
-            const r = await answerWithoutRetrieval(model, root, settings.maxNewTokens);
+            const r = await answerWithoutRetrieval(model, root, plan.maxNewTokens);
             return {
                 answer: r.clean, retrieve: decision, docs: [], tree: [],
                 segments: [{text: r.text, clean: r.clean, score: 1, stopReason: r.stopReason}],
@@ -229,23 +196,24 @@ async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFo
         }
         const rootNode: TreeNode = {id: 0, parent: null, depth: 0, text: "", tokens: new Int32Array(0), score: 1, asksRetrieval: true,
             stopReason: "root", inBeam: true};
-        const source = new ForkingSegmentSource(model, scorer, {policy: settings.policy, maxNewTokens: settings.maxNewTokens,
-            threshold: settings.retrieval.threshold, weights: settings.weights, onSegment: control.onEvent}, lease, rootNode, root, item.prompt.length);
+        const source = new ForkingSegmentSource(model, model.scorer, {policy: plan.contextPolicy, maxNewTokens: plan.maxNewTokens,
+            threshold: plan.threshold, weights: plan.weights, onSegment: control.onEvent}, lease, rootNode, root, item.prompt.length);
+        const given = staticPassages(q, plan);
+        const retriever = plan.retriever;
         const passagesFor = async (_node: TreeNode, path: readonly TreeNode[]) => {
-            const given = item.passages ?? (options.retriever == null ? options.passages : undefined);
-            if (given != null || options.retriever == null) return (given ?? []).slice(0, settings.ndocs);
+            if (given != null || retriever == null) return (given ?? []).slice(0, plan.ndocs);
             const soFar = path.map((n) => postProcessAnswer(n.text)).join(" ");
-            const found = await options.retriever(soFar === "" ? item.question : `${item.question} ${soFar}`, settings.ndocs);
+            const found = await retriever(soFar === "" ? q.question : `${q.question} ${soFar}`, plan.ndocs);
             lease.checkAborted();
-            return found.slice(0, settings.ndocs);
+            return found.slice(0, plan.ndocs);
         };
-        const result = await TreeSearch.run(rootNode, source, {beamWidth: settings.beamWidth, maxDepth: settings.maxDepth, passagesFor});
+        const result = await TreeSearch.run(rootNode, source, {beamWidth: plan.beamWidth, maxDepth: plan.maxDepth, passagesFor});
         if (result.bestPath.length === 0) {
             // Nothing to search with (no passage found, none fits, or maxDepth 1): answer as without
             // retrieval, as short form does, and say why.
             const [seq] = lease.take(1);
             const reprefilled = ctx.prefill(seq, item.prompt);
-            const r = await answerWithoutRetrieval(model, seq, settings.maxNewTokens);
+            const r = await answerWithoutRetrieval(model, seq, plan.maxNewTokens);
             await reprefilled;
             return {
                 answer: r.clean, retrieve: decision, docs: [], tree: [],
@@ -253,15 +221,15 @@ async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFo
                 warnings: [...source.warnings, result.stop === "no-passages"
                     ? "retrieval was decided but no passages were found: answered without retrieval"
                     : result.stop === "context" ? `the first segment cannot be generated (${rootNode.notExpanded ?? "context full"}): answered without retrieval`
-                        : settings.maxDepth === 1 ? "maxDepth 1 generates no segment (depths 1 to maxDepth - 1 are generated): answered without retrieval"
+                        : plan.maxDepth === 1 ? `${plan.surface.name("maxDepth")} 1 generates no segment (depths 1 to maxDepth - 1 are generated): answered without retrieval`
                             : `the search generated no segment (stop: ${result.stop}): answered without retrieval`],
                 stats: {evaluatedTokens: 2 * item.prompt.length + extraTokens + r.generated, referenceTokens: item.prompt.length + 1 + r.generated,
                     nodes: 0, depth: 0, stop: result.stop}
             };
         }
-        const answer = assembleLongForm(result, decision, options.ignoreCont ?? false, {
-            evaluatedTokens: evaluatedTokens(result.nodes, item.prompt.length, settings.policy) + extraTokens,
-            referenceTokens: referenceTokens(result.nodes, item.prompt.length, settings.policy)
+        const answer = assembleLongForm(result, decision, plan.ignoreCont, {
+            evaluatedTokens: evaluatedTokens(result.nodes, item.prompt.length, plan.contextPolicy) + extraTokens,
+            referenceTokens: referenceTokens(result.nodes, item.prompt.length, plan.contextPolicy)
         });
         if (source.warnings.length > 0) answer.warnings = [...(answer.warnings ?? []), ...source.warnings];
         return answer;
@@ -272,7 +240,7 @@ async function answerOne(model: EngineModel, scorer: SegmentScorer, item: LongFo
 
 /**
  * Tokens the shared-prefix schedule decodes for one search: the prompt once, every child's passage
- * and its generated tokens but the last (never decoded), and with the "reference" policy each
+ * and its generated tokens but the last (never decoded), and with the reference policy each
  * expanded node's segment once more (re-appended after dropping its passage).
  */
 function evaluatedTokens(nodes: readonly TreeNode[], promptLength: number, policy: ContextPolicy): number {
@@ -282,7 +250,7 @@ function evaluatedTokens(nodes: readonly TreeNode[], promptLength: number, polic
         if (node.parent == null) continue;
         const generated = node.tokens.length + (node.asksRetrieval ? 1 : 0);
         total += (node.passageTokens?.length ?? 0) + generated - 1;
-        if (policy === "reference" && expanded.has(node.id)) total += node.tokens.length;
+        if (policy !== "interleaved" && expanded.has(node.id)) total += node.tokens.length;
     }
     return total;
 }

@@ -1,5 +1,5 @@
 // The long-form search of the released `run_long_form_static.py` (`call_model_beam_batch` and
-// `run_step_generation_batch`), ported decision for decision for the "reference" profile. It works
+// `run_step_generation_batch`), ported decision for decision for the reference profile. It works
 // on strings as the script does: a child's context is the string `prompt + prev_generation`,
 // re-tokenized whole; every child generates its full token budget (not stopped at [Retrieval]) and
 // is scored over all of it; the retrieval request is found in the text. Its known bugs are kept,

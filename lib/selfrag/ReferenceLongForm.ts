@@ -1,4 +1,4 @@
-// Long form under the "reference" profile: the script's search (ReferenceBeamSearch) on the engine,
+// Long form under the reference profile: the script's search (ReferenceBeamSearch) on the engine,
 // and its output (ALCE-style citations for ASQA / ELI5, FactScore's plain text otherwise).
 import type {EngineModel} from "../engine/EngineModel.js";
 import type {SlotLease} from "../engine/SlotLease.js";

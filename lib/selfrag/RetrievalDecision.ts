@@ -1,4 +1,4 @@
-import {invalidParameterError, requireNumberInRange} from "../errors.js";
+import {requireNumberInRange, requireOneOf} from "../errors.js";
 import {R} from "../engine/ReflectionTokens.js";
 import {retrievalProbability} from "./scoring.js";
 
@@ -28,18 +28,18 @@ export interface RetrievalDecision {
 }
 
 export function checkRetrievalOptions(options: RetrievalDecisionOptions): Required<RetrievalDecisionOptions> {
-    const mode = options.mode ?? "adaptive";
-    if (mode !== "adaptive" && mode !== "always" && mode !== "never") throw invalidParameterError("mode", `"adaptive", "always" or "never"`, mode);
-    const retrieveRatio = options.retrieveRatio ?? "probability";
-    if (retrieveRatio !== "probability" && retrieveRatio !== "reference-logprob") {
-        throw invalidParameterError("retrieveRatio", `"probability" or "reference-logprob"`, retrieveRatio);
-    }
+    const mode = requireOneOf("mode", options.mode ?? "adaptive", ["adaptive", "always", "never"] as const);
+    const retrieveRatio = requireOneOf("retrieveRatio", options.retrieveRatio ?? "probability", ["probability", "reference-logprob"] as const);
     return {mode, threshold: requireNumberInRange("threshold", options.threshold ?? 0.2, 0, 1), retrieveRatio};
 }
 
 /** The decision at the first generated position of the passage-free prompt (a reflection row). */
 export function decideRetrieval(row: ArrayLike<number>, options: RetrievalDecisionOptions = {}): RetrievalDecision {
-    const {mode, threshold, retrieveRatio} = checkRetrievalOptions(options);
+    return decide(row, checkRetrievalOptions(options));
+}
+
+/** The decision with settings already checked (a plan's). */
+export function decide(row: ArrayLike<number>, {mode, threshold, retrieveRatio}: Readonly<Required<RetrievalDecisionOptions>>): RetrievalDecision {
     const logRet = row[R.retrieval];
     const logNo = row[R.noRetrieval];
     const p = retrieveRatio === "probability" ? retrievalProbability(logRet, logNo) : logRet / (logRet + logNo);

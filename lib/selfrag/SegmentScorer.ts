@@ -15,9 +15,9 @@ export interface CritiqueWeights {
     useSequenceScore?: boolean;
     /** Reproduce the reference long-form script, whose utility term is always 0 (default false). */
     referenceLongFormUtility?: boolean;
-    /** Count the support term at all (the scripts' `--use_groundness`; default true, "reference" profile false). */
+    /** Count the support term at all (the scripts' `--use_groundness`; default true, reference profile false). */
     useSupport?: boolean;
-    /** Count the utility term at all (the scripts' `--use_utility`; default true, "reference" profile false). */
+    /** Count the utility term at all (the scripts' `--use_utility`; default true, reference profile false). */
     useUtility?: boolean;
 }
 
@@ -57,17 +57,19 @@ export function resolveWeights(weights: CritiqueWeights = {}): NativeScoreWeight
  * sum), stable in log space.
  *
  * ```ts
- * const scorer = await SegmentScorer.create(model.reflection.ids);
- * const [best] = scorer.score(segments, {utility: 1}).map((s, i) => [s.score, i]).sort(...);
+ * const [best] = model.scorer.score(segments, {utility: 1}).map((s, i) => [s.score, i]).sort(...);
  * ```
  */
 export class SegmentScorer {
-    private constructor(private readonly addon: NativeAddon, public readonly reflectionIds: Int32Array) {}
-
-    public static async create(reflectionIds: Int32Array): Promise<SegmentScorer> {
+    /** A scorer on a loaded addon (a model's: `model.scorer` is one). */
+    public constructor(private readonly addon: NativeAddon, public readonly reflectionIds: Int32Array) {
         if (reflectionIds.length !== REFLECTION_COUNT) {
             throw new SelfRagError(`expected ${REFLECTION_COUNT} reflection ids, got ${reflectionIds.length}`, "INVALID_ARGUMENT");
         }
+    }
+
+    /** A scorer without a model (re-scoring saved traces): loads llama.cpp and the addon for this process. */
+    public static async create(reflectionIds: Int32Array): Promise<SegmentScorer> {
         const {addon} = await loadEngine();
         return new SegmentScorer(addon, reflectionIds);
     }

@@ -1,14 +1,15 @@
 import {closedSetVote, postProcessAnswer} from "./answers.js";
-import {SelfRagError, invalidParameterError, requirePositiveInteger} from "../errors.js";
+import {SelfRagError, invalidParameterError} from "../errors.js";
 import type {EngineModel} from "../engine/EngineModel.js";
 import {SlotLease} from "../engine/SlotLease.js";
 import type {NativeSegment} from "../engine/types.js";
 import type {RunControl} from "./events.js";
 import {fitPassage as fitPassageTokens, truncationWarning} from "./PassageFit.js";
-import {checkProfile, SHORT_FORM_DEFAULTS, weightsOver, type Profile} from "./profiles.js";
-import {CLOSED_SET_TASKS, formatPassage, formatPrompt, REFERENCE_CLOSED_SET_TASKS, taskInstruction, type Passage, type Task} from "./prompts.js";
-import {checkRetrievalOptions, decideRetrieval, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
-import {SegmentScorer, type CritiqueScore, type CritiqueWeights} from "./SegmentScorer.js";
+import {planQuestionItem, type Retriever, planShortForm, requirePromptFits, requireSlots, type PlannedQuestion, type ShortFormPlan} from "./plan.js";
+import {profileStrategy, type Profile, type ProfileStrategy} from "./profiles.js";
+import {formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.js";
+import {decide, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
+import type {CritiqueScore, CritiqueWeights} from "./SegmentScorer.js";
 import {traceCandidate, type TraceRecord} from "./traces.js";
 
 export interface ShortFormQuestion {
@@ -27,13 +28,13 @@ export interface ShortFormOptions extends RetrievalDecisionOptions {
     /** Passages for every question that brings none of its own, best first. */
     passages?: readonly Passage[];
     /** Retrieval for questions without passages: called with the question and ndocs (e.g. `index.asRetriever()`). */
-    retriever?: (query: string, k: number) => Promise<readonly Passage[]> | readonly Passage[];
-    /** Passages to use per question (default 5; "reference" profile 10): one candidate each. */
+    retriever?: Retriever;
+    /** Passages to use per question (default 5; reference profile 10): one candidate each. */
     ndocs?: number;
-    /** Token budget per candidate (default 100; "reference" profile 15). */
+    /** Token budget per candidate (default 100; reference profile 15). */
     maxNewTokens?: number;
     /**
-     * "reference": reproduce `run_short_form.py` string for string (prompts, post-processing, the
+     * The reference profile reproduces `run_short_form.py` string for string (prompts, post-processing, the
      * vote, the raw best candidate as the answer of open tasks, its defaults and its log-prob
      * retrieval ratio); see the README's "Differences from the reference scripts".
      */
@@ -43,7 +44,7 @@ export interface ShortFormOptions extends RetrievalDecisionOptions {
     task?: Task;
     /** Answer choices (A, B, C, D(, E) order) for every question that brings none; ARC-style tasks only. */
     choices?: readonly string[];
-    /** Vote over post-processed answers (default: on for fever, arc_c, arc_easy, obqa; "reference": fever and arc_c). */
+    /** Vote over post-processed answers (default: on for fever, arc_c, arc_easy, obqa; reference profile: fever and arc_c). */
     closedSet?: boolean;
     /** Record token ids, log-probs and reflection rows of every candidate (JSONL trace format). */
     traces?: boolean;
@@ -90,56 +91,11 @@ interface Job {
     warnings: string[];
 }
 
-/** Options checked once, shared by every question of a call. */
-interface Settings extends ShortFormOptions {
-    profile: Profile;
-    retrieval: ReturnType<typeof checkRetrievalOptions>;
-    ndocs: number;
-    maxNewTokens: number;
-    perSequence: number;
-}
-
-function normaliseQuestion(q: string | ShortFormQuestion, index: number): ShortFormQuestion {
-    if (typeof q === "string") return {question: q, id: String(index)};
-    if (q == null || typeof q.question !== "string") throw invalidParameterError(`questions[${index}].question`, "a string", q?.question);
-    return q;
-}
-
-function settingsOf(model: EngineModel, options: ShortFormOptions): Settings {
-    const profile = checkProfile(options.profile);
-    const defaults = SHORT_FORM_DEFAULTS[profile];
-    return {
-        ...options,
-        profile,
-        weights: weightsOver(defaults.weights, options.weights),
-        retrieval: checkRetrievalOptions({...options, retrieveRatio: options.retrieveRatio ?? defaults.retrieveRatio}),
-        ndocs: requirePositiveInteger("ndocs", options.ndocs ?? defaults.ndocs, 1024),
-        maxNewTokens: requirePositiveInteger("maxNewTokens", options.maxNewTokens ?? defaults.maxNewTokens, 1 << 20),
-        perSequence: model.context.info.contextPerSequence
-    };
-}
-
-/** Whether a task's prompt lists answer choices (the reference script lists them for arc_c only). */
-function listsChoices(task: Task, profile: Profile): boolean {
-    return task === "arc_c" || (profile !== "reference" && (task === "arc_easy" || task === "obqa"));
-}
-
 /** Tokenizes and checks a question before any slot is taken: a prompt that cannot fit fails here, alone. */
-function prepare(model: EngineModel, q: ShortFormQuestion, index: number, settings: Settings): Job {
-    const id = q.id ?? String(index);
-    const task = q.task ?? settings.task ?? "none";
-    const choices = q.choices ?? settings.choices;
-    if (choices != null && !listsChoices(task, settings.profile)) {
-        throw new SelfRagError(`question ${id}: choices were given but task "${task}" does not list them in its prompt ` +
-            `(${settings.profile === "reference" ? "the reference profile lists them for arc_c only" : "arc_c, arc_easy and obqa do"}): pass task "arc_c"`,
-        "INVALID_ARGUMENT");
-    }
-    const prompt = model.tokenize(formatPrompt(taskInstruction(task, q.question, choices, {profile: settings.profile}), q.input));
-    if (prompt.length + 1 + settings.maxNewTokens > settings.perSequence) {
-        throw new SelfRagError(`question ${id}: the prompt (${prompt.length} tokens) plus maxNewTokens (${settings.maxNewTokens}) ` +
-            `does not fit the context of ${settings.perSequence} tokens per sequence`, "CONTEXT_OVERFLOW");
-    }
-    return {id, task, prompt, passages: [], warnings: []};
+function prepare(model: EngineModel, q: PlannedQuestion, plan: ShortFormPlan): Job {
+    const prompt = model.tokenize(formatPrompt(taskInstruction(q.task, q.question, q.choices, {profile: plan.profile}), q.input));
+    requirePromptFits(plan, model, prompt.length, q.id);
+    return {id: q.id, task: q.task, prompt, passages: [], warnings: []};
 }
 
 /**
@@ -149,12 +105,12 @@ function prepare(model: EngineModel, q: ShortFormQuestion, index: number, settin
  * in flight share every decode step with it, whatever their options; a finished candidate's slot
  * goes back to the pool at once.
  */
-export async function answer(model: EngineModel, question: string | ShortFormQuestion, options: ShortFormOptions = {},
+export async function answer(model: EngineModel, question: string | ShortFormQuestion, options: ShortFormOptions | ShortFormPlan = {},
     control: RunControl = {}): Promise<ShortFormAnswer> {
-    const settings = settingsOf(model, options);
-    const q = normaliseQuestion(question, 0);
-    const job = prepare(model, q, 0, settings);
-    return answerPrepared(model, q, job, settings, await SegmentScorer.create(model.reflection.ids), control);
+    const plan = planShortForm(options);
+    const q = planQuestionItem(question, 0, plan);
+    const job = prepare(model, q, plan);
+    return answerPrepared(model, q, job, plan, control);
 }
 
 /**
@@ -162,28 +118,23 @@ export async function answer(model: EngineModel, question: string | ShortFormQue
  * share decode steps; the answers are those of asking each alone.
  */
 export async function answerBatch(model: EngineModel, questions: readonly (string | ShortFormQuestion)[],
-    options: ShortFormOptions = {}, control: RunControl = {}): Promise<ShortFormAnswer[]> {
-    const settings = settingsOf(model, options);
-    const normalised = questions.map(normaliseQuestion);
-    const jobs = normalised.map((q, i) => prepare(model, q, i, settings));
-    const scorer = await SegmentScorer.create(model.reflection.ids);
-    return Promise.all(normalised.map((q, i) => answerPrepared(model, q, jobs[i], settings, scorer, control)));
+    options: ShortFormOptions | ShortFormPlan = {}, control: RunControl = {}): Promise<ShortFormAnswer[]> {
+    const plan = planShortForm(options);
+    if (!Array.isArray(questions)) throw invalidParameterError("questions", "an array of questions", questions);
+    const planned = questions.map((q, i) => planQuestionItem(q, i, plan, `questions[${i}]`));
+    const jobs = planned.map((q) => prepare(model, q, plan));
+    return Promise.all(planned.map((q, i) => answerPrepared(model, q, jobs[i], plan, control)));
 }
 
-async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job, settings: Settings, scorer: SegmentScorer,
-    control: RunControl): Promise<ShortFormAnswer> {
+async function answerPrepared(model: EngineModel, q: PlannedQuestion, job: Job, plan: ShortFormPlan, control: RunControl): Promise<ShortFormAnswer> {
     const ctx = model.context;
-    const {retrieval} = settings;
-    if (q.passages != null || settings.passages != null) {
-        job.passages = [...(q.passages ?? settings.passages ?? [])].slice(0, settings.ndocs);
-    } else if (settings.retriever != null && retrieval.mode !== "never") {
-        job.passages = [...await settings.retriever(q.question, settings.ndocs)].slice(0, settings.ndocs);
+    if (q.passages != null || plan.passages != null) {
+        job.passages = [...(q.passages ?? plan.passages ?? [])].slice(0, plan.ndocs);
+    } else if (plan.retriever != null && plan.mode !== "never") {
+        job.passages = [...await plan.retriever(q.question, plan.ndocs)].slice(0, plan.ndocs);
     }
-    const width = retrieval.mode === "never" ? 1 : Math.max(1, job.passages.length);
-    if (width > ctx.sequences) {
-        throw new SelfRagError(`question ${job.id} needs ${width} sequence slots (one per passage) but the model ` +
-            `was loaded with sequences: ${ctx.sequences}; lower ndocs or raise sequences`, "TOO_FEW_SLOTS");
-    }
+    const width = plan.mode === "never" ? 1 : Math.max(1, job.passages.length);
+    requireSlots(plan, width, ctx.sequences, job.id);
     const lease = await SlotLease.acquire(ctx, width, control.signal);
     control.onStart?.();
     try {
@@ -193,15 +144,15 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
         //    consecutive steps without waiting for JavaScript; a question that turns out not to
         //    retrieve drops them (its root slot is trimmed back to the prompt).
         const [root, ...others] = lease.take(width);
-        const prefetched = settings.prefetchPassages !== false && retrieval.mode !== "never" && job.passages.length > 0
-            ? fitPassages(model, job, settings) : undefined;
+        const prefetched = plan.prefetchPassages && plan.mode !== "never" && job.passages.length > 0
+            ? fitPassages(model, job, plan) : undefined;
         // With a unified KV cache the prompt is decoded once into all the question's slots and
         // the passages join the same step; otherwise the prompt is forked after it is decoded.
         const shared = prefetched != null && others.length > 0 && ctx.info.unifiedKv;
         const promptRows = ctx.prefill(root, job.prompt, shared ? {shareWith: others} : {});
         if (prefetched != null) submitPassages(ctx, root, [root, ...others], prefetched.tokens, shared);
         const rows = await promptRows;
-        let decision = decideRetrieval(rows.reflection, retrieval);
+        let decision = decide(rows.reflection, plan);
         if (decision.decision && job.passages.length === 0) {
             job.warnings.push("retrieval was decided but no passages were given: answered without retrieval");
             decision = {...decision, decision: false};
@@ -214,7 +165,7 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
         const seqs = retrieved ? [root, ...others] : [root];
         let passageTokens: Int32Array[] = [];
         if (retrieved) {
-            const fitted = prefetched ?? fitPassages(model, job, settings, true)!;
+            const fitted = prefetched ?? fitPassages(model, job, plan, true)!;
             if (prefetched == null) submitPassages(ctx, root, seqs, fitted.tokens, false);
             passageTokens = fitted.tokens;
             job.warnings.push(...fitted.warnings);
@@ -226,21 +177,21 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
         const candidates: CandidateResult[] = new Array(seqs.length);
         const segments: NativeSegment[] = new Array(seqs.length);
         await Promise.all(seqs.map(async (seq, i) => {
-            const segment = await ctx.generateOne(seq, settings.maxNewTokens);
+            const segment = await ctx.generateOne(seq, plan.maxNewTokens);
             // The slot is not needed once its candidate is generated (the root only after its forks ran).
             void lease.give(seq);
-            const [critique] = scorer.score([segment], settings.weights);
+            const [critique] = model.scorer.score([segment], plan.weights);
             const text = model.detokenize(segment.tokens);
             const candidate: CandidateResult = {
                 passage: retrieved ? job.passages[i] : null,
-                text, answer: postProcessAnswer(text, {task: job.task, profile: settings.profile}), ...critique, tokens: segment.tokens.length, stopReason: segment.stopReason
+                text, answer: postProcessAnswer(text, {task: job.task, profile: plan.profile}), ...critique, tokens: segment.tokens.length, stopReason: segment.stopReason
             };
             segments[i] = segment;
             candidates[i] = candidate;
             control.onEvent?.({type: "candidate", index: i, ...(retrieved ? {passage: job.passages[i]} : {}), text, answer: candidate.answer,
                 critique, stopReason: segment.stopReason});
         }));
-        return assemble(model, job, decision, candidates, segments, passageTokens, settings);
+        return assemble(model, job, decision, candidates, segments, passageTokens, plan);
     } finally {
         await lease.close();
     }
@@ -250,10 +201,10 @@ async function answerPrepared(model: EngineModel, q: ShortFormQuestion, job: Job
  * Every passage's tokens, fitted to the slot; undefined (unless `required`) when one cannot fit
  * at all, which then fails the question only if it retrieves.
  */
-function fitPassages(model: EngineModel, job: Job, settings: Settings, required = false): {tokens: Int32Array[], warnings: string[]} | undefined {
+function fitPassages(model: EngineModel, job: Job, plan: ShortFormPlan, required = false): {tokens: Int32Array[], warnings: string[]} | undefined {
     const warnings: string[] = [];
     try {
-        return {tokens: job.passages.map((p, j) => fitPassage(model, job, p, j, settings, warnings)), warnings};
+        return {tokens: job.passages.map((p, j) => fitPassage(model, job, p, j, plan, warnings)), warnings};
     } catch (error) {
         if (required) throw error;
         return undefined;
@@ -270,45 +221,45 @@ function submitPassages(ctx: EngineModel["context"], root: number, seqs: readonl
 }
 
 /** The passage tokens for one candidate, cut to fit the slot: prompt + passage + budget must fit (see `fitPassage`). */
-function fitPassage(model: EngineModel, job: Job, passage: Passage, index: number, settings: Settings, warnings: string[]): Int32Array {
-    const room = settings.perSequence - job.prompt.length - settings.maxNewTokens;
+function fitPassage(model: EngineModel, job: Job, passage: Passage, index: number, plan: ShortFormPlan, warnings: string[]): Int32Array {
+    const perSequence = model.context.info.contextPerSequence;
+    const room = perSequence - job.prompt.length - plan.maxNewTokens;
     const fitted = fitPassageTokens(model, passage, room);
     if (fitted == null) {
         throw new SelfRagError(`question ${job.id}: passage ${index} (${passage.id ?? passage.title}) cannot fit even when empty: ` +
-            `the prompt (${job.prompt.length} tokens) and maxNewTokens (${settings.maxNewTokens}) leave ${room} of ${settings.perSequence}`,
+            `the prompt (${job.prompt.length} tokens) and ${plan.surface.name("maxNewTokens")} (${plan.maxNewTokens}) leave ${room} of ${perSequence}`,
         "CONTEXT_OVERFLOW");
     }
-    if (fitted.truncatedFrom != null) warnings.push(truncationWarning(index, passage, fitted.truncatedFrom, fitted.tokens.length, settings.perSequence));
+    if (fitted.truncatedFrom != null) warnings.push(truncationWarning(index, passage, fitted.truncatedFrom, fitted.tokens.length, perSequence));
     return fitted.tokens;
 }
 
 /**
  * The answer from scored candidates: the best score (ties: the earlier candidate), or with
  * retrieval on a closed-set task the vote over post-processed answers. The default profile answers
- * with the post-processed text; the "reference" profile, as the script, answers an open task that
+ * with the post-processed text; the reference profile, as the script, answers an open task that
  * retrieved with the best candidate's raw text (reflection tokens and `</s>` kept).
  */
 export function selectAnswer(candidates: readonly {text: string, answer: string, score: number}[],
-    options: {retrieved: boolean, closed: boolean, profile?: Profile}): {answer: string, best: number, votes?: Record<string, number>} {
+    options: {retrieved: boolean, closed: boolean, profile?: Profile | ProfileStrategy}): {answer: string, best: number, votes?: Record<string, number>} {
     let best = 0;
     candidates.forEach((c, i) => {
         if (c.score > candidates[best].score) best = i;
     });
-    const reference = options.profile === "reference";
+    const profile = profileStrategy(options.profile);
     if (options.retrieved && options.closed) {
-        const vote = closedSetVote(candidates, {profile: options.profile});
-        const key = (c: {answer: string}) => (reference ? c.answer : c.answer.trim());
-        best = candidates.reduce((b, c, i) => (key(c) === vote.answer && (b < 0 || c.score > candidates[b].score) ? i : b), -1);
+        const vote = closedSetVote(candidates, {profile});
+        best = candidates.reduce((b, c, i) => (profile.voteKey(c.answer) === vote.answer && (b < 0 || c.score > candidates[b].score) ? i : b), -1);
         return {answer: vote.answer, best, votes: Object.fromEntries(vote.totals)};
     }
-    return {answer: reference && options.retrieved ? candidates[best].text : candidates[best].answer, best};
+    return {answer: profile.rawRetrievedAnswer && options.retrieved ? candidates[best].text : candidates[best].answer, best};
 }
 
 function assemble(model: EngineModel, job: Job, decision: RetrievalDecision, candidates: CandidateResult[], segments: NativeSegment[],
-    passageTokens: Int32Array[], settings: Settings): ShortFormAnswer {
+    passageTokens: Int32Array[], plan: ShortFormPlan): ShortFormAnswer {
     const retrieved = decision.decision;
-    const closed = settings.closedSet ?? (settings.profile === "reference" ? REFERENCE_CLOSED_SET_TASKS : CLOSED_SET_TASKS).has(job.task);
-    const {answer, best, votes} = selectAnswer(candidates, {retrieved, closed, profile: settings.profile});
+    const closed = plan.closedSet ?? plan.profile.closedSetTasks.has(job.task);
+    const {answer, best, votes} = selectAnswer(candidates, {retrieved, closed, profile: plan.profile});
     const result: ShortFormAnswer = {
         id: job.id, answer, retrieve: decision, candidates, best, ...(votes != null ? {votes} : {}), warnings: job.warnings,
         stats: {
@@ -317,7 +268,7 @@ function assemble(model: EngineModel, job: Job, decision: RetrievalDecision, can
             generatedTokens: segments.reduce((n, s) => n + s.tokens.length, 0)
         }
     };
-    if (settings.traces) {
+    if (plan.traces) {
         result.trace = {
             id: job.id,
             reflection_ids: Array.from(model.reflection.ids),

@@ -1,5 +1,5 @@
 import {REFLECTION_TOKENS, PAD_TOKEN} from "../engine/ReflectionTokens.js";
-import type {Profile} from "./profiles.js";
+import {profileStrategy, type Profile, type ProfileStrategy} from "./profiles.js";
 import type {Task} from "./prompts.js";
 
 const REMOVED = [...REFLECTION_TOKENS.map((t) => t.text), PAD_TOKEN, "</s>", "<|endoftext|>"];
@@ -15,7 +15,7 @@ export const REFERENCE_CONTROL_TOKENS = ["[Fully supported]", "[Partially suppor
 
 export interface PostProcessOptions {
     task?: Task;
-    profile?: Profile;
+    profile?: Profile | ProfileStrategy;
 }
 
 /**
@@ -23,13 +23,13 @@ export interface PostProcessOptions {
  * - default profile: every reflection token, the padding token, `</s>`, `<|endoftext|>` and
  *   newlines removed, surrounding whitespace trimmed (SentencePiece leaves a space after a
  *   reflection token), and for PubHealth (`fever`) SUPPORTS / REFUTES become true / false.
- * - "reference": the short-form script's `postprocess_answer_option_conditioned`, character for
+ * - reference profile: the short-form script's `postprocess_answer_option_conditioned`, character for
  *   character: its control tokens removed in its order, then `</s>`, newlines and `<|endoftext|>`;
  *   nothing trimmed (the SUPPORTS / REFUTES mapping happens when scoring, for every task).
  */
 export function postProcessAnswer(text: string, options: PostProcessOptions | Task = {}): string {
-    const {task = "none", profile = "default"} = typeof options === "string" ? {task: options} : options;
-    if (profile === "reference") {
+    const {task = "none", profile} = typeof options === "string" ? {task: options} : options;
+    if (profileStrategy(profile).scriptPostProcessing) {
         let answer = text;
         for (const token of REFERENCE_CONTROL_TOKENS) answer = answer.split(token).join("");
         return answer.split("</s>").join("").split("\n").join("").split("<|endoftext|>").join("");
@@ -48,13 +48,14 @@ export function postProcessAnswer(text: string, options: PostProcessOptions | Ta
  * Closed-set vote (ARC, PubHealth): sum the candidates' scores per answer and return the answer
  * with the largest sum (ties: the answer seen first, as Python's stable sort in the script).
  * Default profile: answers that differ only in surrounding whitespace vote together;
- * "reference": the keys are the answers as given (`"true"` and `" true"` are two answers).
+ * reference profile: the keys are the answers as given (`"true"` and `" true"` are two answers).
  */
-export function closedSetVote(candidates: readonly {answer: string, score: number}[], options: {profile?: Profile} = {}):
+export function closedSetVote(candidates: readonly {answer: string, score: number}[], options: {profile?: Profile | ProfileStrategy} = {}):
     {answer: string, totals: Map<string, number>} {
     const totals = new Map<string, number>();
+    const {voteKey} = profileStrategy(options.profile);
     for (const c of candidates) {
-        const key = options.profile === "reference" ? c.answer : c.answer.trim();
+        const key = voteKey(c.answer);
         totals.set(key, (totals.get(key) ?? 0) + c.score);
     }
     let best = "";

@@ -1,5 +1,5 @@
 /** Self-RAG prompt construction (SELF_RAG.md, "Prompt format"), as the reference scripts build it. */
-import type {Profile} from "./profiles.js";
+import {PROFILE_STRATEGIES, profileStrategy, type Profile, type ProfileStrategy} from "./profiles.js";
 
 export interface Passage {
     id?: string;
@@ -24,15 +24,15 @@ export type Task = keyof typeof TASK_INSTRUCTIONS | "popqa" | "triviaqa" | "fact
 
 export const TASKS: readonly Task[] = [...Object.keys(TASK_INSTRUCTIONS) as (keyof typeof TASK_INSTRUCTIONS)[], "popqa", "triviaqa", "factscore", "none"];
 
-/** Tasks whose answers come from a closed set and are decided by a score vote. */
-export const CLOSED_SET_TASKS: ReadonlySet<Task> = new Set(["fever", "arc_c", "arc_easy", "obqa"]);
+/** Tasks whose answers come from a closed set and are decided by a score vote (default profile; see ProfileStrategy.closedSetTasks). */
+export const CLOSED_SET_TASKS: ReadonlySet<Task> = PROFILE_STRATEGIES.default.closedSetTasks;
 
 /** The short-form script votes for `fever` and `arc_c` only (`closed=args.task in ["fever", "arc_c"]`). */
-export const REFERENCE_CLOSED_SET_TASKS: ReadonlySet<Task> = new Set(["fever", "arc_c"]);
+export const REFERENCE_CLOSED_SET_TASKS: ReadonlySet<Task> = PROFILE_STRATEGIES.reference.closedSetTasks;
 
 export interface InstructionOptions {
-    /** "reference": the scripts' strings (see `Profile`). */
-    profile?: Profile;
+    /** The reference profile: the scripts' strings (see `Profile`). */
+    profile?: Profile | ProfileStrategy;
     /** The long-form script's prompt (`run_long_form_static.py`) rather than the short-form one. */
     long?: boolean;
 }
@@ -54,20 +54,20 @@ export function formatPassage(passage: Passage): string {
  * tasks get their choices appended as `\nA: ...\nB: ...`; other tasks with an instruction get it
  * prefixed with the reference's `"\n\n## Input:\n\n"` separator.
  *
- * Under the "reference" profile, exactly the scripts' strings: the long-form script joins the ASQA
+ * Under the reference profile, exactly the scripts' strings: the long-form script joins the ASQA
  * / ELI5 instruction without the blank line (`"...answers.## Input:\n\nQ"`); the short-form
  * script builds choices for `arc_c` only, A to D (a fifth choice is dropped), and gives
  * `arc_easy` / `obqa` the plain `"\n\n## Input:\n\n"` form without choices.
  */
 export function taskInstruction(task: Task, question: string, choices?: readonly string[], options: InstructionOptions = {}): string {
-    const reference = options.profile === "reference";
+    const profile = profileStrategy(options.profile);
     const instruction = (TASK_INSTRUCTIONS as Record<string, string>)[task];
-    if (reference && options.long && (task === "asqa" || task === "eli5")) return `${instruction}## Input:\n\n${question}`;
-    if (task === "arc_c" || (!reference && (task === "arc_easy" || task === "obqa"))) {
+    if (profile.tightLongInstruction && options.long && (task === "asqa" || task === "eli5")) return `${instruction}## Input:\n\n${question}`;
+    if (profile.choiceTasks.has(task)) {
         const labels = ["A", "B", "C", "D", "E"];
         const padded = [...(choices ?? [])];
         while (padded.length < 4) padded.push("");
-        const listed = padded.slice(0, reference ? 4 : 5).map((c, i) => `\n${labels[i]}: ${c}`).join("");
+        const listed = padded.slice(0, profile.listedChoices).map((c, i) => `\n${labels[i]}: ${c}`).join("");
         return `${instruction}\n\n### Input:\n${question}${listed}`;
     }
     return instruction != null ? `${instruction}\n\n## Input:\n\n${question}` : question;

@@ -1,5 +1,5 @@
 // The string functions of the reference scripts' utils.py that shape long-form output, ported
-// character for character (the "reference" profile, and `selfrag eval --output-format reference`).
+// character for character (the reference profile, and `selfrag eval --output-format reference`).
 import {REFERENCE_CONTROL_TOKENS} from "./answers.js";
 
 /** utils.py `postprocess`: control tokens and `</s>` removed, then one leading space dropped. */

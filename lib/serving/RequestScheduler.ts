@@ -3,6 +3,7 @@
 // decides who may enter and for how long: a queue limit (requests waiting for slots), first
 // come first served (the slot pool is FIFO), abort that frees a request's slots mid-generation,
 // a per-request timeout, and counters for /v1/stats and /metrics.
+import type {LongFormPlan, ShortFormPlan} from "../selfrag/plan.js";
 import {SelfRagError, requirePositiveInteger} from "../errors.js";
 import {abortError} from "../engine/SlotPool.js";
 import type {AnswerEvent} from "../selfrag/events.js";
@@ -78,13 +79,13 @@ export class RequestScheduler {
     }
 
     /** Short-form Self-RAG for one question. */
-    public answer(question: string | ShortFormQuestion, options: ShortFormOptions = {}, request: RequestOptions = {}): Promise<ShortFormAnswer> {
+    public answer(question: string | ShortFormQuestion, options: ShortFormOptions | ShortFormPlan = {}, request: RequestOptions = {}): Promise<ShortFormAnswer> {
         const q = typeof question === "string" ? {question} : question;
         return this.run("short", request, (control) => this.model.answer(q, options, control));
     }
 
     /** Long-form Self-RAG for one question. */
-    public answerLong(question: string | LongFormQuestion, options: LongFormOptions = {}, request: RequestOptions = {}): Promise<LongFormAnswer> {
+    public answerLong(question: string | LongFormQuestion, options: LongFormOptions | LongFormPlan = {}, request: RequestOptions = {}): Promise<LongFormAnswer> {
         const q = typeof question === "string" ? {question} : question;
         return this.run("long", request, (control) => this.model.answerLong(q, options, control));
     }

@@ -89,15 +89,14 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
     const inflight = new Set<Promise<void>>();
 
     const run = (request: AnswerRequest, signal: AbortSignal, onEvent?: (e: AnswerEvent) => void): Promise<ShortFormAnswer | LongFormAnswer> => {
-        const hasPassages = request.question.passages != null;
-        if (!hasPassages && retriever == null && request.options.mode !== "never") {
+        // The plan holds the server's retriever when the question brought no passages (parseAnswerRequest).
+        if (request.question.passages == null && request.options.retriever == null && request.options.mode !== "never") {
             throw new SelfRagError("no passages: send \"passages\" with the question, start the server with an index (--index DIR), " +
                 "or set \"mode\": \"never\"", "INVALID_REQUEST");
         }
-        const withRetriever = {...request.options, retriever: hasPassages ? undefined : retriever};
         return request.long
-            ? scheduler.answerLong(request.question, withRetriever, {signal, onEvent})
-            : scheduler.answer(request.question, withRetriever, {signal, onEvent});
+            ? scheduler.answerLong(request.question, request.options, {signal, onEvent})
+            : scheduler.answer(request.question, request.options, {signal, onEvent});
     };
     const answerBody = (request: AnswerRequest, result: ShortFormAnswer | LongFormAnswer) =>
         (request.long ? longFormJson(result as LongFormAnswer) : shortFormJson(result as ShortFormAnswer));
@@ -127,7 +126,7 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
                 stream = flag;
                 raw = rest;
             }
-            const request = parseAnswerRequest(raw);
+            const request = parseAnswerRequest(raw, {retriever});
             if (!stream) return {kind: "json", body: answerBody(request, await run(request, signal))};
             // Events as they happen; the last one is the same body the plain request returns.
             let events: EventStream | undefined;
@@ -144,7 +143,7 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
             return {kind: "streamed"};
         }},
         "/v1/chat/completions": {method: "POST", handle: async (_req, res, raw, signal) => {
-            const chat = parseChatRequest(raw, modelName);
+            const chat = parseChatRequest(raw, modelName, retriever);
             const id = completionId();
             const created = Math.floor(Date.now() / 1000);
             // Long form: the formatted prompt's tokens (short form reads its own counts from the answer).

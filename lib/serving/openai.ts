@@ -6,7 +6,11 @@ import {randomUUID} from "node:crypto";
 import {SelfRagError} from "../errors.js";
 import type {LongFormAnswer} from "../selfrag/LongForm.js";
 import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
+import {httpSurface, type Retriever} from "../selfrag/plan.js";
 import {parseAnswerRequest, type AnswerRequest} from "./requestBodies.js";
+
+/** The Self-RAG settings of a chat request, named as `selfrag.<field>` in errors. */
+const SELFRAG_FIELD = httpSurface("selfrag.");
 import {shortFormJson} from "./responses.js";
 
 /** An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}. */
@@ -46,7 +50,7 @@ function textOf(content: unknown, param: string): string {
     return fail(`${param} must be a string or an array of text parts`, param);
 }
 
-export function parseChatRequest(raw: unknown, defaultModel: string): ChatRequest {
+export function parseChatRequest(raw: unknown, defaultModel: string, retriever?: Retriever): ChatRequest {
     if (raw == null || typeof raw !== "object" || Array.isArray(raw)) fail("the request body must be a JSON object", null);
     const body = raw as Record<string, unknown>;
     for (const key of Object.keys(body)) if (!KNOWN.has(key)) fail(`Unrecognized request argument supplied: ${key}`, key);
@@ -84,11 +88,11 @@ export function parseChatRequest(raw: unknown, defaultModel: string): ChatReques
         answer = parseAnswerRequest({
             ...(extension as object | undefined), question, ...(system != null && system.trim() !== "" ? {input: system} : {}),
             ...(maxTokens != null ? {maxNewTokens: maxTokens} : {})
-        });
+        }, {surface: SELFRAG_FIELD, retriever});
     } catch (error) {
-        const e = error as SelfRagError;
-        const field = /field "([^"]+)"/.exec(e.message)?.[1];
-        throw new OpenAiError(e.message.replace(/field "/, "field \"selfrag."), "INVALID_REQUEST", field != null ? `selfrag.${field}` : null);
+        if (!(error instanceof SelfRagError)) throw error;
+        // The same code and message as /v1/answer, with OpenAI's `param`: the field as the client spelled it.
+        throw new OpenAiError(error.message, error.code, error.option ?? null);
     }
     return {answer, stream: body.stream === true, includeUsage: streamOptions?.include_usage === true,
         model: typeof body.model === "string" ? body.model : defaultModel};

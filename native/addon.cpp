@@ -18,8 +18,7 @@ namespace {
 // setErrorClass(SelfRagError): the class every native failure is thrown as.
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsFunction()) ThrowJs(env, "INVALID_ARGUMENT", "setErrorClass(fn) expected");
-    env.GetInstanceData<AddonData>()->errorClass = Napi::Persistent(info[0].As<Napi::Function>());
+    env.GetInstanceData<AddonData>()->errorClass = Napi::Persistent(RequireFunction(env, info[0], "errorClass"));
     return env.Undefined();
 }
 
@@ -27,26 +26,26 @@ Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
 //                           out: {argmax: Int32Array, argmaxLogprob, logSumExp, reflection: Float32Array},
 //                           threads, isa) -> boolean
 // Writes into caller-owned arrays (no allocation per call); returns false when this CPU cannot
-// run the requested instruction set. Every array's kind and length is checked here, not only in
-// the TypeScript wrapper: a Uint8Array taken for an Int32Array would be written out of bounds.
+// run the requested instruction set. Every argument is checked here, not only in the TypeScript
+// wrapper: a Uint8Array taken for an Int32Array would be written out of bounds.
 // A row holding NaN (or only -Infinity) throws NAN_LOGITS naming the first such row.
 Napi::Value ExtractReflectionLogprobs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    const int64_t rows = ArgInteger(env, info[1], "rows", 0, INT32_MAX);
-    const int64_t vocab = ArgInteger(env, info[2], "vocab", 1, INT32_MAX);
-    Napi::Float32Array logits = ArgTypedArray<float>(env, info[0], "logits", static_cast<uint64_t>(rows * vocab), "rows x vocab");
-    Napi::Int32Array ids = ArgTypedArray<int32_t>(env, info[3], "ids");
-    if (!info[4].IsObject()) ThrowArgumentError(env, false, "out must be an object of output arrays, got " + DescribeValue(info[4]));
-    const Napi::Object out = info[4].As<Napi::Object>();
-    const int threads = static_cast<int>(ArgInteger(env, info[5], "threads", 1, 1024));
-    if (!info[6].IsString()) ThrowArgumentError(env, false, "isa must be a string, got " + DescribeValue(info[6]));
-    const std::string isa = info[6].As<Napi::String>().Utf8Value();
+    const int64_t rows = RequireInteger(env, info[1], "rows", 0, INT32_MAX);
+    const int64_t vocab = RequireInteger(env, info[2], "vocab", 1, INT32_MAX);
+    Napi::Float32Array logits = RequireTypedArray<float>(env, info[0], "logits", static_cast<uint64_t>(rows * vocab), "rows x vocab");
+    Napi::Int32Array ids = RequireTypedArray<int32_t>(env, info[3], "ids");
+    Require(env, ids.ElementLength() <= INT32_MAX, "ids", "holds more than 2^31 - 1 ids");
+    const Napi::Object out = RequireObject(env, info[4], "out");
+    const int threads = RequireInt32(env, info[5], "threads", 1, 1024);
+    // An unknown name is refused here, so `false` only ever means "this CPU cannot run it".
+    const std::string isa = RequireChoice(env, info[6], "isa", {"auto", "scalar", "avx2", "avx512f", "cuda"});
     const uint64_t nIds = ids.ElementLength();
-    Napi::Int32Array argmax = ArgTypedArray<int32_t>(env, out.Get("argmax"), "out.argmax", static_cast<uint64_t>(rows), "one per row");
-    Napi::Float32Array argmaxLogprob = ArgTypedArray<float>(env, out.Get("argmaxLogprob"), "out.argmaxLogprob", static_cast<uint64_t>(rows), "one per row");
-    Napi::Float32Array logSumExp = ArgTypedArray<float>(env, out.Get("logSumExp"), "out.logSumExp", static_cast<uint64_t>(rows), "one per row");
-    Napi::Float32Array reflection = ArgTypedArray<float>(env, out.Get("reflection"), "out.reflection", static_cast<uint64_t>(rows) * nIds,
-                                                         "rows x ids");
+    Napi::Int32Array argmax = RequireTypedArray<int32_t>(env, out.Get("argmax"), "out.argmax", static_cast<uint64_t>(rows), "one per row");
+    Napi::Float32Array argmaxLogprob = RequireTypedArray<float>(env, out.Get("argmaxLogprob"), "out.argmaxLogprob", static_cast<uint64_t>(rows), "one per row");
+    Napi::Float32Array logSumExp = RequireTypedArray<float>(env, out.Get("logSumExp"), "out.logSumExp", static_cast<uint64_t>(rows), "one per row");
+    Napi::Float32Array reflection = RequireTypedArray<float>(env, out.Get("reflection"), "out.reflection", static_cast<uint64_t>(rows) * nIds,
+                                                             "rows x ids");
     ExtractStatus status;
     if (isa == "cuda") {
         // The device kernel over these host rows (one upload); false where there is no device path.
@@ -77,12 +76,10 @@ Napi::Value ExtractReflectionLogprobs(const Napi::CallbackInfo& info) {
 // retrievalRatio(logRet, logCont, logNoRet): the in-segment gate formula, exported for tests.
 Napi::Value RetrievalRatioJs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    for (size_t i = 0; i < 3; ++i) {
-        if (!info[i].IsNumber()) ThrowArgumentError(env, false, "retrievalRatio() argument " + std::to_string(i) + " must be a number, got " + DescribeValue(info[i]));
-    }
-    return Napi::Number::New(env, RetrievalRatio(info[0].As<Napi::Number>().FloatValue(),
-                                                 info[1].As<Napi::Number>().FloatValue(),
-                                                 info[2].As<Napi::Number>().FloatValue()));
+    const double logRet = RequireNumber(env, info[0], "logRetrieval");
+    const double logCont = RequireNumber(env, info[1], "logContinue");
+    const double logNoRet = RequireNumber(env, info[2], "logNoRetrieval");
+    return Napi::Number::New(env, RetrievalRatio(static_cast<float>(logRet), static_cast<float>(logCont), static_cast<float>(logNoRet)));
 }
 
 // scoreSegments(offsets: Int32Array(n+1), tokens: Int32Array, logprobs: Float32Array,
@@ -93,28 +90,21 @@ Napi::Value RetrievalRatioJs(const Napi::CallbackInfo& info) {
 // Candidates are packed back to back; candidate i owns tokens [offsets[i], offsets[i+1]).
 Napi::Value ScoreSegmentsJs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    Napi::Int32Array offsets = ArgTypedArray<int32_t>(env, info[0], "offsets", 1, "candidates + 1");
+    Napi::Int32Array offsets = RequireTypedArray<int32_t>(env, info[0], "offsets", 1, "candidates + 1");
     const size_t n = offsets.ElementLength() - 1;
     // Every offset is checked before anything is read: non-decreasing from 0 to the total.
-    if (offsets[0] < 0) ThrowArgumentError(env, true, "offsets[0] must be >= 0, got " + std::to_string(offsets[0]));
-    for (size_t i = 0; i < n; ++i) {
-        if (offsets[i + 1] < offsets[i]) {
-            ThrowArgumentError(env, true, "offsets must be non-decreasing: offsets[" + std::to_string(i + 1) + "] = " +
-                                              std::to_string(offsets[i + 1]) + " < offsets[" + std::to_string(i) + "] = " +
-                                              std::to_string(offsets[i]));
-        }
-    }
+    RequireOffsets(env, offsets);
     const uint64_t total = static_cast<uint64_t>(offsets[n]);
-    Napi::Int32Array ids = ArgTypedArray<int32_t>(env, info[4], "reflectionIds");
+    Napi::Int32Array ids = RequireTypedArray<int32_t>(env, info[4], "reflectionIds");
     const int32_t nIds = static_cast<int32_t>(ids.ElementLength());
-    if (nIds != 15) ThrowArgumentError(env, true, "reflectionIds must hold the 15 reflection ids, got " + std::to_string(nIds));
-    Napi::Int32Array tokens = ArgTypedArray<int32_t>(env, info[1], "tokens", total, "offsets[last]");
-    Napi::Float32Array logprobs = ArgTypedArray<float>(env, info[2], "logprobs", total, "offsets[last]");
-    Napi::Float32Array reflection = ArgTypedArray<float>(env, info[3], "reflection", total * 15, "offsets[last] x 15");
-    if (!info[5].IsObject()) ThrowArgumentError(env, false, "weights must be an object, got " + DescribeValue(info[5]));
-    const ScoreWeights weights = ScoreWeightsFrom(info[5].As<Napi::Object>());
+    Require(env, nIds == 15, "reflectionIds", "must hold the 15 reflection ids, got " + std::to_string(ids.ElementLength()));
+    Napi::Int32Array tokens = RequireTypedArray<int32_t>(env, info[1], "tokens", total, "offsets[last]");
+    Napi::Float32Array logprobs = RequireTypedArray<float>(env, info[2], "logprobs", total, "offsets[last]");
+    Napi::Float32Array reflection = RequireTypedArray<float>(env, info[3], "reflection", total * 15, "offsets[last] x 15");
+    const ScoreWeights weights = ScoreWeightsFrom(env, info[5], "weights");
+    const std::string device = OptionalChoice(env, info[6], "device", {"cpu", "cuda"}, "cpu");
     Napi::Float64Array out = Napi::Float64Array::New(env, n * 5);
-    if (info.Length() > 6 && info[6].IsString() && info[6].As<Napi::String>().Utf8Value() == "cuda") {
+    if (device == "cuda") {
         std::string why;
         if (!cuda::DeviceAvailable(&why)) ThrowJs(env, "CUDA_UNAVAILABLE", "scoreSegments on the GPU: " + why);
         const std::string error = cuda::ScoreCandidates(offsets.Data(), static_cast<int32_t>(n), tokens.Data(), logprobs.Data(),

@@ -18,19 +18,6 @@ TypedArray ToTypedArray(Napi::Env env, const std::vector<T>& values) {
     return out;
 }
 
-int32_t RequireInt(Napi::Env env, const Napi::Value& value, const std::string& name) {
-    if (!value.IsNumber()) ThrowJs(env, "INVALID_ARGUMENT", name + " must be a number");
-    return value.As<Napi::Number>().Int32Value();
-}
-
-std::vector<int32_t> RequireInt32Array(Napi::Env env, const Napi::Value& value, const std::string& name) {
-    if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-        ThrowJs(env, "INVALID_ARGUMENT", name + " must be an Int32Array");
-    }
-    const Napi::Int32Array array = value.As<Napi::Int32Array>();
-    return std::vector<int32_t>(array.Data(), array.Data() + array.ElementLength());
-}
-
 const char* KindName(WorkKind kind) {
     switch (kind) {
         case WorkKind::Prefill: return "prefill";
@@ -43,32 +30,30 @@ const char* KindName(WorkKind kind) {
 }
 
 WorkKind ParseKind(Napi::Env env, const Napi::Value& value, const std::string& field) {
-    const std::string kind = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
+    const std::string kind = RequireChoice(env, value, field, {"prefill", "generate", "fork", "trim", "release"});
     if (kind == "prefill") return WorkKind::Prefill;
     if (kind == "generate") return WorkKind::Generate;
     if (kind == "fork") return WorkKind::Fork;
     if (kind == "trim") return WorkKind::Trim;
-    if (kind == "release") return WorkKind::Release;
-    ThrowJs(env, "INVALID_ARGUMENT", field + " must be \"prefill\", \"generate\", \"fork\", \"trim\" or \"release\"");
+    return WorkKind::Release;
 }
 
-std::shared_ptr<const GenerateOptions> ParseGenerateOptions(Napi::Env env, const Napi::Object& item, int32_t nIds,
+std::shared_ptr<const GenerateOptions> ParseGenerateOptions(Napi::Env env, const Napi::Object& item, size_t nIds,
                                                             const std::string& field) {
     auto options = std::make_shared<GenerateOptions>();
-    if (item.Has("stopTokens") && !item.Get("stopTokens").IsUndefined()) {
-        options->stopTokens = RequireInt32Array(env, item.Get("stopTokens"), field + ".stopTokens");
-    }
-    if (item.Has("gate") && item.Get("gate").IsObject()) {
-        const Napi::Object g = item.Get("gate").As<Napi::Object>();
+    const Napi::Value stopTokens = item.Get("stopTokens");
+    if (!IsAbsent(stopTokens)) options->stopTokens = RequireInt32Vector(env, stopTokens, field + ".stopTokens");
+    const Napi::Value gateValue = item.Get("gate");
+    if (!IsAbsent(gateValue)) {
+        const Napi::Object g = RequireObject(env, gateValue, field + ".gate");
         RetrievalGate& gate = options->gate;
         gate.enabled = true;
-        gate.noRetrievalIndex = RequireInt(env, g.Get("noRetrievalIndex"), field + ".gate.noRetrievalIndex");
-        gate.retrievalIndex = RequireInt(env, g.Get("retrievalIndex"), field + ".gate.retrievalIndex");
-        gate.continueIndex = RequireInt(env, g.Get("continueIndex"), field + ".gate.continueIndex");
-        gate.threshold = g.Get("threshold").ToNumber().DoubleValue();
-        for (int32_t index : {gate.noRetrievalIndex, gate.retrievalIndex, gate.continueIndex}) {
-            if (index < 0 || index >= nIds) ThrowJs(env, "INVALID_ARGUMENT", field + ".gate: index outside the reflection ids");
-        }
+        // The step loop indexes the reflection row with these: out of range would read past it.
+        const std::string ids = "the context's " + std::to_string(nIds) + " reflection ids";
+        gate.noRetrievalIndex = RequireIndex(env, g.Get("noRetrievalIndex"), field + ".gate.noRetrievalIndex", nIds, ids);
+        gate.retrievalIndex = RequireIndex(env, g.Get("retrievalIndex"), field + ".gate.retrievalIndex", nIds, ids);
+        gate.continueIndex = RequireIndex(env, g.Get("continueIndex"), field + ".gate.continueIndex", nIds, ids);
+        gate.threshold = RequireNumber(env, g.Get("threshold"), field + ".gate.threshold");
     }
     return options;
 }
@@ -106,64 +91,48 @@ Napi::Function Context::Define(Napi::Env env) {
                        });
 }
 
-// new Context(model, {contextSize, sequences, threads, threadsBatch, batchSize, stepTokens, unifiedKv, kvCells?, reflectionIds},
-//             onComplete(completions[]))
+// new Context(model, {contextSize, sequences, threads, threadsBatch, batchSize, stepTokens?, unifiedKv?, reactionWindowUs?,
+//                     kvCells?, reflectionIds, extraction?}, onComplete(completions[]))
+// The ranges are the load plan's (SelfRagModel.load checks them first); asserted here because a
+// direct caller could otherwise size llama.cpp's buffers from a negative or wrapped number.
 Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsObject() || !info[2].IsFunction()) {
-        ThrowJs(env, "INVALID_ARGUMENT", "new Context(model, options, onComplete) expected");
-    }
-    Napi::Object modelObject = info[0].As<Napi::Object>();
+    Napi::Object modelObject = RequireObject(env, info[0], "model");
+    const Napi::Object o = RequireObject(env, info[1], "options");
+    const Napi::Function onComplete = RequireFunction(env, info[2], "onComplete");
     AddonData* data = env.GetInstanceData<AddonData>();
-    if (!modelObject.InstanceOf(data->modelClass.Value())) ThrowJs(env, "INVALID_ARGUMENT", "model must be a Model");
+    Require(env, modelObject.InstanceOf(data->modelClass.Value()), "model", "must be a Model of this addon, got " + DescribeValue(modelObject));
     Model* model = Model::Unwrap(modelObject);
     model->EnsureLoaded(env);
-    const Napi::Object o = info[1].As<Napi::Object>();
     EngineOptions options;
-    options.contextSize = RequireInt(env, o.Get("contextSize"), "contextSize");
-    options.sequences = RequireInt(env, o.Get("sequences"), "sequences");
-    options.threads = RequireInt(env, o.Get("threads"), "threads");
-    options.threadsBatch = RequireInt(env, o.Get("threadsBatch"), "threadsBatch");
-    options.batchSize = RequireInt(env, o.Get("batchSize"), "batchSize");
-    options.stepTokens = o.Has("stepTokens") && !o.Get("stepTokens").IsUndefined()
-                             ? RequireInt(env, o.Get("stepTokens"), "stepTokens")
-                             : options.batchSize;
-    options.unifiedKv = o.Get("unifiedKv").ToBoolean().Value();
-    if (o.Has("reactionWindowUs") && !o.Get("reactionWindowUs").IsUndefined()) {
-        const int32_t us = RequireInt(env, o.Get("reactionWindowUs"), "reactionWindowUs");
-        if (us < 0) ThrowJs(env, "INVALID_ARGUMENT", "reactionWindowUs must not be negative");
-        options.reactionWindow = std::chrono::microseconds(us);
+    options.contextSize = RequireInt32(env, o.Get("contextSize"), "options.contextSize", 1, 1 << 20);
+    options.sequences = RequireInt32(env, o.Get("sequences"), "options.sequences", 1, 256);  // llama.cpp's LLAMA_MAX_SEQ
+    options.threads = RequireInt32(env, o.Get("threads"), "options.threads", 1, 1024);
+    options.threadsBatch = RequireInt32(env, o.Get("threadsBatch"), "options.threadsBatch", 1, 1024);
+    options.batchSize = RequireInt32(env, o.Get("batchSize"), "options.batchSize", 1, 1 << 16);
+    options.stepTokens = OptionalInt32(env, o.Get("stepTokens"), "options.stepTokens", 1, 1 << 16, options.batchSize);
+    options.unifiedKv = OptionalBoolean(env, o.Get("unifiedKv"), "options.unifiedKv", false);
+    const Napi::Value reactionWindowUs = o.Get("reactionWindowUs");
+    if (!IsAbsent(reactionWindowUs)) {
+        options.reactionWindow = std::chrono::microseconds(RequireInt32(env, reactionWindowUs, "options.reactionWindowUs", 0, INT32_MAX));
     }
-    if (o.Has("kvCells") && !o.Get("kvCells").IsUndefined()) {
-        options.kvCells = RequireInt(env, o.Get("kvCells"), "kvCells");
-        if (options.kvCells < 1) ThrowJs(env, "INVALID_ARGUMENT", "kvCells must be positive");
-        if (!options.unifiedKv) {
-            ThrowJs(env, "INVALID_ARGUMENT", "kvCells needs the unified KV cache (unifiedKv: true): per-sequence streams cannot be overcommitted");
-        }
+    const Napi::Value kvCells = o.Get("kvCells");
+    if (!IsAbsent(kvCells)) {
+        options.kvCells = RequireInt32(env, kvCells, "options.kvCells", 1, 1 << 30);
+        Require(env, options.unifiedKv, "options.kvCells",
+                "needs the unified KV cache (unifiedKv: true): per-sequence streams cannot be overcommitted");
     }
-    options.reflectionIds = RequireInt32Array(env, o.Get("reflectionIds"), "reflectionIds");
-    if (o.Has("extraction") && !o.Get("extraction").IsUndefined()) {
-        const std::string extraction = o.Get("extraction").ToString().Utf8Value();
-        if (extraction != "host" && extraction != "output") {
-            ThrowJs(env, "INVALID_ARGUMENT", "extraction must be \"host\" or \"output\", got \"" + extraction + "\"");
-        }
-        options.extractAtOutput = extraction == "output";
-        if (options.extractAtOutput && !options.unifiedKv) {
-            ThrowJs(env, "INVALID_ARGUMENT", "extraction \"output\" needs the unified KV cache (unifiedKv: true): with per-sequence "
-                                             "streams llama.cpp reorders output rows");
-        }
-    }
-    if (options.contextSize < 1 || options.sequences < 1 || options.batchSize < 1 || options.threads < 1 ||
-        options.threadsBatch < 1 || options.stepTokens < 1) {
-        ThrowJs(env, "INVALID_ARGUMENT", "contextSize, sequences, batchSize, stepTokens and threads must be positive");
-    }
+    options.reflectionIds = RequireInt32Vector(env, o.Get("reflectionIds"), "options.reflectionIds");
+    options.extractAtOutput = OptionalChoice(env, o.Get("extraction"), "options.extraction", {"host", "output"}, "host") == "output";
+    Require(env, !options.extractAtOutput || options.unifiedKv, "options.extraction",
+            "\"output\" needs the unified KV cache (unifiedKv: true): with per-sequence streams llama.cpp reorders output rows");
     try {
         engine_ = std::make_unique<SequenceEngine>(model->Shared(), options);
     } catch (const EngineError& error) {
         ThrowJs(env, error.code(), error.what());
     }
-    onComplete_ = Napi::Persistent(info[2].As<Napi::Function>());
-    tsfn_ = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "selfrag-step-loop", 0, 1);
+    onComplete_ = Napi::Persistent(onComplete);
+    tsfn_ = Napi::ThreadSafeFunction::New(env, onComplete, "selfrag-step-loop", 0, 1);
     tsfn_.Unref(env);  // an idle context does not keep the process alive
     loop_ = std::make_unique<StepLoop>(*engine_, [this] {
         // One queued delivery at a time: it takes every completion that is ready when it runs.
@@ -238,36 +207,32 @@ void Context::EnsureUsable(Napi::Env env) const {
 Napi::Value Context::Submit(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureUsable(env);
-    if (info.Length() < 1 || !info[0].IsArray()) ThrowJs(env, "INVALID_ARGUMENT", "submit(works[]) expected");
-    const Napi::Array array = info[0].As<Napi::Array>();
-    const int32_t nIds = static_cast<int32_t>(engine_->ReflectionIds().size());
+    const Napi::Array array = RequireArray(env, info[0], "works");
+    const size_t nIds = engine_->ReflectionIds().size();
     const int32_t vocab = engine_->VocabSize();
     std::vector<std::unique_ptr<Work>> works;
     works.reserve(array.Length());
     for (uint32_t i = 0; i < array.Length(); ++i) {
         const std::string field = "works[" + std::to_string(i) + "]";
-        const Napi::Value value = array.Get(i);
-        if (!value.IsObject()) ThrowJs(env, "INVALID_ARGUMENT", field + " is not an object");
-        const Napi::Object item = value.As<Napi::Object>();
+        const Napi::Object item = RequireObject(env, array.Get(i), field);
         auto work = std::make_unique<Work>();
         work->kind = ParseKind(env, item.Get("kind"), field + ".kind");
-        work->seq = RequireInt(env, item.Get("seq"), field + ".seq");
+        work->seq = RequireInt32(env, item.Get("seq"), field + ".seq");
         try {
             engine_->CheckSequence(work->seq);
             switch (work->kind) {
                 case WorkKind::Fork:
-                    work->dst = RequireInt(env, item.Get("dst"), field + ".dst");
+                    work->dst = RequireInt32(env, item.Get("dst"), field + ".dst");
                     engine_->CheckSequence(work->dst);
-                    if (work->dst == work->seq) {
-                        throw EngineError("INVALID_ARGUMENT", "fork(): source and destination are the same slot");
-                    }
+                    // Checked here only (the engine trusts it): the same slot would clear itself.
+                    Require(env, work->dst != work->seq, field + ".dst", "must differ from seq (fork onto the same slot)");
                     break;
                 case WorkKind::Trim:
-                    work->nPast = RequireInt(env, item.Get("nPast"), field + ".nPast");
-                    if (work->nPast < 0) throw EngineError("INVALID_ARGUMENT", field + ".nPast must not be negative");
+                    // Beyond the slot's length is the engine's check, when the trim runs.
+                    work->nPast = RequireInt32(env, item.Get("nPast"), field + ".nPast", 0, INT32_MAX);
                     break;
                 case WorkKind::Prefill:
-                    work->tokens = RequireInt32Array(env, item.Get("tokens"), field + ".tokens");
+                    work->tokens = RequireInt32Vector(env, item.Get("tokens"), field + ".tokens");
                     for (llama_token t : work->tokens) {
                         if (t < 0 || t >= vocab) {
                             throw EngineError("INVALID_TOKEN", "token id " + std::to_string(t) + " is outside the vocabulary");
@@ -279,25 +244,23 @@ Napi::Value Context::Submit(const Napi::CallbackInfo& info) {
                                                                   " tokens but the context holds " +
                                                                   std::to_string(engine_->ContextPerSequence()) + " per sequence");
                     }
-                    work->allPositions = item.Get("allPositions").ToBoolean().Value();
-                    if (item.Has("shareWith") && !item.Get("shareWith").IsUndefined()) {
-                        work->shareWith = RequireInt32Array(env, item.Get("shareWith"), field + ".shareWith");
-                        if (!work->shareWith.empty() && !engine_->Options().unifiedKv) {
-                            throw EngineError("INVALID_ARGUMENT", field + ".shareWith: a prefill shared by several slots needs the "
-                                                                          "unified KV cache (unifiedKv: true)");
-                        }
+                    work->allPositions = OptionalBoolean(env, item.Get("allPositions"), field + ".allPositions", false);
+                    if (!IsAbsent(item.Get("shareWith"))) {
+                        work->shareWith = RequireInt32Vector(env, item.Get("shareWith"), field + ".shareWith");
+                        Require(env, work->shareWith.empty() || engine_->Options().unifiedKv, field + ".shareWith",
+                                "needs the unified KV cache (unifiedKv: true): a prefill shared by several slots");
                         for (size_t k = 0; k < work->shareWith.size(); ++k) {
                             const int32_t other = work->shareWith[k];
                             engine_->CheckSequence(other);
-                            if (other == work->seq || std::find(work->shareWith.begin(), work->shareWith.begin() + static_cast<std::ptrdiff_t>(k), other) !=
-                                                          work->shareWith.begin() + static_cast<std::ptrdiff_t>(k)) {
-                                throw EngineError("INVALID_ARGUMENT", field + ".shareWith: slot " + std::to_string(other) + " appears twice");
-                            }
+                            const auto before = work->shareWith.begin() + static_cast<std::ptrdiff_t>(k);
+                            Require(env, other != work->seq && std::find(work->shareWith.begin(), before, other) == before,
+                                    field + ".shareWith", "names slot " + std::to_string(other) + " twice (seq included)");
                         }
                     }
                     break;
                 case WorkKind::Generate:
-                    work->maxTokens = RequireInt(env, item.Get("maxTokens"), field + ".maxTokens");
+                    // Below 1 means one token (AcceptToken): any int32 is safe, the flows pass their budget.
+                    work->maxTokens = RequireInt32(env, item.Get("maxTokens"), field + ".maxTokens");
                     work->options = ParseGenerateOptions(env, item, nIds, field);
                     break;
                 case WorkKind::Release:
@@ -327,7 +290,7 @@ Napi::Value Context::Submit(const Napi::CallbackInfo& info) {
 Napi::Value Context::Cancel(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureUsable(env);
-    const std::vector<int32_t> seqs = RequireInt32Array(env, info[0], "seqs");
+    const std::vector<int32_t> seqs = RequireInt32Vector(env, info[0], "seqs");  // any ids: unknown ones match no work
     loop_->Cancel(seqs);
     return env.Undefined();
 }
@@ -335,7 +298,7 @@ Napi::Value Context::Cancel(const Napi::CallbackInfo& info) {
 Napi::Value Context::SequenceInfo(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureUsable(env);
-    const int32_t seq = RequireInt(env, info[0], "seq");
+    const int32_t seq = RequireInt32(env, info[0], "seq");
     try {
         engine_->CheckSequence(seq);
     } catch (const EngineError& error) {

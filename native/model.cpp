@@ -76,15 +76,13 @@ Napi::Value Model::Load(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (disposed_) ThrowJs(env, "MODEL_DISPOSED", "the model has been disposed");
     if (model_ || loading_) ThrowJs(env, "INVALID_STATE", "load() was already called on this model");
-    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject()) {
-        ThrowJs(env, "INVALID_ARGUMENT", "load(path: string, options: object) expected");
-    }
-    const Napi::Object options = info[1].As<Napi::Object>();
-    const int32_t gpuLayers = options.Get("gpuLayers").ToNumber().Int32Value();
-    const bool useMmap = options.Get("useMmap").ToBoolean().Value();
+    std::string path = RequireString(env, info[0], "path");
+    const Napi::Object options = RequireObject(env, info[1], "options");
+    // Any int32 is llama.cpp's to read (999: every layer); absent, none.
+    const int32_t gpuLayers = OptionalInt32(env, options.Get("gpuLayers"), "options.gpuLayers", INT32_MIN, INT32_MAX, 0);
+    const bool useMmap = OptionalBoolean(env, options.Get("useMmap"), "options.useMmap", false);
     loading_ = true;
-    auto* worker = new LoadModelWorker(env, this, info.This().As<Napi::Object>(),
-                                       info[0].As<Napi::String>().Utf8Value(), gpuLayers, useMmap);
+    auto* worker = new LoadModelWorker(env, this, info.This().As<Napi::Object>(), std::move(path), gpuLayers, useMmap);
     worker->Queue();
     return worker->Promise();
 }
@@ -92,15 +90,16 @@ Napi::Value Model::Load(const Napi::CallbackInfo& info) {
 Napi::Value Model::Tokenize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureLoaded(env);
-    if (info.Length() < 1 || !info[0].IsString()) ThrowJs(env, "INVALID_ARGUMENT", "tokenize(text: string) expected");
-    const std::string text = info[0].As<Napi::String>().Utf8Value();
-    const bool addBos = info.Length() > 1 && info[1].ToBoolean().Value();
-    const bool parseSpecial = info.Length() > 2 && info[2].ToBoolean().Value();
+    const std::string text = RequireString(env, info[0], "text");
+    const bool addBos = OptionalBoolean(env, info[1], "addBos", false);
+    const bool parseSpecial = OptionalBoolean(env, info[2], "parseSpecial", false);
+    // llama_tokenize takes int32 lengths.
+    Require(env, text.size() < static_cast<size_t>(INT32_MAX) - 8, "text", "is too long to tokenize (" + std::to_string(text.size()) + " bytes)");
     std::vector<llama_token> tokens(text.size() + 8);
     int32_t n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
                                static_cast<int32_t>(tokens.size()), addBos, parseSpecial);
     if (n < 0) {
-        if (n == INT32_MIN) ThrowJs(env, "INVALID_ARGUMENT", "text too long to tokenize");
+        if (n == INT32_MIN) ThrowInvalidArgument(env, "text is too long to tokenize (more tokens than an int32 counts)");
         tokens.resize(static_cast<size_t>(-n));
         n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
                            static_cast<int32_t>(tokens.size()), addBos, parseSpecial);
@@ -114,12 +113,11 @@ Napi::Value Model::Tokenize(const Napi::CallbackInfo& info) {
 Napi::Value Model::Detokenize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureLoaded(env);
-    if (info.Length() < 1 || !info[0].IsTypedArray() ||
-        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-        ThrowJs(env, "INVALID_ARGUMENT", "detokenize(tokens: Int32Array) expected");
-    }
-    const Napi::Int32Array tokens = info[0].As<Napi::Int32Array>();
-    const bool renderSpecial = info.Length() > 1 && info[1].ToBoolean().Value();
+    const Napi::Int32Array tokens = RequireTypedArray<int32_t>(env, info[0], "tokens");
+    const bool renderSpecial = OptionalBoolean(env, info[1], "renderSpecial", false);
+    // The text buffer's size is an int32 for llama_detokenize.
+    Require(env, tokens.ElementLength() < (static_cast<size_t>(1) << 27), "tokens",
+            "holds too many tokens to detokenize in one call (" + std::to_string(tokens.ElementLength()) + ")");
     const int32_t nVocab = llama_vocab_n_tokens(vocab_);
     for (size_t i = 0; i < tokens.ElementLength(); ++i) {
         if (tokens[i] < 0 || tokens[i] >= nVocab) {
@@ -143,7 +141,7 @@ Napi::Value Model::Detokenize(const Napi::CallbackInfo& info) {
 Napi::Value Model::TokenText(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureLoaded(env);
-    const int32_t id = info[0].ToNumber().Int32Value();
+    const int32_t id = RequireInt32(env, info[0], "id");
     if (id < 0 || id >= llama_vocab_n_tokens(vocab_)) {
         ThrowJs(env, "INVALID_TOKEN", "token id " + std::to_string(id) + " is outside the vocabulary");
     }
@@ -156,10 +154,9 @@ Napi::Value Model::TokenText(const Napi::CallbackInfo& info) {
 Napi::Value Model::FindTokens(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureLoaded(env);
-    if (info.Length() < 1 || !info[0].IsArray()) ThrowJs(env, "INVALID_ARGUMENT", "findTokens(texts: string[]) expected");
-    const Napi::Array texts = info[0].As<Napi::Array>();
+    const Napi::Array texts = RequireArray(env, info[0], "texts");
     std::vector<std::string> wanted(texts.Length());
-    for (uint32_t i = 0; i < texts.Length(); ++i) wanted[i] = texts.Get(i).ToString().Utf8Value();
+    for (uint32_t i = 0; i < texts.Length(); ++i) wanted[i] = RequireString(env, texts.Get(i), "texts[" + std::to_string(i) + "]");
     Napi::Int32Array out = Napi::Int32Array::New(env, wanted.size());
     std::fill(out.Data(), out.Data() + wanted.size(), -1);
     const int32_t nVocab = llama_vocab_n_tokens(vocab_);

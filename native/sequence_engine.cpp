@@ -139,8 +139,9 @@ void SequenceEngine::RemoveFrom(int32_t seq, int32_t from) {
 
 void SequenceEngine::Fork(int32_t src, int32_t dst) {
     CheckSequence(src);
-    CheckSequence(dst);
-    if (src == dst) throw EngineError("INVALID_ARGUMENT", "fork(): source and destination are the same slot");
+    CheckSequence(dst);  // slots index states_: checked again here, whoever calls
+    // src != dst is Context::Submit's check (the only way work arrives): a fork onto itself would
+    // clear the slot, not read out of bounds, so it is not repeated here.
     llama_memory_t memory = llama_get_memory(ctx_.get());
     llama_memory_seq_rm(memory, dst, -1, -1);
     // Whole-sequence copy: with a unified KV cache this only tags the cells with `dst` (the

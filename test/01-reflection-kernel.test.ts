@@ -210,15 +210,17 @@ describe("fused reflection kernel", () => {
         });
     });
 
-    describe("the addon checks its typed arrays itself (not only the TypeScript wrapper)", () => {
+    describe("the addon checks its arguments itself (not only the TypeScript wrapper)", () => {
         const call = (overrides: Partial<{logits: unknown, rows: unknown, vocab: unknown, ids: unknown, out: unknown, threads: unknown, isa: unknown}>) => {
             const args = {logits: new Float32Array(64), rows: 2, vocab: 32, ids: Int32Array.of(0, 31), out: outputs(2, 2), threads: 1, isa: "auto", ...overrides};
             return () => (addon.extractReflectionLogprobs as unknown as (...a: unknown[]) => boolean)(
                 args.logits, args.rows, args.vocab, args.ids, args.out, args.threads, args.isa);
         };
-        const fails = (kind: typeof TypeError | typeof RangeError, name: string) => (e: unknown) => {
-            assert.ok(e instanceof kind, `expected a ${kind.name}, got ${String(e)}`);
-            assert.equal((e as {code?: string}).code, "INVALID_ARGUMENT");
+        // One idiom for every native argument check (native/errors.h): a SelfRagError with code
+        // INVALID_ARGUMENT naming the argument, whether its kind or its range is wrong.
+        const fails = (name: string) => (e: unknown) => {
+            assert.ok(e instanceof SelfRagError, `expected a SelfRagError, got ${String(e)}`);
+            assert.equal(e.code, "INVALID_ARGUMENT");
             assert.ok(e.message.includes(name), `"${e.message}" names ${name}`);
             return true;
         };
@@ -227,24 +229,24 @@ describe("fused reflection kernel", () => {
             assert.equal(call({})(), true);
             const guard = new Uint8Array(64).fill(0xab);
             const small = {...outputs(2, 2), argmax: guard.subarray(0, 2)};
-            assert.throws(call({out: small}), fails(TypeError, "out.argmax"));
+            assert.throws(call({out: small}), fails("out.argmax"));
             assert.deepEqual(guard, new Uint8Array(64).fill(0xab), "nothing was written through the wrong array");
-            assert.throws(call({logits: new Float64Array(64)}), fails(TypeError, "logits"));
-            assert.throws(call({logits: Array.from({length: 64}, () => 0)}), fails(TypeError, "logits"));
-            assert.throws(call({ids: new Uint32Array(2)}), fails(TypeError, "ids"));
-            assert.throws(call({out: {...outputs(2, 2), argmaxLogprob: new Float64Array(2)}}), fails(TypeError, "out.argmaxLogprob"));
-            assert.throws(call({out: {...outputs(2, 2), logSumExp: undefined}}), fails(TypeError, "out.logSumExp"));
-            assert.throws(call({out: {...outputs(2, 2), reflection: new Int32Array(4)}}), fails(TypeError, "out.reflection"));
-            assert.throws(call({out: null}), fails(TypeError, "out"));
-            assert.throws(call({rows: "2"}), fails(TypeError, "rows"));
-            assert.throws(call({vocab: 32.5}), fails(RangeError, "vocab"));
-            assert.throws(call({threads: {}}), fails(TypeError, "threads"));
-            assert.throws(call({isa: 3}), fails(TypeError, "isa"));
-            assert.throws(call({logits: new Float32Array(63)}), fails(RangeError, "logits"));
-            assert.throws(call({out: {...outputs(2, 2), argmax: new Int32Array(1)}}), fails(RangeError, "out.argmax"));
-            assert.throws(call({out: {...outputs(2, 2), reflection: new Float32Array(3)}}), fails(RangeError, "out.reflection"));
-            assert.throws(call({rows: -1}), fails(RangeError, "rows"));
-            assert.throws(call({vocab: 0}), fails(RangeError, "vocab"));
+            assert.throws(call({logits: new Float64Array(64)}), fails("logits"));
+            assert.throws(call({logits: Array.from({length: 64}, () => 0)}), fails("logits"));
+            assert.throws(call({ids: new Uint32Array(2)}), fails("ids"));
+            assert.throws(call({out: {...outputs(2, 2), argmaxLogprob: new Float64Array(2)}}), fails("out.argmaxLogprob"));
+            assert.throws(call({out: {...outputs(2, 2), logSumExp: undefined}}), fails("out.logSumExp"));
+            assert.throws(call({out: {...outputs(2, 2), reflection: new Int32Array(4)}}), fails("out.reflection"));
+            assert.throws(call({out: null}), fails("out"));
+            assert.throws(call({rows: "2"}), fails("rows"));
+            assert.throws(call({vocab: 32.5}), fails("vocab"));
+            assert.throws(call({threads: {}}), fails("threads"));
+            assert.throws(call({isa: 3}), fails("isa"));
+            assert.throws(call({logits: new Float32Array(63)}), fails("logits"));
+            assert.throws(call({out: {...outputs(2, 2), argmax: new Int32Array(1)}}), fails("out.argmax"));
+            assert.throws(call({out: {...outputs(2, 2), reflection: new Float32Array(3)}}), fails("out.reflection"));
+            assert.throws(call({rows: -1}), fails("rows"));
+            assert.throws(call({vocab: 0}), fails("vocab"));
         });
 
         it("scoreSegments: kinds, lengths and offsets are checked before anything is read", () => {
@@ -254,15 +256,15 @@ describe("fused reflection kernel", () => {
             const score = (o: Partial<Record<keyof typeof good, unknown>>) => () => (addon.scoreSegments as unknown as (...a: unknown[]) => Float64Array)(
                 o.offsets ?? good.offsets, o.tokens ?? good.tokens, o.logprobs ?? good.logprobs, o.reflection ?? good.reflection, o.ids ?? good.ids, weights);
             assert.equal(score({})().length, 10);
-            assert.throws(score({offsets: new Uint8Array(3)}), fails(TypeError, "offsets"));
-            assert.throws(score({tokens: new Float32Array(3)}), fails(TypeError, "tokens"));
-            assert.throws(score({logprobs: new Uint8Array(12)}), fails(TypeError, "logprobs"));
-            assert.throws(score({reflection: new Float64Array(45)}), fails(TypeError, "reflection"));
-            assert.throws(score({ids: new Float32Array(15)}), fails(TypeError, "reflectionIds"));
-            assert.throws(score({reflection: new Float32Array(44)}), fails(RangeError, "reflection"));
+            assert.throws(score({offsets: new Uint8Array(3)}), fails("offsets"));
+            assert.throws(score({tokens: new Float32Array(3)}), fails("tokens"));
+            assert.throws(score({logprobs: new Uint8Array(12)}), fails("logprobs"));
+            assert.throws(score({reflection: new Float64Array(45)}), fails("reflection"));
+            assert.throws(score({ids: new Float32Array(15)}), fails("reflectionIds"));
+            assert.throws(score({reflection: new Float32Array(44)}), fails("reflection"));
             // An offset beyond the data in the middle of the list (the last one is in range).
-            assert.throws(score({offsets: Int32Array.of(0, 1000000, 3)}), fails(RangeError, "offsets"));
-            assert.throws(score({offsets: Int32Array.of(-5, 0, 3)}), fails(RangeError, "offsets"));
+            assert.throws(score({offsets: Int32Array.of(0, 1000000, 3)}), fails("offsets"));
+            assert.throws(score({offsets: Int32Array.of(-5, 0, 3)}), fails("offsets"));
         });
 
         it("the TypeScript wrapper still reports its own checks as SelfRagError INVALID_ARGUMENT", () => {

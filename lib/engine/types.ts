@@ -1,4 +1,7 @@
-// The whole native surface, typed in one place (mirrors native/*.cpp).
+// The whole native surface, typed in one place (mirrors native/*.cpp). The addon checks every
+// argument it is given in one idiom (native/errors.h): a wrong kind, an out-of-range number or a
+// short array is a SelfRagError INVALID_ARGUMENT naming the argument ("works[0].seq"), never a
+// TypeError or a crash; slots, token ids and disposed handles have their own codes.
 
 export interface NativeModelInfo {
     description: string;
@@ -197,8 +200,9 @@ export interface NativeAddon {
     Context: new (model: NativeModel, options: NativeContextOptions, onComplete: (done: NativeCompletion[]) => void) => NativeContext;
     setErrorClass(errorClass: new (message: string, code: string) => Error): void;
     /**
-     * Checks every argument itself (TypeError for a wrong kind, RangeError for a short array, both
-     * with code INVALID_ARGUMENT); a row holding NaN, or only -Infinity, throws NAN_LOGITS.
+     * Checks every argument itself (a SelfRagError INVALID_ARGUMENT naming the argument, for a
+     * wrong kind, a short array or an unknown isa); a row holding NaN, or only -Infinity, throws
+     * NAN_LOGITS. Returns false only when this CPU cannot run the instruction set asked for.
      */
     extractReflectionLogprobs(logits: Float32Array, rows: number, vocab: number, ids: Int32Array,
         out: NativeExtractOutput, threads: number, isa: KernelIsa): boolean;

@@ -1,5 +1,7 @@
 // selfrag_cuda_host.node: the CUDA kernels' shared device functions, built by the host compiler,
-// for `npm run test:cuda-host` (test/cuda-host/). Not part of the engine addon.
+// for `npm run test:cuda-host` (test/cuda-host/). Not part of the engine addon, but it checks its
+// arguments in the engine's idiom (errors.h): no error class is handed to it, so a failure is a
+// plain Error with code INVALID_ARGUMENT naming the argument.
 //   extract(logits: Float32Array, rows, vocab, ids: Int32Array)
 //     -> {argmax, argmaxLogprob, logSumExp, reflection, status, badIndex}
 //   score(offsets, tokens, logprobs, reflection, reflectionIds, weights) -> Float64Array(n x 5)
@@ -10,29 +12,20 @@
 #include "critique_math.h"
 #include "host_replay.h"
 #include "row_math.h"
+#include "../errors.h"
 #include "../score_weights.h"
 #include "../segment_scorer.h"
 
 namespace {
 
-template <typename T, typename Array>
-Array Typed(const Napi::Env& env, const Napi::Value& value, const char* name, size_t atLeast) {
-    if (!value.IsTypedArray()) throw Napi::TypeError::New(env, std::string(name) + " must be a typed array");
-    Array array = value.As<Array>();
-    if (array.ElementLength() < atLeast) {
-        throw Napi::RangeError::New(env, std::string(name) + " holds " + std::to_string(array.ElementLength()) +
-                                             " values, fewer than " + std::to_string(atLeast));
-    }
-    return array;
-}
+using selfrag::RequireTypedArray;
 
 Napi::Value Extract(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    const int64_t rows = info[1].As<Napi::Number>().Int64Value();
-    const int32_t vocab = info[2].As<Napi::Number>().Int32Value();
-    if (rows < 0 || vocab < 1) throw Napi::RangeError::New(env, "rows must be >= 0 and vocab >= 1");
-    auto logits = Typed<float, Napi::Float32Array>(env, info[0], "logits", static_cast<size_t>(rows * vocab));
-    auto ids = Typed<int32_t, Napi::Int32Array>(env, info[3], "ids", 0);
+    const int64_t rows = selfrag::RequireInteger(env, info[1], "rows", 0, INT32_MAX);
+    const int32_t vocab = selfrag::RequireInt32(env, info[2], "vocab", 1, INT32_MAX);
+    auto logits = RequireTypedArray<float>(env, info[0], "logits", static_cast<uint64_t>(rows * vocab), "rows x vocab");
+    auto ids = RequireTypedArray<int32_t>(env, info[3], "ids");
     const size_t nIds = ids.ElementLength();
     auto argmax = Napi::Int32Array::New(env, static_cast<size_t>(rows));
     auto argmaxLogprob = Napi::Float32Array::New(env, static_cast<size_t>(rows));
@@ -63,17 +56,15 @@ Napi::Value Extract(const Napi::CallbackInfo& info) {
 
 Napi::Value Score(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto offsets = Typed<int32_t, Napi::Int32Array>(env, info[0], "offsets", 1);
+    auto offsets = RequireTypedArray<int32_t>(env, info[0], "offsets", 1, "candidates + 1");
     const size_t n = offsets.ElementLength() - 1;
-    for (size_t i = 0; i < n; ++i) {
-        if (offsets[0] < 0 || offsets[i + 1] < offsets[i]) throw Napi::RangeError::New(env, "offsets must be non-decreasing from >= 0");
-    }
-    const size_t total = static_cast<size_t>(offsets[n]);
-    auto tokens = Typed<int32_t, Napi::Int32Array>(env, info[1], "tokens", total);
-    auto logprobs = Typed<float, Napi::Float32Array>(env, info[2], "logprobs", total);
-    auto reflection = Typed<float, Napi::Float32Array>(env, info[3], "reflection", total * 15);
-    auto ids = Typed<int32_t, Napi::Int32Array>(env, info[4], "reflectionIds", 15);
-    const selfrag::ScoreWeights weights = selfrag::ScoreWeightsFrom(info[5].As<Napi::Object>());
+    selfrag::RequireOffsets(env, offsets);
+    const uint64_t total = static_cast<uint64_t>(offsets[n]);
+    auto tokens = RequireTypedArray<int32_t>(env, info[1], "tokens", total, "offsets[last]");
+    auto logprobs = RequireTypedArray<float>(env, info[2], "logprobs", total, "offsets[last]");
+    auto reflection = RequireTypedArray<float>(env, info[3], "reflection", total * 15, "offsets[last] x 15");
+    auto ids = RequireTypedArray<int32_t>(env, info[4], "reflectionIds", 15, "the 15 reflection ids");
+    const selfrag::ScoreWeights weights = selfrag::ScoreWeightsFrom(env, info[5], "weights");
     auto out = Napi::Float64Array::New(env, n * 5);
     selfrag::ScoreSegments(offsets.Data(), static_cast<int64_t>(n), tokens.Data(), logprobs.Data(), reflection.Data(), ids.Data(), 15,
                              weights, out.Data());

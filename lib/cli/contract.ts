@@ -3,7 +3,7 @@
 // `--help` / `-h`), and every failure ends as exactly one line `selfrag: <message> [CODE]` on
 // stderr with exit code 1 (`reportFailure`).
 import {parseArgs, type ParseArgsConfig} from "node:util";
-import {SelfRagError, invalidParameterError} from "../errors.js";
+import {SelfRagError, invalidParameterError, nearestName} from "../errors.js";
 import type {RetrievalMode} from "../selfrag/RetrievalDecision.js";
 
 type ParseOptions = NonNullable<ParseArgsConfig["options"]>;
@@ -23,7 +23,7 @@ export function parseCommand<T extends ParseArgsConfig>(command: string, help: s
     try {
         parsed = parseArgs({...config, args, options} as T);
     } catch (error) {
-        throw parseError(error, command);
+        throw parseError(error, command, Object.keys(options));
     }
     if ((parsed.values as {help?: boolean}).help) {
         console.log(typeof help === "function" ? help() : help);
@@ -68,7 +68,7 @@ export function negativeValuesInline(args: readonly string[], options: ParseOpti
 }
 
 /** node's parseArgs errors (TypeErrors with ERR_PARSE_ARGS_* codes) as one-line SelfRagErrors. */
-export function parseError(error: unknown, command: string): unknown {
+export function parseError(error: unknown, command: string, known: readonly string[] = []): unknown {
     const code = (error as NodeJS.ErrnoException | undefined)?.code;
     if (typeof code !== "string" || !code.startsWith("ERR_PARSE_ARGS_")) return error;
     const message = (error as Error).message;
@@ -76,8 +76,9 @@ export function parseError(error: unknown, command: string): unknown {
     const option = quoted.replace(/ <value>$/, "");
     const see = `see \`${command} --help\``;
     if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
-        return new SelfRagError(`unknown option ${option} for \`${command}\` (${see})`,
-            "INVALID_ARGUMENT", {cause: error});
+        const near = option.startsWith("--") ? nearestName(option.slice(2), known) : undefined;
+        return new SelfRagError(`unknown option ${option} for \`${command}\` (${near != null ? `did you mean --${near}? ` : ""}${see})`,
+            "INVALID_ARGUMENT", {cause: error, option});
     }
     if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
         return new SelfRagError(`unexpected argument "${quoted}": \`${command}\` takes no positional arguments (${see})`, "INVALID_ARGUMENT", {cause: error});

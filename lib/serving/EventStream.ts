@@ -1,4 +1,6 @@
 import type http from "node:http";
+import type {SelfRagError} from "../errors.js";
+import {asSelfRagError} from "./replies.js";
 
 /**
  * A `text/event-stream` response (server-sent events). Writes are dropped once the client has
@@ -33,4 +35,40 @@ export class EventStream {
         this.ended = true;
         this.res.end();
     }
+}
+
+/** What a lazily opened stream writes besides the events of its producer. */
+export interface StreamFraming {
+    /** Written as the stream opens (OpenAI's role chunk). */
+    opening?: (stream: EventStream) => void;
+    /** An error thrown once the stream is open, as its last event(s). */
+    failed: (stream: EventStream, error: SelfRagError) => void;
+    /** Written after the answer or the error, just before the end (OpenAI's `[DONE]`). */
+    closing?: (stream: EventStream) => void;
+}
+
+/**
+ * Runs `produce` with a stream that opens at its first event, so that an error before anything
+ * was sent is thrown as it is (the handler answers it as plain JSON with its status); once open,
+ * the status is 200 and an error can only be an event. The stream is ended either way.
+ */
+export async function streamLazily(res: http.ServerResponse, framing: StreamFraming,
+    produce: (open: () => EventStream) => Promise<void>): Promise<void> {
+    let events: EventStream | undefined;
+    const open = () => {
+        if (events == null) {
+            events = new EventStream(res);
+            framing.opening?.(events);
+        }
+        return events;
+    };
+    try {
+        await produce(open);
+    } catch (error) {
+        if (events == null) throw error;
+        framing.failed(events, asSelfRagError(error));
+    }
+    const stream = open();
+    framing.closing?.(stream);
+    stream.end();
 }

@@ -1,4 +1,4 @@
-// The HTTP server: node:http around createHandler (see handler.ts for the routes and rules).
+// The HTTP server: node:http around createHandler (see handler.ts for the rules, routes.ts for the routes).
 import http from "node:http";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import type {AddressInfo} from "node:net";

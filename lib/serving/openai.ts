@@ -141,3 +141,9 @@ export function openAiErrorType(status: number): string {
     if (status >= 500) return "server_error";
     return "invalid_request_error";
 }
+
+/** OpenAI's error body: {"error": {"message", "type", "param", "code"}}. */
+export function openAiErrorBody(e: SelfRagError, status: number) {
+    return {error: {message: e.message, type: openAiErrorType(status), param: e instanceof OpenAiError ? e.param : null,
+        code: e.code.toLowerCase()}};
+}

@@ -1,0 +1,123 @@
+// Reading a request body: JSON up to a size limit, refused past it without being buffered; and
+// the lingering close that answers an early rejection and then drains the rest of the body.
+import type http from "node:http";
+import {SelfRagError} from "../errors.js";
+
+/** The body as JSON (an object, an array or a scalar: the routes check the shape). */
+export async function readJson(req: http.IncomingMessage & {body?: unknown}, maxBodyBytes: number): Promise<unknown> {
+    // A framework's body parser (express.json()) may have read it already.
+    if (req.body !== undefined && (req.readableEnded || req.body !== null && typeof req.body === "object" && !Buffer.isBuffer(req.body))) {
+        return req.body;
+    }
+    const type = req.headers["content-type"];
+    // Any body is read as JSON (`curl -d` sends a form content-type with a JSON body); only a
+    // multipart upload is certainly not JSON.
+    if (type != null && /^multipart\//i.test(type)) {
+        throw new SelfRagError(`the body must be JSON, not ${type.split(";")[0]}`, "UNSUPPORTED_MEDIA_TYPE");
+    }
+    const declared = Number(req.headers["content-length"] ?? NaN);
+    if (declared > maxBodyBytes) {
+        throw new SelfRagError(`the body is ${declared} bytes; the limit is ${maxBodyBytes}`, "PAYLOAD_TOO_LARGE");
+    }
+    const text = (await readBody(req, maxBodyBytes)).toString("utf8");
+    if (text.trim() === "") throw new SelfRagError("the body is empty; send a JSON object", "INVALID_REQUEST");
+    try {
+        return JSON.parse(text);
+    } catch (error) {
+        throw new SelfRagError(`the body is not valid JSON: ${(error as Error).message}`, "INVALID_JSON");
+    }
+}
+
+/**
+ * The body, up to `max` bytes. Past the limit it stops listening and leaves the request paused
+ * but open (a `for await` loop would destroy it, and with it the socket the answer goes out on).
+ */
+export function readBody(req: http.IncomingMessage, max: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        const done = () => {
+            req.off("data", onData);
+            req.off("end", onEnd);
+            req.off("close", onClose);
+            req.off("error", onClose);
+        };
+        const onData = (chunk: Buffer) => {
+            size += chunk.length;
+            if (size > max) {
+                done();
+                req.pause();
+                reject(new SelfRagError(`the body is over ${max} bytes, the limit`, "PAYLOAD_TOO_LARGE"));
+            } else {
+                chunks.push(chunk);
+            }
+        };
+        const onEnd = () => {
+            done();
+            resolve(Buffer.concat(chunks));
+        };
+        const onClose = () => {
+            done();
+            reject(new SelfRagError("the client closed the connection while sending the body", "ABORTED"));
+        };
+        req.on("data", onData);
+        req.on("end", onEnd);
+        req.on("close", onClose);
+        req.on("error", onClose);
+    });
+}
+
+/** How much of an unread body a lingering close reads and discards before resetting instead. */
+export interface DrainLimits {
+    maxBytes: number;
+    timeoutMs: number;
+}
+
+/**
+ * A lingering close, as Apache and nginx do, for an answer given before the body was read (413,
+ * 404, 405, 415 ...). Closing at once would reset a connection the client is still writing to,
+ * and a client that reads its answer only after sending (Node's fetch) would see ECONNRESET
+ * instead of the answer. So: the whole answer is written at once (`Connection: close`,
+ * Content-Length), for a client that reads while sending; then the rest of the body is read and
+ * discarded, and the response ended (which closes the connection) once the body is in, for a
+ * client that reads only after sending. Past `maxBytes` or `timeoutMs` of draining the connection
+ * is reset instead.
+ */
+export function answerThenDrain(req: http.IncomingMessage, res: http.ServerResponse, status: number, value: unknown,
+    limits: DrainLimits): void {
+    const body = JSON.stringify(value) + "\n";
+    res.shouldKeepAlive = false;
+    res.writeHead(status, {"Content-Type": "application/json; charset=utf-8", "Content-Length": Buffer.byteLength(body), "Connection": "close"});
+    res.write(body);
+    let drained = 0;
+    let settled = false;
+    const finish = (reset: boolean) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        req.off("data", onData);
+        req.off("end", onEnd);
+        req.off("close", onGone);
+        req.off("error", onGone);
+        if (reset) {
+            // Flushed answer first, then the reset (the client may still lose it: documented).
+            res.end(() => req.socket?.destroy());
+            req.pause();
+        } else {
+            res.end(); // Connection: close ends the socket once the answer is flushed
+        }
+    };
+    const onData = (chunk: Buffer) => {
+        drained += chunk.length;
+        if (drained > limits.maxBytes) finish(true);
+    };
+    const onEnd = () => finish(false);
+    const onGone = () => finish(false);
+    const timer = setTimeout(() => finish(true), limits.timeoutMs);
+    timer.unref();
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("close", onGone);
+    req.on("error", onGone);
+    req.resume();
+}

@@ -297,11 +297,15 @@ function plan(form: Form, options: unknown, surface: Surface): QuestionPlan {
         if (options.form !== form) throw new SelfRagError(`a ${options.form}-form plan was given where a ${form}-form one is needed`, "INVALID_ARGUMENT");
         return options;
     }
-    const raw = options === undefined || options === null ? {} : requireObjectNamed(surface.kind === "api" ? "options" : "options", options, "an object of options");
+    const raw = options === undefined || options === null ? {} : requireObjectNamed("options", options, "an object of options");
     const values = checkedValues(form, raw, surface);
     const profile = profileStrategy(values.profile as Profile | undefined, surface.name("profile"));
     const defaults = form === "short" ? profile.shortForm : profile.longForm;
+    const {weights: _weights, profile: _profile, ...given} = values;
     const common = {
+        // Every checked value as given (an option without a default needs nothing more here) ...
+        ...given,
+        // ... and those with defaults, complete.
         [PLAN]: true as const,
         profile,
         mode: (values.mode as RetrievalMode | undefined) ?? "adaptive",

@@ -55,6 +55,12 @@ export interface ShortFormOptions extends RetrievalDecisionOptions {
      * and passages are long.
      */
     prefetchPassages?: boolean;
+    /**
+     * Cut each passage to at most this many tokens (`[Retrieval]<paragraph>title\ntext</paragraph>`,
+     * its text shortened, the markup kept), with a warning per passage cut: a cap on the prefill
+     * each candidate costs when passages are long. Default: as many as the slot allows.
+     */
+    maxPassageTokens?: number;
 }
 
 export interface CandidateResult extends CritiqueScore {
@@ -223,14 +229,21 @@ function submitPassages(ctx: EngineModel["context"], root: number, seqs: readonl
 /** The passage tokens for one candidate, cut to fit the slot: prompt + passage + budget must fit (see `fitPassage`). */
 function fitPassage(model: EngineModel, job: Job, passage: Passage, index: number, plan: ShortFormPlan, warnings: string[]): Int32Array {
     const perSequence = model.context.info.contextPerSequence;
-    const room = perSequence - job.prompt.length - plan.maxNewTokens;
+    const slotRoom = perSequence - job.prompt.length - plan.maxNewTokens;
+    const room = Math.min(slotRoom, plan.maxPassageTokens ?? slotRoom);
     const fitted = fitPassageTokens(model, passage, room);
     if (fitted == null) {
         throw new SelfRagError(`question ${job.id}: passage ${index} (${passage.id ?? passage.title}) cannot fit even when empty: ` +
-            `the prompt (${job.prompt.length} tokens) and ${plan.surface.name("maxNewTokens")} (${plan.maxNewTokens}) leave ${room} of ${perSequence}`,
+            (room < slotRoom ? `${plan.surface.name("maxPassageTokens")} ${room} is less than its title and markup`
+                : `the prompt (${job.prompt.length} tokens) and ${plan.surface.name("maxNewTokens")} (${plan.maxNewTokens}) leave ${room} of ${perSequence}`),
         "CONTEXT_OVERFLOW");
     }
-    if (fitted.truncatedFrom != null) warnings.push(truncationWarning(index, passage, fitted.truncatedFrom, fitted.tokens.length, perSequence));
+    if (fitted.truncatedFrom != null) {
+        warnings.push(room < slotRoom
+            ? `passage ${index} (${passage.id ?? passage.title}) cut from ${fitted.truncatedFrom} to ${fitted.tokens.length} tokens ` +
+                `(${plan.surface.name("maxPassageTokens")} ${plan.maxPassageTokens})`
+            : truncationWarning(index, passage, fitted.truncatedFrom, fitted.tokens.length, perSequence));
+    }
     return fitted.tokens;
 }
 

@@ -164,6 +164,8 @@ const OPTION_SPECS: readonly OptionSpec[] = [
             "   never vote: answer with the best candidate")},
     {key: "prefetchPassages", forms: shortOnly, check: bool,
         flags: switches("prefetch-passages", "   prefill the passages while retrieval is decided (default)", "   prefill them only once retrieval is decided")},
+    {key: "maxPassageTokens", forms: shortOnly, check: integer(1, 1 << 20),
+        flags: [valueFlag("max-passage-tokens", "N  cut each passage to at most N tokens, markup kept (a warning says so; default: as the slot allows)")]},
     {key: "traces", forms: shortOnly, check: bool, hiddenOn: ["http"], flags: []},
     {key: "beamWidth", forms: longOnly, check: integer(1, 64), flags: [valueFlag("beam-width", "N  children kept per depth (2)")]},
     {key: "maxDepth", forms: longOnly, check: integer(1, 64), flags: [valueFlag("max-depth", "N  depths 1..N-1 are generated (7)")]},
@@ -260,6 +262,8 @@ export interface ShortFormPlan extends PlanCommon {
     readonly closedSet?: boolean;
     readonly traces: boolean;
     readonly prefetchPassages: boolean;
+    /** Tokens a passage may take at most (its text cut, markup kept); undefined: as many as the slot allows. */
+    readonly maxPassageTokens?: number;
 }
 
 /** A long-form question's settings, complete and checked (see `planLongForm`). */

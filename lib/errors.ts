@@ -27,8 +27,8 @@ export class SelfRagError extends Error {
  */
 export const ERROR_CODES = {
     // input and options
-    INVALID_ARGUMENT: [400, "an option, argument or field is missing, of the wrong type or out of range (the message names it)"],
-    INVALID_REQUEST: [400, "an HTTP body is not a JSON object of known fields of the right types"],
+    INVALID_ARGUMENT: [400, "an option, argument or field is unknown (the nearest known name suggested), missing, of the wrong type or out of range, or needs another option; the message names it as the caller spelled it (`maxNewTokens`, `--max-new-tokens`)"],
+    INVALID_REQUEST: [400, "an HTTP body is not a JSON object, or a question without passages was sent to a server without an index"],
     INVALID_JSON: [400, "an HTTP body is not JSON"],
     INVALID_JSONL: [400, "a line of a JSONL file (passages, evaluation records, questions) is not a valid record; file:line given"],
     INVALID_TRACE: [400, "a saved trace is not a valid trace record"],

@@ -1,12 +1,12 @@
 import fs from "node:fs";
-import {SelfRagError, invalidParameterError} from "../errors.js";
+import {SelfRagError, invalidParameterError, requireOneOf} from "../errors.js";
 import {toEvalItem} from "../eval/EvalItems.js";
 import {readJsonRecords} from "../jsonRecords.js";
 import {runEvaluation, summarizeRecords, type EvalRecord, type EvalSummary, type EvaluationOptions} from "../eval/Evaluation.js";
 import {checkRedisUrl} from "../distributed/redisUrl.js";
 import {METRICS, type MetricName} from "../eval/metrics.js";
 import {describePresets, PAPER_PRESETS, presetOptions} from "../eval/paperPresets.js";
-import {formatReferenceOutput, referenceOutputPath} from "../eval/referenceOutput.js";
+import {formatReferenceOutput, OUTPUT_FORMATS, referenceOutputPath} from "../eval/referenceOutput.js";
 import type {ProfileStrategy} from "../selfrag/profiles.js";
 import type {Task} from "../selfrag/prompts.js";
 import {parseCommand, refuseTogether, requireWith} from "./contract.js";
@@ -70,8 +70,7 @@ export async function evalCommand(args: string[]): Promise<void> {
     }
     const preset = values.paper != null ? PAPER_PRESETS[values.paper] : undefined;
     if (values.paper != null && preset == null) throw invalidParameterError("--paper", `list | ${Object.keys(PAPER_PRESETS).join(" | ")}`, values.paper);
-    const outputFormat = values["output-format"] ?? "jsonl";
-    if (outputFormat !== "jsonl" && outputFormat !== "reference") throw invalidParameterError("--output-format", "jsonl | reference", outputFormat);
+    const outputFormat = requireOneOf("--output-format", values["output-format"] ?? "jsonl", OUTPUT_FORMATS);
     const long = values.long ?? preset?.long ?? false;
     // The questions' plan: the preset's settings under its profile, the flags over them.
     const flagged = optionsFromFlags(values);
@@ -119,7 +118,7 @@ export async function evalCommand(args: string[]): Promise<void> {
         let lastProgress = 0;
         const evaluation: EvaluationOptions = {
             metrics: (metricList as MetricName[] | undefined) ?? (preset != null ? [preset.metric] : undefined),
-            referenceFields: outputFormat === "reference",
+            referenceFields: outputFormat !== "jsonl",
             plan: index != null ? planQuestion(plan.form, {...planOptions(plan), retriever: index.asRetriever()}, CLI_SURFACE) : plan,
             batchSize: integerOption("--batch", values.batch), limit: integerOption("--limit", values.limit), skip, strict: values.strict,
             signal: abort.signal,
@@ -141,7 +140,7 @@ export async function evalCommand(args: string[]): Promise<void> {
         // Resumed: the metric over every record in the file, not only this run's.
         const records = fs.readFileSync(values.output, "utf8").split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as EvalRecord);
         const file = summarizeRecords(records);
-        if (outputFormat === "reference") {
+        if (outputFormat !== "jsonl") {
             const target = referenceOutputPath(values.output, {long, task});
             fs.writeFileSync(target, formatReferenceOutput(records, {long, task, metric: summary.metric}));
             if (!values.json) console.log(`eval: the reference scripts' output file: ${target}`);

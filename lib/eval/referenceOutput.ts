@@ -11,6 +11,9 @@ import type {Passage, Task} from "../selfrag/prompts.js";
 import type {EvalRecord} from "./Evaluation.js";
 import type {MetricName} from "./metrics.js";
 
+/** `selfrag eval --output-format`: our JSONL only, or also the reference scripts' output file. */
+export const OUTPUT_FORMATS = ["jsonl", "reference"] as const;
+
 export interface ReferenceOutputOptions {
     long: boolean;
     task: Task;
@@ -31,7 +34,7 @@ export function formatReferenceOutput(records: readonly EvalRecord[], options: R
     const ok = records.filter((r) => r.error == null);
     for (const r of ok) {
         if (r.reference == null) {
-            throw new SelfRagError(`record ${r.id} has no "reference" fields: it was written without --output-format reference; run it again`,
+            throw new SelfRagError(`record ${r.id} has no reference fields: it was written without --output-format reference; run it again`,
                 "INVALID_ARGUMENT");
         }
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Computes the reference-profile facts of test/19-reference-profile.test.ts by running the
+"""Computes the reference-profile facts of test/44.selfrag.reference-profile.test.ts by running the
 released Self-RAG scripts' own functions (AkariAsai/self-rag, retrieval_lm/) on scripted inputs.
 
     python3 test/reference/make_facts.py /path/to/self-rag/retrieval_lm > test/reference/facts.json

@@ -147,7 +147,7 @@ describe("cold start", () => {
         });
 
         it("the ggml backends the scan kept are pinned for this CPU and loaded from there; a broken pin falls back to the scan and is pinned again", async () => {
-            // The prebuilt backends (a compiled one, test/36, needs no pin): the first prebuilt process pins.
+            // The prebuilt backends (a compiled one, test/24.model.cpu-backend, needs no pin): the first prebuilt process pins.
             const prebuilt = {SELFRAG_CPU_BACKEND: "prebuilt"};
             const timed = (args: string[], env: Record<string, string> = {}) => timedAny(args, {...prebuilt, ...env});
             const pinning = await timed(["inspect", "--model", await tinyModel(), "--question", "Q?", "--json", "--cpu"]);

@@ -200,3 +200,73 @@ describe("question plan: one contract on every surface", function () {
         assert.deepEqual(planOptions(fromFlags), planOptions(fromApi));
     });
 });
+
+// An option added through the plan alone (maxPassageTokens: lib/selfrag/plan.ts and ShortForm.ts)
+// reaches every surface: the API, the CLI flag, an HTTP body, the OpenAI `selfrag` field, eval and a job.
+describe("question plan: a new option reaches every surface", function () {
+    this.timeout(600_000);
+    let model: SelfRagModel;
+    let server: http.Server;
+    let url: string;
+    const dir = () => tempDir;
+    const LONG = [{id: "l", title: "Paris", text: "Paris is the capital and largest city of France. ".repeat(8)}, PASSAGES[1]];
+    const cut = (warnings: readonly string[]) => warnings.filter((w) => /cut from \d+ to \d+ tokens/.test(w));
+
+    before(async () => {
+        model = await SelfRagModel.load({modelPath: await tinyModel(), sequences: 4, contextSize: 512, gpu: false});
+        server = http.createServer(createHandler(model));
+        await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+        url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    });
+    after(async () => {
+        await new Promise((resolve) => server?.close(resolve));
+        await model?.dispose();
+    });
+
+    it("API: passages over the cap are cut, each with a warning; the others are untouched", async () => {
+        const plain = await model.answer(QUESTION, {passages: LONG, mode: "always", maxNewTokens: 8});
+        const capped = await model.answer(QUESTION, {passages: LONG, mode: "always", maxNewTokens: 8, maxPassageTokens: 20});
+        assert.equal(cut(plain.warnings).length, 0);
+        assert.equal(cut(capped.warnings).length, 1, capped.warnings.join("; "));
+        assert.match(cut(capped.warnings)[0], /\(maxPassageTokens 20\)/);
+        assert.ok(capped.stats.passageTokens < plain.stats.passageTokens);
+        const rome = model.tokenize(`[Retrieval]<paragraph>Rome\n${PASSAGES[1].text}</paragraph>`, {bos: false}).length;
+        assert.ok(capped.stats.passageTokens <= 20 + rome, `${capped.stats.passageTokens} passage tokens`);
+    });
+
+    it("HTTP body and the OpenAI selfrag field carry it", async () => {
+        const res = await fetch(`${url}/v1/answer`, {method: "POST",
+            body: JSON.stringify({question: QUESTION, passages: LONG, mode: "always", maxNewTokens: 8, maxPassageTokens: 20})});
+        assert.equal(res.status, 200);
+        assert.equal(cut((await res.json() as {warnings: string[]}).warnings).length, 1);
+        const chat = await fetch(`${url}/v1/chat/completions`, {method: "POST", body: JSON.stringify({messages: [{role: "user", content: QUESTION}],
+            selfrag: {passages: LONG, mode: "always", maxNewTokens: 8, maxPassageTokens: 20}})});
+        assert.equal(chat.status, 200);
+        assert.equal(cut((await chat.json() as {selfrag: {warnings: string[]}}).selfrag.warnings).length, 1);
+        const bad = await fetch(`${url}/v1/answer`, {method: "POST", body: JSON.stringify({question: QUESTION, passages: LONG, maxPassageTokens: 0})});
+        assert.equal(bad.status, 400);
+        assert.match((await bad.json() as {error: {message: string}}).error.message, /for maxPassageTokens/);
+    });
+
+    it("the CLI has --max-passage-tokens on ask and eval; a job carries it", async () => {
+        const passagesFile = path.join(dir(), "long-passages.jsonl");
+        fs.writeFileSync(passagesFile, LONG.map((p) => JSON.stringify(p)).join("\n") + "\n");
+        const r = await runCli(["ask", "--model", await tinyModel(), "--passages", passagesFile, "--mode", "always", "--max-new-tokens", "8",
+            "--max-passage-tokens", "20", "--json", QUESTION]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stderr, /cut from \d+ to \d+ tokens \(--max-passage-tokens 20\)/);
+        const evalFile = path.join(dir(), "plan-eval.jsonl");
+        fs.writeFileSync(evalFile, JSON.stringify({question: QUESTION, answers: ["Paris"], ctxs: LONG}) + "\n");
+        const out = path.join(dir(), `plan-eval-${process.pid}.jsonl`);
+        fs.rmSync(out, {force: true});
+        const e = await runCli(["eval", "--model", await tinyModel(), "--input", evalFile, "--output", out, "--mode", "always",
+            "--max-new-tokens", "8", "--max-passage-tokens", "20", "--json"]);
+        assert.equal(e.code, 0, e.stderr);
+        const refused = await runCli(["eval", "--model", await tinyModel(), "--input", evalFile, "--output", out + ".x", "--max-passage-tokens", "0"]);
+        assert.match(refused.stderr, /for --max-passage-tokens/);
+        const {jobPlan} = await import("../lib/distributed/jobs.js");
+        const plan = planShortForm({maxPassageTokens: 20});
+        const job = JSON.parse(JSON.stringify({task: "none", profile: "default", long: false, shortForm: planOptions(plan), longForm: {}}));
+        assert.equal(jobPlan(job).form === "short" && (jobPlan(job) as {maxPassageTokens?: number}).maxPassageTokens, 20);
+    });
+});

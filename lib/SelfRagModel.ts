@@ -180,7 +180,7 @@ export class SelfRagModel implements EngineModel {
             throw invalidParameterError("modelPath", "a path to a GGUF file", options?.modelPath);
         }
         if (options.kvCells != null && options.unifiedKv === false) {
-            throw new SelfRagError("kvCells sizes the unified KV cache: it has no effect with unifiedKv: false", "INVALID_ARGUMENT", {option: "kvCells"});
+            throw new SelfRagError("kvCells needs the unified KV cache (unifiedKv: true): it sizes that cache", "INVALID_ARGUMENT", {option: "kvCells"});
         }
         if (options.reactionWindowUs != null) requireInteger("reactionWindowUs", options.reactionWindowUs, 0, 10_000_000);
         if (options.gpuLayers != null) requireInteger("gpuLayers", options.gpuLayers, 0, 1 << 16);

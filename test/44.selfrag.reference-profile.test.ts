@@ -390,10 +390,16 @@ describe("reference profile: server requests", () => {
         const {parseAnswerRequest} = await import("../lib/serving/requestBodies.js");
         const short = parseAnswerRequest({question: "Q", profile: "reference", retrieveRatio: "reference-logprob", weights: {useSupport: true}});
         assert.equal(short.long, false);
-        assert.deepEqual(short.options, {profile: "reference", retrieveRatio: "reference-logprob", weights: {useSupport: true}});
+        // The plan: the profile's defaults with the body's values over them.
+        assert.equal(short.options.profile.name, "reference");
+        assert.equal(short.options.retrieveRatio, "reference-logprob");
+        assert.equal(short.options.ndocs, 10);
+        assert.equal(short.options.maxNewTokens, 15);
+        assert.deepEqual({...short.options.weights}, {relevance: 1, support: 1, utility: 1, useSequenceScore: false, useSupport: true, useUtility: false});
         const long = parseAnswerRequest({question: "Q", long: true, profile: "reference", task: "factscore"});
-        assert.deepEqual([long.options.profile, (long.options as {task?: string}).task], ["reference", "factscore"]);
-        assert.throws(() => parseAnswerRequest({question: "Q", profile: "paper"}), /field "profile": expected "default" \| "reference", got "paper"/);
-        assert.throws(() => parseAnswerRequest({question: "Q", long: true, retrieveRatio: "probability"}), /unknown field "retrieveRatio"/);
+        assert.deepEqual([long.options.profile.name, long.options.task], ["reference", "factscore"]);
+        assert.throws(() => parseAnswerRequest({question: "Q", profile: "paper"}), /Expected "default" \| "reference" for profile but received "paper"/);
+        // As in the library, where long form always took it.
+        assert.equal(parseAnswerRequest({question: "Q", long: true, retrieveRatio: "reference-logprob"}).options.retrieveRatio, "reference-logprob");
     });
 });

@@ -218,17 +218,17 @@ describe("HTTP server", () => {
             ["/v1/answer", "{not json", 400, "INVALID_JSON", /not valid JSON/],
             ["/v1/answer", "", 400, "INVALID_REQUEST", /empty/],
             ["/v1/answer", [1, 2], 400, "INVALID_REQUEST", /"body": expected a JSON object/],
-            ["/v1/answer", {passages: CORPUS}, 400, "INVALID_REQUEST", /"question": expected a non-empty string/],
-            ["/v1/answer", {question: "q", ndocs: "5"}, 400, "INVALID_REQUEST", /"ndocs": expected an integer from 1 to 1024, got "5"/],
-            ["/v1/answer", {question: "q", nDocs: 5}, 400, "INVALID_REQUEST", /unknown field "nDocs"/],
-            ["/v1/answer", {question: "q", beamWidth: 2}, 400, "INVALID_REQUEST", /unknown field "beamWidth"/],
-            ["/v1/answer", {question: "q", passages: [{title: "t"}]}, 400, "INVALID_REQUEST", /"passages\[0\]\.text"/],
-            ["/v1/answer", {question: "q", weights: {rel: 1}}, 400, "INVALID_REQUEST", /unknown field "weights\.rel"/],
-            ["/v1/answer", {question: "q", mode: "sometimes"}, 400, "INVALID_REQUEST", /"mode": expected "adaptive" \| "always" \| "never"/],
+            ["/v1/answer", {passages: CORPUS}, 400, "INVALID_ARGUMENT", /Expected a non-empty string for question but received nothing/],
+            ["/v1/answer", {question: "q", ndocs: "5"}, 400, "INVALID_ARGUMENT", /Expected an integer between 1 and 1024 for ndocs but received "5" of type string/],
+            ["/v1/answer", {question: "q", nDocs: 5}, 400, "INVALID_ARGUMENT", /unknown field "nDocs" \(did you mean "ndocs"\?\)/],
+            ["/v1/answer", {question: "q", beamWidth: 2}, 400, "INVALID_ARGUMENT", /beamWidth is a long-form field: it needs "long": true/],
+            ["/v1/answer", {question: "q", passages: [{title: "t"}]}, 400, "INVALID_ARGUMENT", /for passages\[0\]\.text/],
+            ["/v1/answer", {question: "q", weights: {rel: 1}}, 400, "INVALID_ARGUMENT", /unknown field "weights\.rel"/],
+            ["/v1/answer", {question: "q", mode: "sometimes"}, 400, "INVALID_ARGUMENT", /Expected "adaptive" \| "always" \| "never" for mode/],
             ["/v1/answer", {question: "q", passages: CORPUS, ndocs: 3, maxNewTokens: 500}, 422, "CONTEXT_OVERFLOW", /does not fit/],
             ["/v1/answer", {question: "x".repeat(5000)}, 413, "PAYLOAD_TOO_LARGE", /limit is 4096/],
             ["/v1/nothing", {}, 404, "NOT_FOUND", /no route \/v1\/nothing/],
-            ["/v1/search", {query: ""}, 400, "INVALID_REQUEST", /"query"/]
+            ["/v1/search", {query: ""}, 400, "INVALID_ARGUMENT", /for query/]
         ];
         for (const [route, body, status, code, message] of cases) {
             const res = await post(route, body);

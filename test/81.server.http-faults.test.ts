@@ -172,15 +172,15 @@ describe("HTTP faults (selfrag serve in its own process)", function () {
             ["\"just a string\"", "INVALID_REQUEST", /expected a JSON object/],
             ["null", "INVALID_REQUEST", /expected a JSON object/],
             [deep, "INVALID_REQUEST", /expected a JSON object/],
-            [JSON.stringify({question: "q", passages: CORPUS, ndocs: 1e308}), "INVALID_REQUEST", /"ndocs"/],
-            [JSON.stringify({question: "q", passages: CORPUS, threshold: "0.5"}), "INVALID_REQUEST", /"threshold"/],
-            [JSON.stringify({question: ["q"]}), "INVALID_REQUEST", /"question"/],
-            [JSON.stringify({question: "q", passages: [{title: 1, text: "t"}]}), "INVALID_REQUEST", /passages\[0\]\.title/],
-            [JSON.stringify({question: "q", passages: CORPUS, weights: {relevance: "high"}}), "INVALID_REQUEST", /weights\.relevance/],
-            ["{\"question\": \"q\", \"__proto__\": {\"polluted\": true}}", "INVALID_REQUEST", /unknown field "__proto__"/],
-            [JSON.stringify({question: "q", constructor: {prototype: {x: 1}}}), "INVALID_REQUEST", /unknown field "constructor"/],
-            [JSON.stringify({question: "q", long: "yes"}), "INVALID_REQUEST", /"long"/],
-            [JSON.stringify({question: "q", passages: CORPUS, stream: 1}), "INVALID_REQUEST", /"stream"/]
+            [JSON.stringify({question: "q", passages: CORPUS, ndocs: 1e308}), "INVALID_ARGUMENT", /for ndocs/],
+            [JSON.stringify({question: "q", passages: CORPUS, threshold: "0.5"}), "INVALID_ARGUMENT", /for threshold/],
+            [JSON.stringify({question: ["q"]}), "INVALID_ARGUMENT", /for question/],
+            [JSON.stringify({question: "q", passages: [{title: 1, text: "t"}]}), "INVALID_ARGUMENT", /passages\[0\]\.title/],
+            [JSON.stringify({question: "q", passages: CORPUS, weights: {relevance: "high"}}), "INVALID_ARGUMENT", /weights\.relevance/],
+            ["{\"question\": \"q\", \"__proto__\": {\"polluted\": true}}", "INVALID_ARGUMENT", /unknown field "__proto__"/],
+            [JSON.stringify({question: "q", constructor: {prototype: {x: 1}}}), "INVALID_ARGUMENT", /unknown field "constructor"/],
+            [JSON.stringify({question: "q", long: "yes"}), "INVALID_ARGUMENT", /for long/],
+            [JSON.stringify({question: "q", passages: CORPUS, stream: 1}), "INVALID_ARGUMENT", /for stream/]
         ];
         for (const [body, code, message] of cases) {
             const res = await fetch(server.url + "/v1/answer", {method: "POST", body});

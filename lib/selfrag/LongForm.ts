@@ -141,9 +141,11 @@ export async function answerLongBatch(model: EngineModel, questions: readonly (s
     const ctx = model.context;
     const prepared = questions.map((question, i) => {
         const q = planQuestionItem(question, i, plan, questions.length === 1 ? "question" : `questions[${i}]`);
+        // Read before tokenizing: a disposed model's question fails with CONTEXT_DISPOSED, as its work in flight does.
+        const perSequence = ctx.info.contextPerSequence;
         const text = formatPrompt(taskInstruction(q.task, q.question, undefined, {profile: plan.profile, long: true}), q.input);
         const prompt = model.tokenize(text);
-        requirePromptFits(plan, model, prompt.length, q.id);
+        requirePromptFits(plan, perSequence, prompt.length, q.id);
         // Static passages cap the children per node; a retriever may return up to ndocs.
         const given = staticPassages(q, plan);
         const slots = slotsNeeded(plan, given != null ? given.length : undefined);

@@ -99,8 +99,10 @@ interface Job {
 
 /** Tokenizes and checks a question before any slot is taken: a prompt that cannot fit fails here, alone. */
 function prepare(model: EngineModel, q: PlannedQuestion, plan: ShortFormPlan): Job {
+    // Read before tokenizing: a disposed model's question fails with CONTEXT_DISPOSED, as its work in flight does.
+    const perSequence = model.context.info.contextPerSequence;
     const prompt = model.tokenize(formatPrompt(taskInstruction(q.task, q.question, q.choices, {profile: plan.profile}), q.input));
-    requirePromptFits(plan, model, prompt.length, q.id);
+    requirePromptFits(plan, perSequence, prompt.length, q.id);
     return {id: q.id, task: q.task, prompt, passages: [], warnings: []};
 }
 

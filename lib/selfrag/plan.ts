@@ -12,7 +12,6 @@ import {
     SelfRagError, invalidParameterError, refuseUnknownKeys, requireBoolean, requireInteger, requireNumberInRange, requireObject, requireOneOf,
     requireString, unknownOptionError
 } from "../errors.js";
-import type {EngineModel} from "../engine/EngineModel.js";
 import {PROFILES, profileStrategy, weightsOver, type Profile, type ProfileStrategy} from "./profiles.js";
 import {TASKS, type Passage, type Task} from "./prompts.js";
 import type {RetrievalMode, RetrieveRatio} from "./RetrievalDecision.js";
@@ -444,7 +443,7 @@ function finishQuestion(q: Omit<PlannedQuestion, "task" | typeof QUESTION> & {ta
         if (choices != null && !plan.profile.choiceTasks.has(task)) {
             const name = q.choices != null ? field("choices") : surface.name("choices");
             throw new SelfRagError(`question ${q.id}: ${name} were given but task "${task}" does not list them in its prompt ` +
-                `(the ${plan.profile.name} profile lists them for ${[...plan.profile.choiceTasks].join(", ")}): pass task "arc_c"`,
+                `(the ${plan.profile.name} profile lists them for ${[...plan.profile.choiceTasks].join(", ")} only): pass task "arc_c"`,
             "INVALID_ARGUMENT", {option: name});
         }
         return Object.freeze({...q, [QUESTION]: true as const, task, ...(input != null ? {input} : {}), ...(choices != null ? {choices} : {})});
@@ -484,9 +483,13 @@ export function requireSlots(plan: QuestionPlan, slots: number, available: numbe
             `lower ${name("beamWidth")} or ${name("ndocs")}, or raise sequences`, "TOO_FEW_SLOTS");
 }
 
+/** A question's plan with values no caller spells (the server's index as the retriever of a question without passages). */
+export function planWith<P extends QuestionPlan>(plan: P, values: {retriever?: Retriever}): P {
+    return Object.freeze({...plan, ...values}) as unknown as P;
+}
+
 /** Refuses a prompt that leaves no room for the token budget (CONTEXT_OVERFLOW), naming the budget as the caller spells it. */
-export function requirePromptFits(plan: QuestionPlan, model: EngineModel, promptTokens: number, id: string): void {
-    const perSequence = model.context.info.contextPerSequence;
+export function requirePromptFits(plan: QuestionPlan, perSequence: number, promptTokens: number, id: string): void {
     if (promptTokens + 1 + plan.maxNewTokens <= perSequence) return;
     throw new SelfRagError(`question ${id}: the prompt (${promptTokens} tokens) plus ${plan.surface.name("maxNewTokens")} (${plan.maxNewTokens}) ` +
         `does not fit the context of ${perSequence} tokens per sequence`, "CONTEXT_OVERFLOW", {option: plan.surface.name("maxNewTokens")});

@@ -4,7 +4,7 @@
 // checked by name, unknown fields are refused with the nearest known one, and a long-form field
 // without "long": true says so.
 import {SelfRagError, invalidParameterError, refuseUnknownKeys, requireBoolean, requireInteger, requireString} from "../errors.js";
-import {HTTP_SURFACE, optionKeys, planQuestion, planQuestionItem, type LongFormPlan, type PlannedQuestion, type Retriever, type ShortFormPlan,
+import {HTTP_SURFACE, optionKeys, planQuestion, planQuestionItem, planWith, type LongFormPlan, type PlannedQuestion, type Retriever, type ShortFormPlan,
     type Surface} from "../selfrag/plan.js";
 
 export type AnswerRequest =
@@ -23,7 +23,8 @@ const REQUEST_FIELDS = ["long", "stream"];
 
 function object(body: unknown, what: string): Record<string, unknown> {
     if (body == null || typeof body !== "object" || Array.isArray(body)) {
-        throw new SelfRagError(`${what}: expected a JSON object, got ${body === null ? "null" : Array.isArray(body) ? "an array" : typeof body}`, "INVALID_REQUEST");
+        throw new SelfRagError(`field "${what}": expected a JSON object, got ${body === null ? "null" : Array.isArray(body) ? "an array" : typeof body}`,
+            "INVALID_REQUEST");
     }
     return body as Record<string, unknown>;
 }
@@ -49,8 +50,8 @@ export function parseAnswerRequest(raw: unknown, options: {surface?: Surface, re
         if (QUESTION_FIELDS.includes(key)) question[key] = value;
         else if (!REQUEST_FIELDS.includes(key)) settings[key] = value;
     }
-    if (question.passages === undefined && options.retriever != null) settings.retriever = options.retriever;
-    const plan = planQuestion(long ? "long" : "short", settings, surface);
+    const asked = planQuestion(long ? "long" : "short", settings, surface);
+    const plan = question.passages === undefined && options.retriever != null ? planWith(asked, {retriever: options.retriever}) : asked;
     const planned = planQuestionItem(question, 0, plan);
     return long ? {long: true, question: planned, options: plan as LongFormPlan} : {long: false, question: planned, options: plan as ShortFormPlan};
 }

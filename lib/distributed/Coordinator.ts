@@ -227,6 +227,7 @@ export async function runDistributedEvaluation(file: string, options: Distribute
         }
     } finally {
         await source.return?.(undefined);
+        // Closing on the way out: a failure here (Redis gone) must not hide the run's own outcome.
         await queue.close().catch(() => undefined);
         await connection.close();
     }

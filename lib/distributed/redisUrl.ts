@@ -11,6 +11,7 @@ export function checkRedisUrl(url: string | undefined, flag = "--redis"): string
     try {
         parsed = url != null ? new URL(url) : undefined;
     } catch {
+        // Nothing lost: an unparsable URL is refused just below with the usage message.
         parsed = undefined;
     }
     if (parsed == null || (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") || parsed.hostname === "") {
@@ -26,6 +27,7 @@ export function displayUrl(url: string): string {
         if (u.password !== "") u.password = "***";
         return u.toString().replace(/\/$/, "");
     } catch {
+        // Nothing lost: a string that is not a URL has no password field to hide; it is shown as given.
         return url;
     }
 }

@@ -3,6 +3,7 @@
 // addon built against that same variant, so both share one llama.cpp and one backend registry.
 // node-llama-cpp's JavaScript is imported only here and only when needed: a process whose CPU
 // runtime was recorded (runtimeRecord.ts) loads node-llama-cpp's binary straight away instead.
+// What this relies on in node-llama-cpp beyond its public API is in nodeLlamaCpp.ts.
 import fs from "node:fs";
 import {createRequire} from "node:module";
 import path from "node:path";
@@ -11,11 +12,13 @@ import {SelfRagError} from "../errors.js";
 import {packageRoot} from "../paths.js";
 import {markPhase} from "../timings.js";
 import {compiledCpuBackend, loadedCpuBackend, type CompiledCpuBackend, type CpuBackendInfo} from "./cpuBackend.js";
+import {bindingPassesTest, bringUpCpuBinding, cpuBindingGetLlamaWouldLoad, getLlamaFor, preloadBackends, type LlamaBinding,
+    type LlamaGpu} from "./nodeLlamaCpp.js";
+import {llamaLibrarySoname, mappedFiles} from "./processMaps.js";
 import type {NativeAddon} from "./types.js";
-import {ADDON_LOG_LEVEL_WARN, forgetCpuRuntime, lineLogger, pinBackends, pinnedBackendFolder, recordCpuRuntime, recordedCpuBinding,
-    type LlamaBinding} from "./runtimeRecord.js";
+import {cacheEnabled, forgetCpuRuntime, pinBackends, pinnedBackendFolder, recordCpuRuntime, recordedCpuBinding} from "./runtimeRecord.js";
 
-export type GpuOption = "auto" | false | "cuda" | "vulkan" | "metal";
+export type GpuOption = LlamaGpu;
 
 export interface LoadedAddon {
     addon: NativeAddon;
@@ -87,47 +90,50 @@ export function loadEngine(options: {gpu?: GpuOption, nodeLlamaCpp?: boolean} = 
 async function bringUp(gpu: GpuOption, nodeLlamaCpp: boolean): Promise<EngineRuntime> {
     const compiled = compiledCpuBackend();
     const recorded = recordedCpuBinding(gpu);
-    // A recorded CPU runtime loads directly; with node-llama-cpp's Llama wanted (or no record) it is
-    // getLlama(), on the compiled CPU backend when the record shows getLlama() brings up the binary
-    // that backend was linked for (without a record, getLlama() might pick another binary, such
-    // as a local build, which must not meet a backend loaded into the prebuilt one).
-    const runtime = (!nodeLlamaCpp && recorded != null ? await loadDirect(gpu, recorded, compiled) : undefined) ??
-        await doLoad(gpu, compiled != null && recorded === compiled.bindingPath ? compiled : undefined);
+    // A recorded CPU runtime loads directly.
+    let runtime = !nodeLlamaCpp && recorded != null ? await loadDirect(gpu, recorded, compiled) : undefined;
+    // The compiled CPU backend may go into a binding only when that binding is the one getLlama()
+    // brings up (else, say a local build is picked, the backend would sit in a llama.cpp that is
+    // not used, beside a second one that is): known from this install's record, or in a first
+    // process from node-llama-cpp's own choice of binary, tested as getLlama() tests it.
+    let known = recorded;
+    if (runtime == null && known == null && compiled != null && (gpu === false || gpu === "auto") &&
+        await cpuBindingGetLlamaWouldLoad(gpu) === compiled.bindingPath && await bindingPassesTest(compiled.bindingPath)) {
+        known = compiled.bindingPath;
+        // The engine alone needs no getLlama(): the first process loads the binary directly too,
+        // and records it (SELFRAG_RUNTIME_CACHE=0 keeps every process on getLlama()).
+        if (!nodeLlamaCpp && cacheEnabled()) {
+            runtime = await loadDirect(gpu, known, compiled);
+            if (runtime != null) recordCpuRuntime(gpu);
+        }
+    }
+    runtime ??= await doLoad(gpu, compiled != null && known === compiled.bindingPath ? compiled : undefined);
     markPhase("backend", runtime.via);
     return {...runtime, cpuBackend: loadedCpuBackend()};
 }
 
 /**
- * node-llama-cpp's CPU binary brought up as its Llama constructor does (logger, backends next to
- * the binary, llama_backend_init), then the addon. undefined (and the record dropped) when the
- * binary does not come up as the CPU variant: the caller goes through getLlama() instead.
+ * node-llama-cpp's CPU binary brought up directly, then the addon. undefined (and the record
+ * dropped) when the binary does not come up as the CPU variant: the caller goes through getLlama() instead.
  */
 async function loadDirect(gpu: GpuOption, bindingPath: string, compiled: CompiledCpuBackend | undefined): Promise<EngineRuntime | undefined> {
     let binding: LlamaBinding;
     try {
-        binding = requireNative(bindingPath) as LlamaBinding;
-        binding.markLoaded();
-        const printLevel = (process.env.SELFRAG_LOG_LEVEL ?? "disabled") as LlamaLogLevel;
-        binding.setLogger(lineLogger(logger(printLevel)));
-        binding.setLoggerLogLevel(ADDON_LOG_LEVEL_WARN);
-        binding.loadBackends();
-        // The CPU backend compiled for this machine, when it was linked against this binding's
-        // libggml-base.so (ggml's score refuses it on a CPU without its instructions) ...
-        if (binding.getGpuType() == null && compiled != null && compiled.bindingPath === bindingPath) binding.loadBackends(compiled.folder);
-        if (binding.getGpuType() == null) {
+        binding = await bringUpCpuBinding(bindingPath, logger(printLevel()), (b) => {
+            // The CPU backend compiled for this machine, when it was linked against this binding's
+            // libggml-base.so (ggml's score refuses it on a CPU without its instructions) ...
+            if (b.getGpuType() == null && compiled != null && compiled.bindingPath === bindingPath) b.loadBackends(compiled.folder);
+            if (b.getGpuType() != null) return;
             // ... else the prebuilt one this CPU got last time, else the scan of every variant (then pinned).
             const pinned = pinnedBackendFolder(bindingPath);
-            if (pinned != null) binding.loadBackends(pinned);
-            if (binding.getGpuType() == null) {
-                binding.loadBackends(path.dirname(bindingPath));
+            if (pinned != null) b.loadBackends(pinned);
+            if (b.getGpuType() == null) {
+                b.loadBackends(path.dirname(bindingPath));
                 pinBackends(bindingPath, {replace: pinned != null});
             }
-        }
-        const type = binding.getGpuType();
-        if (type !== false) throw new Error(`the recorded binary came up as ${String(type)}, not the CPU`);
-        binding.ensureGpuDeviceIsSupported();
-        await binding.init();
+        });
     } catch {
+        // Nothing lost: the record is dropped and the caller brings llama.cpp up through getLlama(), which reports its own errors.
         forgetCpuRuntime(gpu);
         return undefined;
     }
@@ -139,7 +145,7 @@ async function loadDirect(gpu: GpuOption, bindingPath: string, compiled: Compile
 /** node-llama-cpp's Llama for a runtime that came up without it: getLlama() for the variant already loaded (its binary is shared). */
 async function ensureLlama(runtime: EngineRuntime): Promise<EngineRuntime> {
     if (runtime.llama != null) return runtime;
-    withLlama ??= getLlamaFor(runtime.variant === "cpu" ? false : runtime.variant as GpuOption);
+    withLlama ??= getLlamaFor(runtime.variant === "cpu" ? false : runtime.variant as GpuOption, logger(printLevel()));
     withLlama.catch(() => {
         withLlama = undefined;
     });
@@ -158,50 +164,31 @@ export function takeRecentLlamaLog(): string[] {
     return recentLog.splice(0, recentLog.length);
 }
 
-function logger(printLevel: LlamaLogLevel) {
+function printLevel(): LlamaLogLevel {
+    return (process.env.SELFRAG_LOG_LEVEL ?? "disabled") as LlamaLogLevel;
+}
+
+/** selfrag's llama.cpp log sink: keeps the recent warnings and errors, prints up to SELFRAG_LOG_LEVEL. */
+function logger(print: LlamaLogLevel) {
     return (level: LlamaLogLevel, message: string) => {
         const rank = levelOrder.indexOf(level);
         if (rank >= 1 && rank <= 3) {
             recentLog.push(message.trim());
             if (recentLog.length > 50) recentLog.shift();
         }
-        if (rank >= 1 && rank <= levelOrder.indexOf(printLevel)) process.stderr.write(`[llama.cpp] ${message.trimEnd()}\n`);
+        if (rank >= 1 && rank <= levelOrder.indexOf(print)) process.stderr.write(`[llama.cpp] ${message.trimEnd()}\n`);
     };
-}
-
-async function getLlamaFor(gpu: GpuOption): Promise<Llama> {
-    const printLevel = (process.env.SELFRAG_LOG_LEVEL ?? "disabled") as LlamaLogLevel;
-    try {
-        const {getLlama} = await import("node-llama-cpp");
-        return await getLlama({gpu, build: "never", logLevel: "warn" as LlamaLogLevel, logger: logger(printLevel),
-            progressLogs: false, skipDownload: true});
-    } catch (error) {
-        throw new SelfRagError(`node-llama-cpp could not load llama.cpp (gpu=${String(gpu)}): ${(error as Error).message}`,
-            "ADDON_LOAD_FAILED", {cause: error});
-    }
 }
 
 async function doLoad(gpu: GpuOption, compiled: CompiledCpuBackend | undefined): Promise<EngineRuntime> {
     // The compiled CPU backend goes in first: node-llama-cpp then finds a CPU backend loaded and
     // adds none of its own.
-    if (compiled != null) preloadCompiledBackend(compiled);
-    const llama = await getLlamaFor(gpu);
+    if (compiled != null) preloadBackends(compiled.bindingPath, compiled.folder);
+    const llama = await getLlamaFor(gpu, logger(printLevel()));
     const variant = llama.gpu === false ? "cpu" : llama.gpu;
     const {addon, addonPath} = loadSelfragAddon(variant);
     if (variant === "cpu") recordCpuRuntime(gpu);
     return {addon, llama, variant, addonPath, mathCores: llama.cpuMathCores, via: "node-llama-cpp"};
-}
-
-function preloadCompiledBackend(compiled: CompiledCpuBackend): void {
-    try {
-        const binding = requireNative(compiled.bindingPath) as LlamaBinding;
-        // No logger of ours: node-llama-cpp's addon drops its JavaScript logger when setLogger() is
-        // called twice (the first one's finalizer runs late), and getLlama() sets its own next.
-        binding.setLoggerLogLevel(ADDON_LOG_LEVEL_WARN);
-        binding.loadBackends(compiled.folder);
-    } catch {
-        // node-llama-cpp loads its prebuilt backend as usual
-    }
 }
 
 /** The selfrag addon built for `variant` (the llama.cpp already loaded); one error naming every file tried. */
@@ -226,13 +213,7 @@ function loadSelfragAddon(variant: string, libDir?: string): {addon: NativeAddon
 
 /** Which libllama the process actually mapped (Linux): the truth when node-llama-cpp fell back. */
 function loadedLlamaSoname(): string | undefined {
-    try {
-        const maps = fs.readFileSync("/proc/self/maps", "utf8");
-        const match = maps.match(/\/(libllama(?:\.[a-z-]+)?(?:\.v[\d.]+)?\.so)\s*$/m);
-        return match?.[1];
-    } catch {
-        return undefined;
-    }
+    return mappedFiles().map(llamaLibrarySoname).find((name) => name != null);
 }
 
 /** The builds for the llama.cpp loaded: from `libDir` when known (a direct runtime), else by the libllama mapped. */

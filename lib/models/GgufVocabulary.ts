@@ -42,6 +42,7 @@ export function readGgufSummarySync(file: string): GgufSummary {
         try {
             magic = cursor.u32();
         } catch {
+            // Nothing lost: a file too short for the magic is refused just below as not a GGUF file.
             magic = -1;
         }
         if (magic !== GGUF_MAGIC) throw new SelfRagError(`${file} is not a GGUF file (no GGUF magic at its start)`, "INVALID_GGUF");

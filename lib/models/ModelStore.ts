@@ -40,6 +40,7 @@ export function readManifest(dir: string): ModelManifest {
     try {
         parsed = JSON.parse(fs.readFileSync(path.join(dir, MANIFEST_FILE), "utf8"));
     } catch {
+        // Nothing lost: the manifest only adds sources and the default; models are found by their files.
         return {models: {}};
     }
     const manifest = parsed as Partial<ModelManifest> | null;
@@ -74,8 +75,11 @@ export function ggufFiles(dir: string): string[] {
     let entries: fs.Dirent[];
     try {
         entries = fs.readdirSync(dir, {withFileTypes: true});
-    } catch {
-        return [];
+    } catch (error) {
+        // A folder not made yet holds no models; an unreadable one is an error to show.
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === "ENOENT" || code === "ENOTDIR") return [];
+        throw error;
     }
     return entries.filter((e) => (e.isFile() || e.isSymbolicLink()) && isEntrypointGguf(e.name)).map((e) => e.name).sort();
 }

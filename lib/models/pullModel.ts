@@ -62,12 +62,9 @@ export function resolvePullSource(source: string): Origin {
     throw new SelfRagError(`model file not found: ${path.resolve(source)}`, "MODEL_NOT_FOUND");
 }
 
+/** The file's size, -1 when it is not there (any other failure is thrown). */
 function fileSize(file: string): number {
-    try {
-        return fs.statSync(file).size;
-    } catch {
-        return -1;
-    }
+    return fs.statSync(file, {throwIfNoEntry: false})?.size ?? -1;
 }
 
 /** The folder a pull of `key` downloads into: hidden, inside the models folder (same file system: the final move is a rename). */
@@ -96,7 +93,7 @@ function dropEmptyStaging(staging: string): void {
     try {
         if (fs.readdirSync(staging).length === 0) fs.rmdirSync(staging);
     } catch {
-        // absent already
+        // Nothing lost: the folder is absent already, or holds files again (a pull resumed meanwhile) and stays.
     }
 }
 

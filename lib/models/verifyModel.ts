@@ -107,6 +107,7 @@ export function hasReflectionTokensSync(file: string): boolean {
         const {tokens, size, expectedSize} = readGgufSummarySync(file);
         return tokens != null && size >= expectedSize && missingReflectionTokens(tokens).length === 0;
     } catch {
+        // Nothing lost: the question is only "is this a usable Self-RAG GGUF"; loading it reports why not.
         return false;
     }
 }

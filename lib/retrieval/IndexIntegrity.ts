@@ -113,12 +113,9 @@ async function digest(dir: string, name: string): Promise<FileDigest> {
     }
 }
 
+/** The file's size, or undefined when it is not there (any other failure is thrown). */
 function fileSize(file: string): number | undefined {
-    try {
-        return fs.statSync(file).size;
-    } catch {
-        return undefined;
-    }
+    return fs.statSync(file, {throwIfNoEntry: false})?.size;
 }
 
 /** A size difference, in rows for the flat vectors (the unit their reader reports). */

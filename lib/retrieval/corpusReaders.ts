@@ -51,8 +51,11 @@ export async function openCorpus(file: string, options: {format?: CorpusFormat} 
     let stat: fs.Stats;
     try {
         stat = fs.statSync(file);
-    } catch {
-        throw new SelfRagError(`corpus file not found: ${file}`, "CORPUS_NOT_FOUND");
+    } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        // Only a missing file is "not found"; anything else (no permission ...) says what it was.
+        if (code === "ENOENT" || code === "ENOTDIR") throw new SelfRagError(`corpus file not found: ${file}`, "CORPUS_NOT_FOUND");
+        throw new SelfRagError(`cannot read corpus file ${file}: ${(error as Error).message}`, "CORPUS_NOT_FOUND", {cause: error});
     }
     if (!stat.isFile()) throw new SelfRagError(`corpus ${file} is not a file`, "CORPUS_NOT_FOUND");
     if (options.format != null && !CORPUS_FORMATS.includes(options.format)) {
@@ -279,6 +282,7 @@ export function splitContents(contents: string): {title: string, text: string} {
             try {
                 title = JSON.parse(first) as string;
             } catch {
+                // Nothing lost: a quoted line that is not valid JSON is still a title, taken between its quotes.
                 title = first.slice(1, -1);
             }
             return {title, text: contents.slice(newline + 1)};

@@ -395,7 +395,7 @@ function idsFromHeader(header: GgufHeader, texts: readonly string[], native: Nat
     try {
         return texts.every((t, i) => native.tokenText(ids[i]) === t) ? Int32Array.from(ids) : undefined;
     } catch {
-        return undefined;
+        return undefined; // an id llama.cpp cannot show: the vocabulary search (the caller's fallback) decides
     }
 }
 
@@ -416,8 +416,8 @@ function checkGgufFile(modelPath: string, tokenTexts: readonly string[]): GgufHe
     let stat: fs.Stats;
     try {
         stat = fs.statSync(modelPath);
-    } catch {
-        throw new SelfRagError(`model file not found: ${modelPath}`, "MODEL_NOT_FOUND");
+    } catch (error) {
+        throw new SelfRagError(`model file not found: ${modelPath}`, "MODEL_NOT_FOUND", {cause: error});
     }
     if (!stat.isFile()) throw new SelfRagError(`model path is not a file: ${modelPath}`, "MODEL_NOT_FOUND");
     const fd = fs.openSync(modelPath, "r");

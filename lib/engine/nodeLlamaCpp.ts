@@ -1,7 +1,7 @@
 // The adapter to node-llama-cpp: everything selfrag relies on that node-llama-cpp does not promise.
 // selfrag pins node-llama-cpp to one exact version (NODE_LLAMA_CPP_VERSION) because its addon links
 // node-llama-cpp's private llama.cpp binaries; this file is the rest of that contract, so an upgrade
-// reads and re-checks this one file (and test/36-node-llama-cpp-adapter):
+// reads and re-checks this one file (and test/27.model.node-llama-cpp-adapter):
 //   - the binding: the exports of its llama-addon.node that bring llama.cpp up (LlamaBinding), and
 //     the order its Llama constructor calls them in (bringUpCpuBinding);
 //   - its log plumbing: the addon's log level numbers, its Llama's joining of log pieces into lines

@@ -7,7 +7,7 @@ import path from "node:path";
 import {Bench} from "tinybench";
 import {writeFixtureModel} from "../lib/fixtures/FixtureModel.js";
 import {formatPrompt, taskInstruction, type Passage} from "../lib/selfrag/prompts.js";
-import {SegmentScorer} from "../lib/selfrag/SegmentScorer.js";
+import type {SegmentScorer} from "../lib/selfrag/SegmentScorer.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {TreeSearch, type TreeNode} from "../lib/selfrag/TreeSearch.js";
 import {ReencodingSource} from "../test-support/treeSources.js";
@@ -93,7 +93,7 @@ export async function run(): Promise<BenchResult> {
     await writeFixtureModel(file, "tiny");
     const model = await SelfRagModel.load({modelPath: file, contextSize: 2048, sequences: 10, threads: 1, gpu: false});
     try {
-        const scorer = await SegmentScorer.create(model.reflection.ids);
+        const scorer = model.scorer;
         const shallow = await measureScenario(model, scorer, {id: "one level", deep: false});
         const deep = await measureScenario(model, scorer, {id: "deep tree", deep: true});
         return writeResultAndReturn({

@@ -20,7 +20,6 @@ import {Bench} from "tinybench";
 import {loadAddon} from "../lib/engine/addon.js";
 import {formatPassage, formatPrompt} from "../lib/selfrag/prompts.js";
 import {REFLECTION_COUNT} from "../lib/engine/ReflectionTokens.js";
-import {SegmentScorer} from "../lib/selfrag/SegmentScorer.js";
 import type {ShortFormAnswer, ShortFormOptions} from "../lib/selfrag/ShortForm.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import type {TraceCandidate} from "../lib/selfrag/traces.js";
@@ -98,7 +97,7 @@ async function load(llama: Llama): Promise<Setup> {
         loaded.sequence = context.getSequence();
         loaded.naive = {
             question: QUESTION, passages: PASSAGES, maxNewTokens: MAX_NEW_TOKENS,
-            reflectionIds: loaded.ours.reflection.ids, scorer: await SegmentScorer.create(loaded.ours.reflection.ids)
+            reflectionIds: loaded.ours.reflection.ids, scorer: loaded.ours.scorer
         };
         return loaded as Setup;
     } catch (error) {

@@ -4,7 +4,7 @@
 // come first served (the slot pool is FIFO), abort that frees a request's slots mid-generation,
 // a per-request timeout, and counters for /v1/stats and /metrics.
 import type {LongFormPlan, ShortFormPlan} from "../selfrag/plan.js";
-import {SelfRagError, requirePositiveInteger} from "../errors.js";
+import {SelfRagError, requirePositiveInteger, requireNumberInRange} from "../errors.js";
 import {abortError} from "../engine/SlotPool.js";
 import type {AnswerEvent} from "../selfrag/events.js";
 import type {LongFormAnswer, LongFormOptions, LongFormQuestion} from "../selfrag/LongForm.js";
@@ -73,7 +73,7 @@ export class RequestScheduler {
     public constructor(private readonly model: SelfRagModel, options: RequestSchedulerOptions = {}) {
         this.maxQueue = requirePositiveInteger("maxQueue", options.maxQueue ?? 1024, 1 << 20);
         const timeoutMs = options.timeoutMs ?? 0;
-        if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw new SelfRagError(`timeoutMs must be >= 0, got ${timeoutMs}`, "INVALID_ARGUMENT");
+        requireNumberInRange("timeoutMs", timeoutMs, 0, Number.MAX_SAFE_INTEGER);
         this.timeoutMs = timeoutMs;
         this.monitor = new EngineMonitor(model.context);
     }

@@ -11,7 +11,7 @@
 // (`answerThenDrain`).
 import type http from "node:http";
 import path from "node:path";
-import {SelfRagError, httpStatusOf} from "../errors.js";
+import {SelfRagError, httpStatusOf, requireInteger, requireNumberInRange, requirePositiveInteger} from "../errors.js";
 import type {PassageIndex} from "../retrieval/PassageIndex.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
 import {answerThenDrain, readJson, type DrainLimits} from "./bodyReader.js";
@@ -58,13 +58,10 @@ export interface SelfRagHandler {
  */
 export function createHandler(model: SelfRagModel, options: HandlerOptions = {}): SelfRagHandler {
     const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
-    if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
-        throw new SelfRagError(`maxBodyBytes must be a positive integer, got ${maxBodyBytes}`, "INVALID_ARGUMENT");
-    }
+    requirePositiveInteger("maxBodyBytes", maxBodyBytes);
     const drain: DrainLimits = {maxBytes: options.drain?.maxBytes ?? 64 * 1024 * 1024, timeoutMs: options.drain?.timeoutMs ?? 10_000};
-    if (!Number.isInteger(drain.maxBytes) || drain.maxBytes < 0 || !Number.isFinite(drain.timeoutMs) || drain.timeoutMs < 0) {
-        throw new SelfRagError(`drain.maxBytes and drain.timeoutMs must be >= 0, got ${drain.maxBytes} and ${drain.timeoutMs}`, "INVALID_ARGUMENT");
-    }
+    requireInteger("drain.maxBytes", drain.maxBytes, 0, Number.MAX_SAFE_INTEGER);
+    requireNumberInRange("drain.timeoutMs", drain.timeoutMs, 0, Number.MAX_SAFE_INTEGER);
     const scheduler = new RequestScheduler(model, options.scheduler);
     const routes = routeTable({
         model, scheduler, index: options.index,

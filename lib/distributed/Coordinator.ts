@@ -71,7 +71,8 @@ export async function runDistributedEvaluation(file: string, options: Distribute
     const referenceFields = options.referenceFields ?? false;
     const settings: RunSettings = {
         task, profile: profile.name, long, referenceFields, metrics,
-        shortForm: long ? {} : planOptions(plan), longForm: long ? planOptions(plan) : {}
+        shortForm: long ? {} : planOptions(plan), longForm: long ? planOptions(plan) : {},
+        spelling: plan.surface.kind === "cli" ? "cli" : "api"
     };
     const queueName = options.queue ?? DEFAULT_QUEUE;
     const attempts = options.attempts ?? 3;

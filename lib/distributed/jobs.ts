@@ -9,7 +9,7 @@ import type {EvalItem} from "../eval/EvalItems.js";
 import type {EvalRecord} from "../eval/Evaluation.js";
 import type {MetricName} from "../eval/metrics.js";
 import type {LongFormOptions} from "../selfrag/LongForm.js";
-import {httpSurface, planQuestion, slotsNeeded, type QuestionPlan, type Retriever} from "../selfrag/plan.js";
+import {API_SURFACE, CLI_SURFACE, planQuestion, slotsNeeded, type QuestionPlan, type Retriever, type Surface} from "../selfrag/plan.js";
 import type {Profile} from "../selfrag/profiles.js";
 import type {Task} from "../selfrag/prompts.js";
 import type {ShortFormOptions} from "../selfrag/ShortForm.js";
@@ -27,6 +27,8 @@ export interface RunSettings {
     metrics: MetricName[];
     shortForm: Omit<ShortFormOptions, "passages" | "retriever" | "task" | "profile">;
     longForm: Omit<LongFormOptions, "passages" | "retriever" | "task" | "profile">;
+    /** How the coordinator's caller spelled the options ("cli": flags), so a worker's errors name them as a single-process run does. */
+    spelling?: "api" | "cli";
 }
 
 /**
@@ -73,14 +75,14 @@ export function jobItem(item: EvalItem, referenceFields: boolean): JobItem {
     return {...rest, record: referenceFields ? record : metadata !== undefined ? {metadata} : {}};
 }
 
-/** The JSON fields of a job's settings, named as `settings.<field>` in errors. */
-const JOB_SURFACE = httpSurface("settings.");
+/** A job's settings are `planOptions` of the coordinator's plan: named in errors as its caller spelled them. */
+const JOB_SURFACES: Readonly<Record<"api" | "cli", Surface>> = {api: API_SURFACE, cli: CLI_SURFACE};
 
 /** A job's question settings as a plan (the coordinator wrote them with `planOptions`). */
-export function jobPlan(settings: Pick<RunSettings, "long" | "shortForm" | "longForm" | "task" | "profile">, retriever?: Retriever): QuestionPlan {
+export function jobPlan(settings: Pick<RunSettings, "long" | "shortForm" | "longForm" | "task" | "profile" | "spelling">, retriever?: Retriever): QuestionPlan {
     const form = settings.long ? "long" : "short";
     return planQuestion(form, {profile: settings.profile, task: settings.task, ...(settings.long ? settings.longForm : settings.shortForm),
-        ...(retriever != null ? {retriever} : {})}, JOB_SURFACE);
+        ...(retriever != null ? {retriever} : {})}, JOB_SURFACES[settings.spelling ?? "api"]);
 }
 
 /** Sequence slots one question of these settings may hold (see `slotsNeeded`). */

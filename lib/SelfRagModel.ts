@@ -1,10 +1,10 @@
 import fs from "node:fs";
 import {DecodingContext} from "./engine/DecodingContext.js";
-import {SelfRagError, invalidParameterError, refuseUnknownKeys, requireInteger, requirePositiveInteger} from "./errors.js";
+import {SelfRagError, invalidParameterError, refuseUnknownKeys, requireInteger, requireOneOf, requirePositiveInteger} from "./errors.js";
 import {readGgufLayoutSync, Truncated, type GgufLayout} from "./gguf/GgufReader.js";
 import {loadEngine, takeRecentLlamaLog, type EngineRuntime, type GpuOption} from "./engine/addon.js";
 import {markPhase} from "./timings.js";
-import type {NativeModel, NativeModelInfo} from "./engine/types.js";
+import {FLASH_ATTENTION, KV_CACHE_TYPES, type FlashAttention, type KvCacheType, type NativeModel, type NativeModelInfo} from "./engine/types.js";
 import type {CpuBackendInfo} from "./engine/cpuBackend.js";
 import {REFLECTION_TOKENS, R, ReflectionTokens, type ReflectionTokenText} from "./engine/ReflectionTokens.js";
 import {retrievalProbability} from "./selfrag/scoring.js";
@@ -94,6 +94,15 @@ export interface SelfRagModelOptions {
      * Both give the same answers. "output" needs unifiedKv.
      */
     extraction?: "host" | "output";
+    /**
+     * Cell type of the KV cache, K and V alike (default "f16"). "q8_0" takes about half the memory
+     * of f16 and "q4_0" about a quarter (so twice or four times the slots in the same memory), at a
+     * small cost in precision; both need flash attention, which "auto" turns on. A model whose
+     * attention head size is not a multiple of 32 cannot use them (CONTEXT_CREATE_FAILED says so).
+     */
+    kvCacheType?: KvCacheType;
+    /** llama.cpp's flash attention: "auto" (default: llama.cpp decides), "on" or "off" (refused with a quantized KV cache). */
+    flashAttention?: FlashAttention;
     /** Memory-map the weights (default true). */
     useMmap?: boolean;
     /**
@@ -184,6 +193,12 @@ export class SelfRagModel implements EngineModel {
         }
         if (options.reactionWindowUs != null) requireInteger("reactionWindowUs", options.reactionWindowUs, 0, 10_000_000);
         if (options.gpuLayers != null) requireInteger("gpuLayers", options.gpuLayers, 0, 1 << 16);
+        const kvCacheType = requireOneOf("kvCacheType", options.kvCacheType ?? "f16", KV_CACHE_TYPES);
+        const flashAttention = requireOneOf("flashAttention", options.flashAttention ?? "auto", FLASH_ATTENTION);
+        if (kvCacheType !== "f16" && flashAttention === "off") {
+            throw new SelfRagError(`kvCacheType "${kvCacheType}" needs flash attention (llama.cpp quantizes the V cache only with it): ` +
+                `flashAttention "auto" or "on"`, "INVALID_ARGUMENT", {option: "flashAttention"});
+        }
         for (const key of ["unifiedKv", "useMmap", "nodeLlamaCpp"] as const) {
             if (options[key] !== undefined && typeof options[key] !== "boolean") throw invalidParameterError(key, "true or false", options[key]);
         }
@@ -237,7 +252,7 @@ export class SelfRagModel implements EngineModel {
                 : promptSized(native.tokenize(options.sizeToPrompt, true, true).length + sizeReserve, contextSize, batchSize, stepTokens, sequences);
             context = new DecodingContext((onComplete) => new loaded.addon.Context(native, {
                 ...sized, sequences, threads, threadsBatch, reactionWindowUs: options.reactionWindowUs,
-                unifiedKv: options.unifiedKv ?? true, reflectionIds: reflection.ids,
+                unifiedKv: options.unifiedKv ?? true, reflectionIds: reflection.ids, kvCacheType, flashAttention,
                 extraction: options.extraction ?? (loaded.variant === "cuda" && options.unifiedKv !== false && loaded.addon.cudaDevice().available ? "output" : "host"),
                 ...(options.kvCells != null ? {kvCells: requirePositiveInteger("kvCells", options.kvCells, 1 << 30)} : {})
             }, onComplete), reflection.ids);
@@ -364,7 +379,8 @@ export class SelfRagModel implements EngineModel {
 
 /** Every option of SelfRagModel.load (an unknown one is refused by name). */
 const LOAD_OPTIONS: readonly (keyof SelfRagModelOptions)[] = ["modelPath", "contextSize", "sequences", "threads", "threadsBatch", "batchSize",
-    "stepTokens", "reactionWindowUs", "gpu", "gpuLayers", "unifiedKv", "kvCells", "extraction", "useMmap", "sizeToPrompt", "sizeReserve", "nodeLlamaCpp"];
+    "stepTokens", "reactionWindowUs", "gpu", "gpuLayers", "unifiedKv", "kvCells", "extraction", "useMmap", "sizeToPrompt", "sizeReserve", "nodeLlamaCpp",
+    "kvCacheType", "flashAttention"];
 
 /** llama.cpp pads a context's KV cache to a multiple of this many cells (llama-context.cpp). */
 const KV_PADDING = 256;

@@ -92,7 +92,7 @@ Napi::Function Context::Define(Napi::Env env) {
 }
 
 // new Context(model, {contextSize, sequences, threads, threadsBatch, batchSize, stepTokens?, unifiedKv?, reactionWindowUs?,
-//                     kvCells?, reflectionIds, extraction?}, onComplete(completions[]))
+//                     kvCells?, reflectionIds, extraction?, kvCacheType?, flashAttention?}, onComplete(completions[]))
 // The ranges are the load plan's (SelfRagModel.load checks them first); asserted here because a
 // direct caller could otherwise size llama.cpp's buffers from a negative or wrapped number.
 Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
@@ -124,6 +124,12 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
     }
     options.reflectionIds = RequireInt32Vector(env, o.Get("reflectionIds"), "options.reflectionIds");
     options.extractAtOutput = OptionalChoice(env, o.Get("extraction"), "options.extraction", {"host", "output"}, "host") == "output";
+    const std::string kvType = OptionalChoice(env, o.Get("kvCacheType"), "options.kvCacheType", {"f16", "q8_0", "q4_0"}, "f16");
+    options.kvType = kvType == "q8_0" ? GGML_TYPE_Q8_0 : kvType == "q4_0" ? GGML_TYPE_Q4_0 : GGML_TYPE_F16;
+    const std::string flash = OptionalChoice(env, o.Get("flashAttention"), "options.flashAttention", {"auto", "on", "off"}, "auto");
+    options.flashAttention = flash == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED : flash == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED : LLAMA_FLASH_ATTN_TYPE_AUTO;
+    Require(env, kvType == "f16" || flash != "off", "options.kvCacheType",
+            "\"" + kvType + "\" needs flash attention (a quantized V cache): flashAttention \"auto\" or \"on\"");
     Require(env, !options.extractAtOutput || options.unifiedKv, "options.extraction",
             "\"output\" needs the unified KV cache (unifiedKv: true): with per-sequence streams llama.cpp reorders output rows");
     try {
@@ -331,6 +337,9 @@ Napi::Value Context::Info(const Napi::CallbackInfo& info) {
     out.Set("unifiedKv", engine_->Options().unifiedKv);
     out.Set("threads", engine_->Options().threads);
     out.Set("kvCacheBytes", engine_->KvBytes());
+    out.Set("kvCacheType", ggml_type_name(engine_->Options().kvType));
+    const int32_t flash = engine_->Options().flashAttention;
+    out.Set("flashAttention", flash == LLAMA_FLASH_ATTN_TYPE_ENABLED ? "on" : flash == LLAMA_FLASH_ATTN_TYPE_DISABLED ? "off" : "auto");
     out.Set("extraction", engine_->Extractor() != nullptr ? "output" : "host");
     return out;
 }

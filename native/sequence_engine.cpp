@@ -25,6 +25,9 @@ llama_context_params MakeParams(const EngineOptions& o, OutputExtractor* extract
     params.n_threads = o.threads;
     params.n_threads_batch = o.threadsBatch;
     params.kv_unified = o.unifiedKv;
+    params.type_k = o.kvType;
+    params.type_v = o.kvType;
+    params.flash_attn_type = static_cast<llama_flash_attn_type>(o.flashAttention);
     params.no_perf = true;
     if (extractor != nullptr) {
         params.cb_eval = &OutputExtractor::Callback;

@@ -39,6 +39,10 @@ struct EngineOptions {
     // Summarise logits rows at llama.cpp's output tensor, inside the graph (OutputExtractor: on a
     // CUDA device by the CUDA kernel), instead of from the host copy after the decode.
     bool extractAtOutput = false;
+    // Cell types of the KV cache (K and V alike) and llama.cpp's flash-attention switch
+    // (LLAMA_FLASH_ATTN_TYPE_*): a quantized V cache needs flash attention.
+    ggml_type kvType = GGML_TYPE_F16;
+    int32_t flashAttention = -1;  // auto
 };
 
 // Views with at least this many logits rows are summarised over `threads` threads in one go.

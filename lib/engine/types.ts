@@ -44,6 +44,10 @@ export interface NativeContextOptions {
      */
     kvCells?: number;
     reflectionIds: Int32Array;
+    /** Cell type of the KV cache (default "f16"); a quantized one needs flash attention. */
+    kvCacheType?: KvCacheType;
+    /** llama.cpp's flash attention (default "auto"). */
+    flashAttention?: FlashAttention;
     /**
      * Where logits rows are summarised: "host" (default) from llama.cpp's host copy after each
      * decode; "output" at the output tensor inside the graph (the CUDA kernel on a GPU). Needs unifiedKv.
@@ -122,8 +126,17 @@ export interface NativeContextInfo {
     unifiedKv: boolean;
     threads: number;
     kvCacheBytes: number;
+    /** Cell type of the KV cache (K and V): "f16", "q8_0" or "q4_0". */
+    kvCacheType: KvCacheType;
+    /** Flash attention as asked ("auto": llama.cpp decides; a quantized cache turns it on). */
+    flashAttention: FlashAttention;
     extraction: "host" | "output";
 }
+
+export const KV_CACHE_TYPES = ["f16", "q8_0", "q4_0"] as const;
+export type KvCacheType = (typeof KV_CACHE_TYPES)[number];
+export const FLASH_ATTENTION = ["auto", "on", "off"] as const;
+export type FlashAttention = (typeof FLASH_ATTENTION)[number];
 
 /** One consistent snapshot of the loop's counters (read under its lock: no half-counted step). */
 export interface NativeContextStats {

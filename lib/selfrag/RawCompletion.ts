@@ -65,7 +65,10 @@ export async function complete(model: EngineModel, prompt: string, options: RawC
         const holdBack = Math.max(0, ...stop.map((s) => s.length - 1));
         let sent = 0;
         for (;;) {
+            // A segment leaves its last token undecoded (the slot contract): the next chunk decodes it first.
+            const pending = generated.length > 0 ? ctx.prefill(seq, Int32Array.of(generated[generated.length - 1])) : undefined;
             const segment = await ctx.generateOne(seq, Math.min(CHUNK_TOKENS, options.maxTokens - generated.length));
+            await pending;
             generated.push(...segment.tokens);
             const all = Int32Array.from(generated);
             const eos = segment.stopReason === "eos";

@@ -337,6 +337,6 @@ export function openAiErrorType(status: number): string {
 
 /** OpenAI's error body: {"error": {"message", "type", "param", "code"}}. */
 export function openAiErrorBody(e: SelfRagError, status: number) {
-    return {error: {message: e.message, type: openAiErrorType(status), param: e instanceof OpenAiError ? e.param : null,
+    return {error: {message: e.message, type: openAiErrorType(status), param: e instanceof OpenAiError ? e.param : e.option ?? null,
         code: e.code.toLowerCase()}};
 }

@@ -305,7 +305,7 @@ describe("selfrag view: inputs and errors (no browser)", () => {
             ({id, parent, depth, text, score, inBeam, asksRetrieval: true, stopReason: "eos"});
         const tree = [node(0, null, 0, "", 1), node(1, 0, 1, "A", 2), node(2, 0, 1, "B", 3), node(3, 2, 2, "C", 6), node(4, 1, 2, "D", 7),
             node(5, 2, 2, "E", 6.5, false)];
-        const segment = (text: string) => ({text, clean: text, score: 1, stopReason: "eos"});
+        const segment = (text: string) => ({text, clean: text, score: 1, stopReason: "eos", tokens: 1});
         assert.deepEqual(chosenPath({tree, segments: [segment("A"), segment("D")]}), {ids: [1, 4], source: "search"});
         assert.deepEqual(chosenPath({tree, segments: [segment("D")]}), {ids: [1, 4], source: "search"}, "A dropped (ignoreCont)");
         assert.deepEqual(chosenPath({tree, segments: [segment("B"), segment("C")]}), {ids: [2, 3], source: "segments"});

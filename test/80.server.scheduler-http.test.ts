@@ -363,8 +363,10 @@ describe("HTTP server: streaming, OpenAI compatibility, metrics, createHandler",
         assert.equal(completion.choices[0].message.role, "assistant");
         assert.equal(completion.choices[0].message.content, plain.answer);
         assert.equal((completion as unknown as {selfrag: {best: number}}).selfrag.best, plain.best);
+        // The answer's tokens; every candidate's are in selfrag.usage (84.server.openai).
+        const answerTokens = plain.candidates[plain.best].tokens;
         assert.deepEqual(completion.usage, {prompt_tokens: plain.stats.promptTokens + plain.stats.passageTokens,
-            completion_tokens: plain.stats.generatedTokens, total_tokens: plain.stats.promptTokens + plain.stats.passageTokens + plain.stats.generatedTokens});
+            completion_tokens: answerTokens, total_tokens: plain.stats.promptTokens + plain.stats.passageTokens + answerTokens});
 
         const stream = await client.chat.completions.create({
             model: "selfrag", messages: [{role: "system", content: ""}, {role: "user", content: [{type: "text", text: QUESTIONS[0]}]}],

@@ -11,6 +11,7 @@ import type {CritiqueScore, CritiqueWeights} from "./SegmentScorer.js";
 import type {EngineModel} from "../engine/EngineModel.js";
 import {SlotLease} from "../engine/SlotLease.js";
 import type {RunControl} from "./events.js";
+import {cutTextAtStop} from "./stops.js";
 import {TreeSearch, type SearchStop, type TreeNode, type TreeSearchResult} from "./TreeSearch.js";
 
 export type {Retriever};
@@ -28,6 +29,11 @@ export interface LongFormOptions extends RetrievalDecisionOptions {
     maxDepth?: number;
     /** Token budget per segment (default 100; reference profile 15). */
     maxNewTokens?: number;
+    /**
+     * Stop strings (one, or up to 4): the answer text is cut before the first one. The search is
+     * not changed by them (segments and the tree keep their texts).
+     */
+    stop?: string | readonly string[];
     /**
      * The reference profile reproduces `run_long_form_static.py` (its prompt, string contexts re-tokenized
      * whole, whole-budget segments scored over all their tokens, its context and utility bugs, its
@@ -72,6 +78,8 @@ export interface LongFormSegment {
     score: number;
     critique?: CritiqueScore;
     stopReason: string;
+    /** Tokens generated for this segment (the retrieval request that ended it included). */
+    tokens: number;
 }
 
 export interface LongFormNodeJson {
@@ -154,7 +162,8 @@ export async function answerLongBatch(model: EngineModel, questions: readonly (s
     });
     return Promise.all(prepared.map(async (item) => {
         const {warnings, ...result} = await answerOne(model, item, plan, control);
-        return {id: item.q.id, ...result, warnings: warnings ?? []};
+        const answer = cutTextAtStop(result.answer, plan.stop);
+        return {id: item.q.id, ...result, answer: answer.text, warnings: warnings ?? []};
     }));
 }
 
@@ -191,7 +200,7 @@ async function answerOne(model: EngineModel, item: {q: PlannedQuestion, text: st
             const r = await answerWithoutRetrieval(model, root, plan.maxNewTokens);
             return {
                 answer: r.clean, retrieve: decision, docs: [], tree: [],
-                segments: [{text: r.text, clean: r.clean, score: 1, stopReason: r.stopReason}],
+                segments: [{text: r.text, clean: r.clean, score: 1, stopReason: r.stopReason, tokens: r.generated}],
                 stats: {evaluatedTokens: item.prompt.length + extraTokens + r.generated, // [No Retrieval] + generated - last
                     referenceTokens: item.prompt.length + 1 + r.generated, nodes: 0, depth: 0, stop: "no-retrieval"}
             };
@@ -219,7 +228,7 @@ async function answerOne(model: EngineModel, item: {q: PlannedQuestion, text: st
             await reprefilled;
             return {
                 answer: r.clean, retrieve: decision, docs: [], tree: [],
-                segments: [{text: r.text, clean: r.clean, score: 1, stopReason: r.stopReason}],
+                segments: [{text: r.text, clean: r.clean, score: 1, stopReason: r.stopReason, tokens: r.generated}],
                 warnings: [...source.warnings, result.stop === "no-passages"
                     ? "retrieval was decided but no passages were found: answered without retrieval"
                     : result.stop === "context" ? `the first segment cannot be generated (${rootNode.notExpanded ?? "context full"}): answered without retrieval`
@@ -303,7 +312,8 @@ export function assembleLongForm(result: TreeSearchResult, decision: RetrievalDe
         const clean = postProcessAnswer(node.text);
         if (clean === "") continue;
         const citation = node.passage != null ? docs.push(node.passage) : undefined;
-        segments.push({text: node.text, clean, passage: node.passage, citation, score: node.score, critique: node.critique, stopReason: node.stopReason});
+        segments.push({text: node.text, clean, passage: node.passage, citation, score: node.score, critique: node.critique, stopReason: node.stopReason,
+            tokens: node.tokens.length + (node.asksRetrieval ? 1 : 0)});
     }
     const answer = segments.map((s) => cite(s.clean, s.citation)).join(" ");
     return {

@@ -102,7 +102,7 @@ export async function answerLongReference(model: EngineModel, lease: SlotLease, 
         }
         const clean = referencePostprocess(text);
         return {
-            answer: clean, retrieve: result.retrieve, segments: [{text, clean, score: 1, stopReason: "no-retrieval"}], docs: [], tree: [],
+            answer: clean, retrieve: result.retrieve, segments: [{text, clean, score: 1, stopReason: "no-retrieval", tokens: generatedTokens(model, text)}], docs: [], tree: [],
             ...(warnings.length > 0 ? {warnings} : {}),
             stats: {...stats, nodes: 0, depth: 0, stop: result.stop === "no-retrieval" ? "no-retrieval" : result.stop}
         };
@@ -113,7 +113,8 @@ export async function answerLongReference(model: EngineModel, lease: SlotLease, 
     const segments: LongFormSegment[] = best.kept.slice(1).map((id, k) => {
         const node = result.tree[id];
         return {text: node.pred, clean: referencePostprocess(node.processedPred), ...(node.ctx != null ? {passage: node.ctx} : {}),
-            ...(alce ? {citation: k + 1} : {}), score: node.score!, critique: node.critique, stopReason: node.stopReason ?? ""};
+            ...(alce ? {citation: k + 1} : {}), score: node.score!, critique: node.critique, stopReason: node.stopReason ?? "",
+            tokens: generatedTokens(model, node.pred)};
     });
     return {
         answer: output, retrieve: result.retrieve, segments, docs,
@@ -126,4 +127,9 @@ export async function answerLongReference(model: EngineModel, lease: SlotLease, 
         ...(warnings.length > 0 ? {warnings} : {}),
         stats: {...stats, nodes: result.tree.length - 1, depth: best.nodes.length - 1, stop: result.stop}
     };
+}
+
+/** A segment's tokens as the script counts them: its text re-tokenized (the script re-tokenizes generated text). */
+function generatedTokens(model: EngineModel, text: string): number {
+    return model.tokenize(text, {bos: false}).length;
 }

@@ -10,6 +10,7 @@ import {profileStrategy, type Profile, type ProfileStrategy} from "./profiles.js
 import {formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.js";
 import {decide, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
 import type {CritiqueScore, CritiqueWeights} from "./SegmentScorer.js";
+import {cutAtStop} from "./stops.js";
 import {traceCandidate, type TraceRecord} from "./traces.js";
 
 export interface ShortFormQuestion {
@@ -33,6 +34,13 @@ export interface ShortFormOptions extends RetrievalDecisionOptions {
     ndocs?: number;
     /** Token budget per candidate (default 100; reference profile 15). */
     maxNewTokens?: number;
+    /**
+     * Stop strings (one, or up to 4): each candidate ends before the first one in its generated text
+     * (reflection tokens included), with stopReason "stop". The engine stops on tokens, so the
+     * generation is cut afterwards: its text, critique scores and token count are those of the
+     * tokens up to the one completing the stop string (see `cutAtStop`).
+     */
+    stop?: string | readonly string[];
     /**
      * The reference profile reproduces `run_short_form.py` string for string (prompts, post-processing, the
      * vote, the raw best candidate as the answer of open tasks, its defaults and its log-prob
@@ -185,11 +193,13 @@ async function answerPrepared(model: EngineModel, q: PlannedQuestion, job: Job, 
         const candidates: CandidateResult[] = new Array(seqs.length);
         const segments: NativeSegment[] = new Array(seqs.length);
         await Promise.all(seqs.map(async (seq, i) => {
-            const segment = await ctx.generateOne(seq, plan.maxNewTokens);
+            const generated = await ctx.generateOne(seq, plan.maxNewTokens);
             // The slot is not needed once its candidate is generated (the root only after its forks ran).
             void lease.give(seq);
+            const cut = cutAtStop(generated, plan.stop, (tokens) => model.detokenize(tokens));
+            const segment: NativeSegment = cut != null ? {...cut.segment, stopReason: "stop"} : generated;
             const [critique] = model.scorer.score([segment], plan.weights);
-            const text = model.detokenize(segment.tokens);
+            const text = cut?.text ?? model.detokenize(segment.tokens);
             const candidate: CandidateResult = {
                 passage: retrieved ? job.passages[i] : null,
                 text, answer: postProcessAnswer(text, {task: job.task, profile: plan.profile}), ...critique, tokens: segment.tokens.length, stopReason: segment.stopReason

@@ -145,6 +145,8 @@ const OPTION_SPECS: readonly OptionSpec[] = [
     {key: "ndocs", forms: both, check: integer(1, MAX_PASSAGES), flags: [valueFlag("ndocs", "N  passages per question or expansion (5; reference profile 10)")]},
     {key: "maxNewTokens", forms: both, check: integer(1, MAX_NEW_TOKENS),
         flags: [valueFlag("max-new-tokens", "N  tokens per candidate or segment (100; reference profile 15)")]},
+    {key: "stop", forms: both, check: (v, name) => stopList(v, name),
+        flags: [valueFlag("stop", "S  stop string: a candidate's generation ends before its first S (long form: the answer is cut there)", String)]},
     {key: "task", forms: both, check: oneOf(TASKS), flags: [valueFlag("task", "T  popqa | triviaqa | fever | arc_c | asqa | ... (adds the reference's instruction)", String)]},
     {key: "weights.relevance", forms: both, check: real(-1e6, 1e6), flags: [valueFlag("w-rel", "X  critique weight of relevance (1)")]},
     {key: "weights.support", forms: both, check: real(-1e6, 1e6), flags: [valueFlag("w-sup", "X  critique weight of support (1)")]},
@@ -202,6 +204,18 @@ function choiceList(value: unknown, name: string): string[] {
     return [...value] as string[];
 }
 
+/** Most stop strings a question may give (OpenAI's limit). */
+export const MAX_STOP_STRINGS = 4;
+
+/** A stop string or a list of up to MAX_STOP_STRINGS non-empty ones, as a list. */
+function stopList(value: unknown, name: string): string[] {
+    const list = typeof value === "string" ? [value] : value;
+    if (!Array.isArray(list) || list.length > MAX_STOP_STRINGS || list.some((s) => typeof s !== "string" || s === "")) {
+        throw invalidParameterError(name, `a non-empty string or an array of up to ${MAX_STOP_STRINGS} non-empty strings`, value);
+    }
+    return [...list] as string[];
+}
+
 function retrieverFunction(value: unknown, name: string): Retriever {
     if (typeof value !== "function") throw invalidParameterError(name, "a function (query, k) => passages", value);
     return value as Retriever;
@@ -242,6 +256,11 @@ interface PlanCommon {
     readonly retrieveRatio: RetrieveRatio;
     readonly ndocs: number;
     readonly maxNewTokens: number;
+    /**
+     * Stop strings (empty: none). Short form: each candidate's generation ends before the first
+     * one (see `cutAtStop`); long form: the answer text is cut before the first one.
+     */
+    readonly stop: readonly string[];
     /** The profile's weights with the given ones over them. */
     readonly weights: Readonly<CritiqueWeights>;
     /** The task of questions that name none. */
@@ -316,6 +335,7 @@ function plan(form: Form, options: unknown, surface: Surface): QuestionPlan {
         retrieveRatio: (values.retrieveRatio as RetrieveRatio | undefined) ?? (form === "short" ? profile.shortForm.retrieveRatio : "probability"),
         ndocs: (values.ndocs as number | undefined) ?? defaults.ndocs,
         maxNewTokens: (values.maxNewTokens as number | undefined) ?? defaults.maxNewTokens,
+        stop: Object.freeze((values.stop as string[] | undefined) ?? []),
         weights: Object.freeze(weightsOver(defaults.weights, values.weights as CritiqueWeights | undefined)),
         task: (values.task as Task | undefined) ?? "none",
         ...(values.passages !== undefined ? {passages: Object.freeze(values.passages as Passage[])} : {}),

@@ -8,6 +8,7 @@ import {SelfRagError, requirePositiveInteger, requireNumberInRange} from "../err
 import {abortError} from "../engine/SlotPool.js";
 import type {AnswerEvent} from "../selfrag/events.js";
 import type {LongFormAnswer, LongFormOptions, LongFormQuestion} from "../selfrag/LongForm.js";
+import {complete, type RawCompletion, type RawCompletionOptions} from "../selfrag/RawCompletion.js";
 import type {ShortFormAnswer, ShortFormOptions, ShortFormQuestion} from "../selfrag/ShortForm.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
 import {EngineMonitor} from "./EngineMonitor.js";
@@ -88,6 +89,12 @@ export class RequestScheduler {
     public answerLong(question: string | LongFormQuestion, options: LongFormOptions | LongFormPlan = {}, request: RequestOptions = {}): Promise<LongFormAnswer> {
         const q = typeof question === "string" ? {question} : question;
         return this.run("long", request, (control) => this.model.answerLong(q, options, control));
+    }
+
+    /** A raw prompt completed greedily (POST /v1/completions): one slot, admitted like a question. */
+    public complete(prompt: string, options: RawCompletionOptions, request: RequestOptions & {onText?: (delta: string) => void} = {}): Promise<RawCompletion> {
+        return this.run("short", request, (control) => complete(this.model, prompt, options,
+            {...control, onText: (delta) => !control.signal.aborted && request.onText?.(delta)}));
     }
 
     public get stats(): SchedulerStats {

@@ -6,6 +6,8 @@ import {streamLazily} from "./EventStream.js";
 import {completionId, finishReason, openAiErrorBody, parseChatRequest, selfragField, usageOf} from "./openai.js";
 import type {Route, RouteContext} from "./routes.js";
 
+export {completionRoute} from "./completions.js";
+
 export function chatCompletionRoute(ctx: Pick<RouteContext, "model" | "modelName" | "run" | "retriever">): Route {
     return {method: "POST", handle: async (_req, res, raw, signal) => {
         const chat = parseChatRequest(raw, ctx.modelName, ctx.retriever);

@@ -95,7 +95,7 @@ async function serve(routes: Record<string, Route>, limits: {maxBodyBytes: numbe
         if (!res.writableFinished) abort.abort(new SelfRagError("the client closed the connection", "ABORTED"));
     });
     const pathname = new URL(req.url ?? "/", "http://localhost").pathname;
-    const openAi = pathname.startsWith("/v1/chat/") || pathname === "/v1/models";
+    const openAi = pathname.startsWith("/v1/chat/") || pathname === "/v1/completions" || pathname === "/v1/models";
     try {
         const route = routes[pathname];
         if (route == null) {

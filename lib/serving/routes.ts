@@ -13,7 +13,7 @@ import type {PassageIndex} from "../retrieval/PassageIndex.js";
 import type {LongFormAnswer} from "../selfrag/LongForm.js";
 import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
-import {chatCompletionRoute} from "./chatCompletions.js";
+import {chatCompletionRoute, completionRoute} from "./chatCompletions.js";
 import {streamLazily} from "./EventStream.js";
 import {prometheusText} from "./metrics.js";
 import {errorBody} from "./replies.js";
@@ -63,7 +63,8 @@ export function routeTable(ctx: RouteContext): Record<string, Route> {
             return {kind: "json", body: searchResultsJson(await index.search(request.query, request.k))};
         }},
         "/v1/answer": answerRoute(ctx.run, ctx.retriever),
-        "/v1/chat/completions": chatCompletionRoute(ctx)
+        "/v1/chat/completions": chatCompletionRoute(ctx),
+        "/v1/completions": completionRoute(ctx)
     };
 }
 

@@ -31,7 +31,7 @@ export interface LongFormOptions extends RetrievalDecisionOptions {
     /**
      * The reference profile reproduces `run_long_form_static.py` (its prompt, string contexts re-tokenized
      * whole, whole-budget segments scored over all their tokens, its context and utility bugs, its
-     * root probe, its ALCE / FactScore output); see the README's "Differences from the reference
+     * root probe, its ALCE / FactScore output); see docs/evaluation.md, "Differences from the reference
      * scripts". Static passages only.
      */
     profile?: Profile;

@@ -36,7 +36,7 @@ export interface ShortFormOptions extends RetrievalDecisionOptions {
     /**
      * The reference profile reproduces `run_short_form.py` string for string (prompts, post-processing, the
      * vote, the raw best candidate as the answer of open tasks, its defaults and its log-prob
-     * retrieval ratio); see the README's "Differences from the reference scripts".
+     * retrieval ratio); see docs/evaluation.md, "Differences from the reference scripts".
      */
     profile?: Profile;
     weights?: CritiqueWeights;

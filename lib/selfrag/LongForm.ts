@@ -117,7 +117,7 @@ export interface LongFormAnswer {
 export type LongFormResult = Omit<LongFormAnswer, "id" | "warnings"> & {warnings?: string[]};
 
 /**
- * Long-form Self-RAG (SELF_RAG.md, "Long form"): root retrieval decision, then a segment-level
+ * Long-form Self-RAG (docs/self-rag.md, "Long form"): root retrieval decision, then a segment-level
  * beam search in which every node's prefix is encoded once and forked by its children. Written
  * as per-question code: lease beamWidth x ndocs slots, decide, search, release. Each depth
  * proceeds as soon as its own expansions are done; other questions share the decode steps.

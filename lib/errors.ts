@@ -22,7 +22,7 @@ export class SelfRagError extends Error {
 
 /**
  * Every code selfrag reports, with the HTTP status the server answers it with and what it means.
- * The README's error table is this table (a test checks both, and that every code thrown anywhere
+ * The error table of docs/errors.md is this table (a test checks both, and that every code thrown anywhere
  * in lib/ and native/ is here).
  */
 export const ERROR_CODES = {

@@ -142,7 +142,7 @@ export function buildCpuBackend(buildDir) {
 
 /** buildCpuBackend with one line before and one after, as the install log shows it. */
 export function buildCpuBackendLogged(buildDir) {
-    console.log("selfrag: compiling llama.cpp's CPU backend for this CPU (about a minute; SELFRAG_CPU_BACKEND_BUILD=0 skips it) ...");
+    console.log("selfrag: compiling llama.cpp's CPU backend for this CPU (one to four minutes on 2 cores; SELFRAG_CPU_BACKEND_BUILD=0 skips it) ...");
     const result = buildCpuBackend(buildDir);
     console.log(result.built ? `selfrag: CPU backend ${result.variant} compiled in ${result.buildSeconds} s (${result.folder})`
         : `selfrag: CPU backend not compiled (${result.reason}): node-llama-cpp's prebuilt one is used`);

@@ -1,4 +1,4 @@
-// A plain TypeScript implementation of Self-RAG's critique formulas (SELF_RAG.md, "Quantities"),
+// A plain TypeScript implementation of Self-RAG's critique formulas (docs/self-rag.md, "What is read from the model"),
 // written straight from the spec with probabilities in doubles: the oracle for the native scorer.
 const UTILITY_WEIGHTS = [-1, -0.5, 0, 0.5, 1];
 

@@ -26,7 +26,7 @@ export const randomModel = () => memo("random-small.gguf", (f) => writeFixtureMo
 export const modelWithoutReflection = () => memo("no-reflection.gguf", writeModelWithoutReflectionTokens);
 export const tempDir = dir;
 
-/** The Self-RAG prompt format for a question without input (SELF_RAG.md, "Prompt format"). */
+/** The Self-RAG prompt format for a question without input (docs/self-rag.md, "Prompts"). */
 export function prompt(instruction: string): string {
     return `### Instruction:\n${instruction}\n\n### Response:\n`;
 }

@@ -1,14 +1,19 @@
-// The README, executed: every shell block and TypeScript example runs here, so documentation
-// cannot drift from behaviour. Blocks run in order in one scratch folder where every file the
-// README names exists: `selfrag_llama2_7b.Q4_K_M.gguf` is the tiny fixture model, the corpus and
-// evaluation files are generated in the released formats, `selfrag` is this checkout's CLI and
-// `import ... from "selfrag"` this checkout's package. A block is steered by an HTML comment on the
-// line before it (invisible on GitHub):
+// The README and the docs/ pages, executed: every shell block and TypeScript example runs here, so
+// documentation cannot drift from behaviour. The README runs first, top to bottom, in an empty
+// folder with no model anywhere (an empty $SELFRAG_HOME, no $SELFRAG_MODEL), as a newcomer's would:
+// its quick start must create every file it uses. The docs/ pages then run in DOCS_ORDER, in
+// one scratch folder where every file they name exists: `selfrag_llama2_7b.Q4_K_M.gguf` is the
+// tiny fixture model, the corpus and evaluation files are generated in the released formats. In
+// both, `selfrag` (or `npx selfrag`) is this checkout's CLI and `import ... from "selfrag"` this
+// checkout's package. A block is steered by an HTML comment on the line before it (invisible on
+// GitHub):
 //   <!-- readme-test: skip (reason) -->   not run (the reason is required)
 //   <!-- readme-test: synopsis -->        usage lines: every command and --flag must be in that command's --help
 //   <!-- readme-test: server -->          shell: the first line starts a server, the rest run against it
+//                                         (it runs until the next server block or the end of the page)
 //   <!-- readme-test: with-server -->     TypeScript run while a `selfrag serve` answers on the port it names
-// TypeScript blocks are also type-checked together against the package's declarations.
+// TypeScript blocks of every page are also type-checked together against the package's
+// declarations, with `strict`.
 import assert from "node:assert/strict";
 import {execFile, spawn, type ChildProcess} from "node:child_process";
 import fs from "node:fs";
@@ -72,7 +77,7 @@ async function waitForHealth(port: number, child: ChildProcess): Promise<void> {
     throw new Error("the server did not answer /health");
 }
 
-/** The files the README's commands and examples name, in the formats of their releases. */
+/** The files the docs/ pages' commands and examples name, in the formats of their releases. */
 async function populate(dir: string): Promise<void> {
     fs.symlinkSync(await tinyModel(), path.join(dir, "selfrag_llama2_7b.Q4_K_M.gguf"));
     const eiffel = {id: "e1", title: "Eiffel Tower", text: "The Eiffel Tower in Paris was designed by the engineering company of Gustave Eiffel."};
@@ -90,7 +95,11 @@ async function populate(dir: string): Promise<void> {
         choices: {text: ["Paris", "Rome", "Berlin", "Madrid"], label: ["A", "B", "C", "D"]}, answerKey: "A", ctxs}) + "\n");
     fs.writeFileSync(path.join(dir, "asqa_eval_gtr_top100.json"), JSON.stringify([{sample_id: "s1", question: "Tell me a bio of Gustave Eiffel.",
         qa_pairs: [{short_answers: ["engineer"]}], answer: "", docs: ctxs}]));
-    // node_modules: this checkout as "selfrag", and its dependencies (openai for the client example).
+    linkPackage(dir);
+}
+
+/** node_modules as `npm install /path/to/selfrag` leaves it: this checkout as "selfrag", and its dependencies. */
+function linkPackage(dir: string): void {
     fs.mkdirSync(path.join(dir, "node_modules"));
     for (const entry of fs.readdirSync(path.join(root, "node_modules"))) {
         fs.symlinkSync(path.join(root, "node_modules", entry), path.join(dir, "node_modules", entry));
@@ -98,46 +107,75 @@ async function populate(dir: string): Promise<void> {
     fs.symlinkSync(root, path.join(dir, "node_modules", "selfrag"));
 }
 
-describe("README, executed", function () {
-    this.timeout(600_000);
-    const readme = fs.readFileSync(path.join(root, "README.md"), "utf8");
-    const blocks = readmeBlocks(readme);
-    let dir: string;
-    const env = () => ({...process.env, SELFRAG_HOME: path.join(dir, ".selfrag"), SELFRAG_MODEL: path.join(dir, "selfrag_llama2_7b.Q4_K_M.gguf")});
-    const sh = async (line: string) => {
-        try {
-            return await run("bash", ["-c", localCommand(line)], {cwd: dir, env: env(), maxBuffer: 64 << 20});
-        } catch (error) {
-            const e = error as Error & {stderr?: string, stdout?: string};
-            throw new Error(`README command failed: ${line}\n${e.stderr ?? ""}${e.stdout ?? ""}`);
-        }
+/** The docs/ pages in the order they run (a page may use what an earlier one built, e.g. wiki-index). */
+export const DOCS_ORDER = ["self-rag.md", "install.md", "api.md", "cli.md", "html-view.md", "retrieval.md", "evaluation.md",
+    "server.md", "distributed.md", "errors.md", "models.md", "benchmarks.md", "gpu.md", "limits.md"];
+
+/** Every Markdown file under docs/, relative to it. */
+function docsFiles(): string[] {
+    const walk = (d: string): string[] => fs.readdirSync(d, {withFileTypes: true})
+        .flatMap((e) => e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]);
+    return walk(path.join(root, "docs")).filter((f) => f.endsWith(".md")).map((f) => path.relative(path.join(root, "docs"), f)).sort();
+}
+
+interface Page {
+    name: string;
+    blocks: ReadmeBlock[];
+}
+
+const page = (name: string): Page => ({name, blocks: readmeBlocks(fs.readFileSync(path.join(root, name), "utf8"))});
+
+describe("README and docs/, executed", function () {
+    this.timeout(900_000);
+    const readme = page("README.md");
+    const docs = DOCS_ORDER.map((f) => page(path.join("docs", f)));
+    const pages = [readme, ...docs];
+    let readmeDir: string;
+    let docsDir: string;
+    // The README's reader has nothing: no model pulled, no $SELFRAG_MODEL.
+    const readmeEnv = () => {
+        const env: NodeJS.ProcessEnv = {...process.env, SELFRAG_HOME: path.join(readmeDir, ".selfrag")};
+        delete env.SELFRAG_MODEL;
+        return env;
     };
+    const docsEnv = () => ({...process.env, SELFRAG_HOME: path.join(docsDir, ".selfrag"), SELFRAG_MODEL: path.join(docsDir, "selfrag_llama2_7b.Q4_K_M.gguf")});
 
     before(async () => {
-        dir = fs.mkdtempSync(path.join(fs.realpathSync(process.env.TMPDIR ?? "/tmp"), "selfrag-readme-"));
-        await populate(dir);
+        const tmp = fs.realpathSync(process.env.TMPDIR ?? "/tmp");
+        readmeDir = fs.mkdtempSync(path.join(tmp, "selfrag-readme-"));
+        linkPackage(readmeDir);
+        docsDir = fs.mkdtempSync(path.join(tmp, "selfrag-docs-"));
+        await populate(docsDir);
     });
     after(() => {
-        if (dir != null) fs.rmSync(dir, {recursive: true, force: true});
+        for (const dir of [readmeDir, docsDir]) if (dir != null) fs.rmSync(dir, {recursive: true, force: true});
+    });
+
+    it("every page under docs/ is in DOCS_ORDER", () => {
+        assert.deepEqual(docsFiles(), [...DOCS_ORDER].sort());
     });
 
     it("every block is runnable, a synopsis, or skipped with a reason", () => {
-        assert.ok(blocks.length >= 10, `${blocks.length} blocks`);
-        for (const b of blocks) {
-            if (b.directive?.startsWith("skip")) assert.match(b.directive, /^skip \(.+\)$/, `README.md:${b.line}: a skip needs its reason`);
-            else if (b.directive != null) assert.ok(["synopsis", "server", "with-server"].includes(b.directive), `README.md:${b.line}: unknown directive ${b.directive}`);
-            if (!b.directive?.startsWith("skip")) assert.ok(["", "ts", "bash", "sh"].includes(b.lang), `README.md:${b.line}: language ${b.lang}`);
+        assert.ok(readme.blocks.length >= 8, `README: ${readme.blocks.length} blocks`);
+        for (const {name, blocks} of pages) {
+            for (const b of blocks) {
+                const where = `${name}:${b.line}`;
+                if (b.directive?.startsWith("skip")) assert.match(b.directive, /^skip \(.+\)$/, `${where}: a skip needs its reason`);
+                else if (b.directive != null) assert.ok(["synopsis", "server", "with-server"].includes(b.directive), `${where}: unknown directive ${b.directive}`);
+                if (!b.directive?.startsWith("skip")) assert.ok(["", "ts", "bash", "sh"].includes(b.lang), `${where}: language ${b.lang}`);
+            }
         }
     });
 
-    it("the TypeScript examples type-check against the package", () => {
-        const files = blocks.filter((b) => b.lang === "ts" && !b.directive?.startsWith("skip")).map((b, i) => {
-            const file = path.join(dir, `typecheck-${i}-line${b.line}.mts`);
+    it("the TypeScript examples type-check against the package (strict)", () => {
+        const files = pages.flatMap(({name, blocks}) => blocks.filter((b) => b.lang === "ts" && !b.directive?.startsWith("skip")).map((b) => {
+            const file = path.join(docsDir, `typecheck-${name.replaceAll(/[/.]/g, "_")}-line${b.line}.mts`);
             fs.writeFileSync(file, `${b.code}\nexport {};\n`);
             return file;
-        });
+        }));
+        assert.ok(files.length >= 5, `${files.length} examples`);
         const program = ts.createProgram(files, {
-            strict: true, noImplicitAny: false, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext,
+            strict: true, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext,
             target: ts.ScriptTarget.ES2022, noEmit: true, skipLibCheck: true, types: ["node"], typeRoots: [path.join(root, "node_modules", "@types")]
         });
         const diagnostics = ts.getPreEmitDiagnostics(program).map((d) => {
@@ -147,65 +185,94 @@ describe("README, executed", function () {
         assert.deepEqual(diagnostics, []);
     });
 
-    it("runs every block in order", async () => {
-        let port: number | undefined;
-        let server: ChildProcess | undefined;
+    it("the README runs top to bottom in an empty folder, with no model anywhere", async () => {
+        const ran = await runPage(readme, readmeDir, readmeEnv());
+        assert.ok(ran.length >= 8, `ran ${ran.join(", ")}`);
+        assert.ok(!fs.existsSync(path.join(readmeDir, ".selfrag", "models")), "the README pulled nothing");
+    });
+
+    it("the docs/ pages run in order", async () => {
         const ran: string[] = [];
-        try {
-            for (const b of blocks) {
-                const where = `README.md:${b.line}`;
-                if (b.directive?.startsWith("skip")) continue;
-                if (b.directive === "synopsis") {
-                    // A usage line continues on the indented lines below it.
-                    const usage = b.code.split("\n").reduce<string[]>((all, l) => {
-                        if (/^\s/.test(l) && all.length > 0) all[all.length - 1] += ` ${l.trim()}`;
-                        else if (l.trim() !== "") all.push(l.trim());
-                        return all;
-                    }, []);
-                    for (const line of usage) {
-                        const [, command, sub] = /^selfrag ([\w-]+)(?: (build|info))?/.exec(line) ?? [];
-                        assert.ok(command != null, `${where}: not a selfrag usage line: ${line}`);
-                        const {stdout} = await run("node", [cli, command, ...(sub != null ? [sub] : []), "--help"], {env: env()});
-                        for (const flag of line.match(/--[a-z][a-z-]*/g) ?? []) {
-                            if (flag === "--help") continue;
-                            assert.ok(stdout.includes(flag), `${where}: ${command}${sub != null ? ` ${sub}` : ""} --help does not list ${flag}`);
-                        }
-                    }
-                    ran.push(where);
-                    continue;
-                }
-                if (b.lang === "ts") {
-                    const js = ts.transpileModule(b.code, {compilerOptions: {module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022}}).outputText;
-                    const file = path.join(dir, `example-line${b.line}.mjs`);
-                    fs.writeFileSync(file, b.directive === "with-server" && port != null ? js.replaceAll("8080", String(port)) : js);
-                    try {
-                        await run("node", [file], {cwd: dir, env: env(), maxBuffer: 64 << 20});
-                    } catch (error) {
-                        const e = error as Error & {stderr?: string};
-                        assert.fail(`${where}: the example failed:\n${e.stderr ?? e.message}`);
-                    }
-                    ran.push(where);
-                    continue;
-                }
-                const lines = commands(b.code);
-                for (const [i, original] of lines.entries()) {
-                    if (/^npm (install|test)\b/.test(original)) continue; // what CI itself runs
-                    if (b.directive === "server" && i === 0) {
-                        port = await freePort();
-                        const line = localCommand(original.replaceAll("8080", String(port)));
-                        server = spawn("bash", ["-c", `exec ${line}`], {cwd: dir, env: env(), stdio: ["ignore", "ignore", "pipe"]});
-                        await waitForHealth(port, server);
-                        continue;
-                    }
-                    const line = port != null ? original.replaceAll("8080", String(port)) : original;
-                    const {stdout} = await sh(line);
-                    if (line.startsWith("curl")) assert.doesNotMatch(stdout, /"error"/, `${where}: ${line}\n${stdout}`);
-                }
-                ran.push(where);
-            }
-        } finally {
-            server?.kill("SIGINT");
-        }
-        assert.ok(ran.length >= 10, `ran ${ran.join(", ")}`);
+        for (const p of docs) ran.push(...await runPage(p, docsDir, docsEnv()));
+        assert.ok(ran.length >= 12, `ran ${ran.join(", ")}`);
     });
 });
+
+/** Runs the blocks of one page in `dir`; returns where each block that ran starts. */
+async function runPage({name, blocks}: Page, dir: string, env: NodeJS.ProcessEnv): Promise<string[]> {
+    let port: number | undefined;
+    let server: ChildProcess | undefined;
+    const stopServer = async () => {
+        if (server == null) return;
+        const exited = new Promise((resolve) => server!.once("exit", resolve));
+        if (server.exitCode == null) server.kill("SIGINT");
+        await exited;
+        server = undefined;
+    };
+    const sh = async (line: string) => {
+        try {
+            return await run("bash", ["-c", localCommand(line)], {cwd: dir, env, maxBuffer: 64 << 20});
+        } catch (error) {
+            const e = error as Error & {stderr?: string, stdout?: string};
+            throw new Error(`${name}: command failed: ${line}\n${e.stderr ?? ""}${e.stdout ?? ""}`);
+        }
+    };
+    const ran: string[] = [];
+    try {
+        for (const b of blocks) {
+            const where = `${name}:${b.line}`;
+            if (b.directive?.startsWith("skip")) continue;
+            if (b.directive === "synopsis") {
+                // A usage line continues on the indented lines below it.
+                const usage = b.code.split("\n").reduce<string[]>((all, l) => {
+                    if (/^\s/.test(l) && all.length > 0) all[all.length - 1] += ` ${l.trim()}`;
+                    else if (l.trim() !== "") all.push(l.trim());
+                    return all;
+                }, []);
+                for (const line of usage) {
+                    const [, command, sub] = /^selfrag ([\w-]+)(?: (build|info|verify))?/.exec(line) ?? [];
+                    assert.ok(command != null, `${where}: not a selfrag usage line: ${line}`);
+                    const {stdout} = await run("node", [cli, command, ...(sub != null ? [sub] : []), "--help"], {env});
+                    for (const flag of line.match(/--[a-z][a-z-]*/g) ?? []) {
+                        if (flag === "--help") continue;
+                        assert.ok(stdout.includes(flag), `${where}: ${command}${sub != null ? ` ${sub}` : ""} --help does not list ${flag}`);
+                    }
+                }
+                ran.push(where);
+                continue;
+            }
+            if (b.lang === "ts") {
+                const js = ts.transpileModule(b.code, {compilerOptions: {module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022}}).outputText;
+                const file = path.join(dir, `example-${path.basename(name, ".md")}-line${b.line}.mjs`);
+                fs.writeFileSync(file, b.directive === "with-server" && port != null ? js.replaceAll("8080", String(port)) : js);
+                try {
+                    await run("node", [file], {cwd: dir, env, maxBuffer: 64 << 20});
+                } catch (error) {
+                    const e = error as Error & {stderr?: string};
+                    assert.fail(`${where}: the example failed:\n${e.stderr ?? e.message}`);
+                }
+                ran.push(where);
+                continue;
+            }
+            const lines = commands(b.code);
+            for (const [i, original] of lines.entries()) {
+                if (/^npm (install|test)\b/.test(original)) continue; // what CI itself runs
+                if (b.directive === "server" && i === 0) {
+                    await stopServer();
+                    port = await freePort();
+                    const line = localCommand(original.replaceAll("8080", String(port)));
+                    server = spawn("bash", ["-c", `exec ${line}`], {cwd: dir, env, stdio: ["ignore", "ignore", "pipe"]});
+                    await waitForHealth(port, server);
+                    continue;
+                }
+                const line = port != null ? original.replaceAll("8080", String(port)) : original;
+                const {stdout} = await sh(line);
+                if (line.startsWith("curl")) assert.doesNotMatch(stdout, /"error"/, `${where}: ${line}\n${stdout}`);
+            }
+            ran.push(where);
+        }
+    } finally {
+        await stopServer();
+    }
+    return ran;
+}

@@ -1,4 +1,4 @@
-// The error contract's table: the README's "Errors" table is the catalogue in lib/errors.ts (code,
+// The error contract's table: the table of docs/errors.md ("Error codes") is the catalogue in lib/errors.ts (code,
 // status, meaning), every code thrown anywhere in lib/ or native/ is in it, every row is thrown
 // somewhere, and the server answers each code with its status.
 import assert from "node:assert/strict";
@@ -12,9 +12,12 @@ import type {SelfRagModel} from "../lib/SelfRagModel.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 
-function readmeTable(): Map<string, {status: number, meaning: string}> {
-    const readme = fs.readFileSync(path.join(root, "README.md"), "utf8");
-    const section = readme.slice(readme.indexOf("\n## Errors"), readme.indexOf("\n## ", readme.indexOf("\n## Errors") + 5));
+function docsTable(): Map<string, {status: number, meaning: string}> {
+    const page = fs.readFileSync(path.join(root, "docs", "errors.md"), "utf8");
+    const start = page.indexOf("\n## Error codes");
+    assert.ok(start >= 0, "docs/errors.md has an \"Error codes\" section");
+    const end = page.indexOf("\n## ", start + 5);
+    const section = page.slice(start, end < 0 ? undefined : end);
     const rows = new Map<string, {status: number, meaning: string}>();
     for (const m of section.matchAll(/^\| `([A-Z_]+)` \| (\d+) \| (.+) \|$/gm)) rows.set(m[1], {status: Number(m[2]), meaning: m[3].replaceAll("\\|", "|")});
     return rows;
@@ -36,8 +39,8 @@ function thrownCodes(): Map<string, string[]> {
 }
 
 describe("the error table", () => {
-    it("the README's table is the catalogue, row for row", () => {
-        const table = readmeTable();
+    it("the table of docs/errors.md is the catalogue, row for row", () => {
+        const table = docsTable();
         assert.deepEqual([...table.keys()], Object.keys(ERROR_CODES), "same codes, same order");
         for (const [code, [status, meaning]] of Object.entries(ERROR_CODES)) {
             assert.deepEqual(table.get(code), {status, meaning}, code);

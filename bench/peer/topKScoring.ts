@@ -6,7 +6,7 @@
 import type {GeneratedToken, TopToken} from "./completion.js";
 import type {LlamaServerPeer} from "./LlamaServerPeer.js";
 
-/** The 16 Self-RAG added tokens (SELF_RAG.md, "Model and tokens"); ids are resolved from the model. */
+/** The 16 Self-RAG added tokens (docs/self-rag.md, "The model and its reflection tokens"); ids are resolved from the model. */
 export const RETRIEVE_TOKENS = ["[No Retrieval]", "[Retrieval]", "[Continue to Use Evidence]"] as const;
 export const REL_TOKENS = ["[Irrelevant]", "[Relevant]"] as const;
 export const MARKUP_TOKENS = ["<paragraph>", "</paragraph>"] as const;
@@ -99,7 +99,7 @@ export interface CandidateScore {
 }
 
 /**
- * Scores one candidate continuation (SELF_RAG.md, "Quantities"): seq over all its tokens (an EOS or
+ * Scores one candidate continuation (docs/self-rag.md, "What is read from the model"): seq over all its tokens (an EOS or
  * stop token counts when generated), rel at the first position, sup/use at the first position whose
  * generated token is an isSup/isUse token (0 when none was generated). A ratio whose tokens are all
  * missing from the top list is 0.
@@ -134,7 +134,7 @@ export function scoreCandidate(tokens: readonly GeneratedToken[], ids: Reflectio
     return {score, seq, rel, sup, use};
 }
 
-/** Answer text: reflection tokens and `</s>` removed, whitespace collapsed (SELF_RAG.md post-processing). */
+/** Answer text: reflection tokens and `</s>` removed, whitespace collapsed (docs/self-rag.md, "The answer"). */
 export function cleanAnswer(text: string): string {
     let out = text;
     for (const token of [...REFLECTION_TOKENS, "</s>", PAD_TOKEN]) out = out.split(token).join(" ");

@@ -1,6 +1,6 @@
 // A Self-RAG client over llama-server that scores from top-20 probabilities, as FlashRAG does with
-// an OpenAI-style server: short form (SELF_RAG.md "Short form") and a simple but complete long-form
-// segment-level beam search (SELF_RAG.md "Long form"). Independent requests are sent concurrently so
+// an OpenAI-style server: short form (docs/self-rag.md) and a simple but complete long-form
+// segment-level beam search (docs/self-rag.md "Long form"). Independent requests are sent concurrently so
 // llama-server batches them across its slots; nothing here shares KV state explicitly beyond the
 // server's own prompt cache (cache_prompt).
 import {complete, type CompletionResult, type GeneratedToken} from "./completion.js";
@@ -164,7 +164,7 @@ interface Segment {
 /**
  * Where a segment ends: at a generated `[Retrieval]` (the stop string, content already cut there), or
  * at a generated `[No Retrieval]` whose position still favours retrieval, (P([Retrieval]) +
- * P([Continue to Use Evidence])) / (P([Retrieval]) + P([No Retrieval])) > threshold (SELF_RAG.md long
+ * P([Continue to Use Evidence])) / (P([Retrieval]) + P([No Retrieval])) > threshold (docs/self-rag.md long
  * form, step 3). In the latter case the content is cut before the matching `[No Retrieval]` text.
  */
 function cutSegment(result: CompletionResult, ids: ReflectionIds, threshold: number): Segment {

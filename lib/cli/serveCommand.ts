@@ -8,8 +8,8 @@ import {parseCommand} from "./contract.js";
 const help = `Usage: selfrag serve [--model FILE] [--index DIR] [--port N] [options]
 
 An HTTP server over one model. Every question in flight shares each decode step, whatever its
-options; a request arriving while others generate starts at the next step (see the README's
-server section for the request fields).
+options; a request arriving while others generate starts at the next step (docs/server.md
+lists the request fields).
   POST /v1/answer            {"question", "passages"?, "long"?, "ndocs"?, "mode"?, "threshold"?, "maxNewTokens"?,
                               "weights"?, "task"?, "choices"?, "beamWidth"?, "maxDepth"?, "stream"?, ...}
                              "stream": true answers text/event-stream: retrieval, candidate|segment, answer

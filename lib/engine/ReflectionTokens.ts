@@ -1,10 +1,10 @@
 import {SelfRagError} from "../errors.js";
 
-/** The reflection token groups of Self-RAG (SELF_RAG.md, "Model and tokens"). */
+/** The reflection token groups of Self-RAG (docs/self-rag.md, "The model and its reflection tokens"). */
 export type ReflectionGroup = "retrieve" | "isRel" | "markup" | "isUse" | "isSup";
 
 /**
- * The 15 reflection tokens in the order of the table in SELF_RAG.md. Every array of reflection
+ * The 15 reflection tokens in the order of the table in docs/self-rag.md. Every array of reflection
  * log-probs the engine produces (a row per position) uses this order.
  */
 export const REFLECTION_TOKENS = [

@@ -37,7 +37,7 @@ export interface LongFormOptions extends RetrievalDecisionOptions {
     /**
      * The reference profile reproduces `run_long_form_static.py` (its prompt, string contexts re-tokenized
      * whole, whole-budget segments scored over all their tokens, its context and utility bugs, its
-     * root probe, its ALCE / FactScore output); see the README's "Differences from the reference
+     * root probe, its ALCE / FactScore output); see docs/evaluation.md, "Differences from the reference
      * scripts". Static passages only.
      */
     profile?: Profile;
@@ -125,7 +125,7 @@ export interface LongFormAnswer {
 export type LongFormResult = Omit<LongFormAnswer, "id" | "warnings"> & {warnings?: string[]};
 
 /**
- * Long-form Self-RAG (SELF_RAG.md, "Long form"): root retrieval decision, then a segment-level
+ * Long-form Self-RAG (docs/self-rag.md, "Long form"): root retrieval decision, then a segment-level
  * beam search in which every node's prefix is encoded once and forked by its children. Written
  * as per-question code: lease beamWidth x ndocs slots, decide, search, release. Each depth
  * proceeds as soon as its own expansions are done; other questions share the decode steps.

@@ -3,7 +3,7 @@ import {loadEngine} from "../engine/addon.js";
 import type {NativeAddon, NativeScoreWeights} from "../engine/types.js";
 import {REFLECTION_COUNT} from "../engine/ReflectionTokens.js";
 
-/** Self-RAG's critique weights (SELF_RAG.md, "Quantities"); paper defaults 1, 1, 0.5, sequence score on. */
+/** Self-RAG's critique weights (docs/self-rag.md, "What is read from the model"); paper defaults 1, 1, 0.5, sequence score on. */
 export interface CritiqueWeights {
     /** w_rel (default 1) */
     relevance?: number;

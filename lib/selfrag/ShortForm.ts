@@ -44,7 +44,7 @@ export interface ShortFormOptions extends RetrievalDecisionOptions {
     /**
      * The reference profile reproduces `run_short_form.py` string for string (prompts, post-processing, the
      * vote, the raw best candidate as the answer of open tasks, its defaults and its log-prob
-     * retrieval ratio); see the README's "Differences from the reference scripts".
+     * retrieval ratio); see docs/evaluation.md, "Differences from the reference scripts".
      */
     profile?: Profile;
     weights?: CritiqueWeights;
@@ -115,7 +115,7 @@ function prepare(model: EngineModel, q: PlannedQuestion, plan: ShortFormPlan): J
 }
 
 /**
- * Short-form Self-RAG for one question (SELF_RAG.md, "Short form"), as plain per-question code:
+ * Short-form Self-RAG for one question (docs/self-rag.md, "What is read from the model"), as plain per-question code:
  * lease one slot per passage, prefill the prompt, decide, fork the prompt into the other slots,
  * prefill each passage, generate and score each candidate, release. Whatever other questions are
  * in flight share every decode step with it, whatever their options; a finished candidate's slot

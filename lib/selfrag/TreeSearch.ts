@@ -77,7 +77,7 @@ export interface TreeSearchResult {
 }
 
 /**
- * Segment-level beam search (SELF_RAG.md, "Long form"): every kept node that asks for retrieval
+ * Segment-level beam search (docs/self-rag.md, "Long form"): every kept node that asks for retrieval
  * gets one child per passage; a child's score is its parent's times its own critique score; the
  * best `beamWidth` children of each depth stay. The answer is the best path of the deepest level
  * that has nodes, as in the reference script.

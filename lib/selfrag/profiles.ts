@@ -8,7 +8,7 @@ import type {CritiqueWeights} from "./SegmentScorer.js";
  * - "default": ours: answers trimmed, every reflection token removed, ARC's fifth choice kept,
  *   contexts built from token ids, the critique of a segment read up to its retrieval request.
  * - "reference": the released Self-RAG scripts (`run_short_form.py`, `run_long_form_static.py`),
- *   string for string, their bugs included, so published numbers can be reproduced. The README's
+ *   string for string, their bugs included, so published numbers can be reproduced. docs/evaluation.md's
  *   "Differences from the reference scripts" table lists every point.
  */
 export type Profile = "default" | "reference";

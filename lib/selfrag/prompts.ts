@@ -1,4 +1,4 @@
-/** Self-RAG prompt construction (SELF_RAG.md, "Prompt format"), as the reference scripts build it. */
+/** Self-RAG prompt construction (docs/self-rag.md, "Prompts"), as the reference scripts build it. */
 import {PROFILE_STRATEGIES, profileStrategy, type Profile, type ProfileStrategy} from "./profiles.js";
 
 export interface Passage {

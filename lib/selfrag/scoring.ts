@@ -1,4 +1,4 @@
-/** Numerically stable Self-RAG probability ratios from log-probs (SELF_RAG.md, "Quantities"). */
+/** Numerically stable Self-RAG probability ratios from log-probs (docs/self-rag.md, "What is read from the model"). */
 
 /** log(exp(a) + exp(b)) without overflow or underflow to -Infinity for finite inputs. */
 export function logAddExp(a: number, b: number): number {

@@ -47,6 +47,8 @@ export interface BenchResult {
     measurements: Measurement[];
     comparisons: Comparison[];
     notes: string[];
+    /** false: nothing was measured (no such device here) and bench/results was not written. */
+    saved?: false;
 }
 
 /** bench/results in the source tree (this file runs as dist/bench/common.js). */

@@ -1,6 +1,6 @@
 // GPU section (issue 13): the CUDA kernels against the CPU kernel, and a short-form answer with
 // and without device extraction. Runs bench/gpu/deviceBench.ts in a child process (one llama.cpp
-// variant per process) when a CUDA device exists; otherwise says why and records that nothing ran.
+// variant per process) when a CUDA device exists; otherwise says why and writes no results.
 import {spawnSync} from "node:child_process";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
@@ -29,7 +29,12 @@ export async function run(): Promise<BenchResult> {
                 "End to end: the bench fixture model on the GPU, 4 questions x 4 passages, 32 tokens."]
             : [`Skipped: no CUDA device here (${firstLine(child.stderr) ?? `exit ${child.status}`}). Nothing was measured; run \`npm run bench -- gpu\` on a machine with an NVIDIA GPU.`]
     };
-    if (parsed == null) console.log(`bench gpu: ${result.notes[0]}`);
+    // Nothing measured: the saved results (bench/results/gpu.*, tracked, from a machine with a GPU
+    // or the placeholder saying none ran) are left as they are rather than replaced by an empty run.
+    if (parsed == null) {
+        console.log(`bench gpu: ${result.notes[0]} bench/results/gpu.{json,md} left as they were.`);
+        return {...result, saved: false};
+    }
     writeResult(result);
     return result;
 }

@@ -29,7 +29,8 @@ async function main(): Promise<void> {
         if (typeof module.run !== "function") throw new Error(`${file} does not export run()`);
         const result = await module.run();
         console.log(renderMarkdown(result));
-        console.log(`(${file}: ${((performance.now() - started) / 1000).toFixed(1)} s, written to bench/results/${result.name}.{json,md})`);
+        console.log(`(${file}: ${((performance.now() - started) / 1000).toFixed(1)} s, ` +
+            `${result.saved === false ? "nothing measured, bench/results not written" : `written to bench/results/${result.name}.{json,md}`})`);
     }
 }
 

@@ -47,6 +47,7 @@ export const ERROR_CODES = {
     ABORTED: [499, "the request, question, build or evaluation was cancelled (client gone, signal, Ctrl-C)"],
     QUEUE_FULL: [503, "more requests wait for slots than --max-queue; retry (Retry-After)"],
     SCHEDULER_CLOSED: [503, "the server or scheduler is shutting down"],
+    PORT_IN_USE: [500, "selfrag serve (or SelfRagServer.listen) cannot listen: the port is taken by another server; choose another --port (0: any free port)"],
     TIMEOUT: [504, "the request ran past its time limit (--timeout); its slots were freed"],
     // models and the engine
     MODEL_NOT_FOUND: [500, "no model file at the path given, and none pulled (see selfrag pull)"],

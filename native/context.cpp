@@ -43,6 +43,7 @@ std::shared_ptr<const GenerateOptions> ParseGenerateOptions(Napi::Env env, const
     auto options = std::make_shared<GenerateOptions>();
     const Napi::Value stopTokens = item.Get("stopTokens");
     if (!IsAbsent(stopTokens)) options->stopTokens = RequireInt32Vector(env, stopTokens, field + ".stopTokens");
+    options->ignoreEos = OptionalBoolean(env, item.Get("ignoreEos"), field + ".ignoreEos", false);
     const Napi::Value gateValue = item.Get("gate");
     if (!IsAbsent(gateValue)) {
         const Napi::Object g = RequireObject(env, gateValue, field + ".gate");
@@ -209,7 +210,7 @@ void Context::EnsureUsable(Napi::Env env) const {
     if (!engine_) ThrowJs(env, "CONTEXT_DISPOSED", "the context has been disposed");
 }
 
-// submit(works: {kind, seq, dst?, nPast?, tokens?, allPositions?, shareWith?, maxTokens?, stopTokens?, gate?}[]) -> ids (Float64Array)
+// submit(works: {kind, seq, dst?, nPast?, tokens?, allPositions?, shareWith?, maxTokens?, stopTokens?, gate?, ignoreEos?}[]) -> ids (Float64Array)
 Napi::Value Context::Submit(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EnsureUsable(env);

@@ -31,7 +31,7 @@ bool AcceptToken(const SequenceEngine& engine, const GenerateOptions& options, i
     segment.logprobs.push_back(logprob);
     segment.reflection.insert(segment.reflection.end(), reflection, reflection + nIds);
     const RetrievalGate& gate = options.gate;
-    if (llama_vocab_is_eog(engine.Vocab(), token)) {
+    if (!options.ignoreEos && llama_vocab_is_eog(engine.Vocab(), token)) {
         segment.stopReason = "eos";
     } else if (std::find(options.stopTokens.begin(), options.stopTokens.end(), token) != options.stopTokens.end()) {
         segment.stopReason = "stop";

@@ -25,6 +25,9 @@ struct RetrievalGate {
 struct GenerateOptions {
     std::vector<int32_t> stopTokens;
     RetrievalGate gate;
+    // Generate through end-of-generation tokens (the benchmark's tg rows, as llama-bench does):
+    // only the budget and the other conditions stop the segment.
+    bool ignoreEos = false;
 };
 
 // A finished (or growing) segment. The first token is the slot's pending greedy choice; every

@@ -7,10 +7,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type {LlamaLogLevel} from "node-llama-cpp";
-import {bindingPassesTest, cpuBindingGetLlamaWouldLoad, DOWNGRADED, inThisInstall, installNodeModules, lineLogger, nodeLlamaCppDir,
+import {bindingPassesTest, cpuBindingGetLlamaWouldLoad, DOWNGRADED, forkableExecArgv, inThisInstall, installNodeModules, lineLogger, nodeLlamaCppDir,
     NODE_LLAMA_CPP_VERSION, requireBinding} from "../lib/engine/nodeLlamaCpp.js";
 import {cpuBackendVariant, isGgmlBackend, isLlamaBinding, isLlamaStackLibrary, llamaLibrarySoname, mappedFiles} from "../lib/engine/processMaps.js";
 import {packageRoot} from "../lib/paths.js";
+import {tinyModel} from "../test-support/fixtures.js";
 
 describe("node-llama-cpp adapter", function () {
     this.timeout(120_000);
@@ -119,5 +120,34 @@ describe("node-llama-cpp adapter", function () {
             }
             assert.equal(isLlamaStackLibrary("/usr/lib/x86_64-linux-gnu/libc.so.6"), false);
         });
+    });
+
+    // Issue 24, item 9: node-llama-cpp tests its binary in a child process forked with this
+    // process's execArgv; with `-e CODE` that child ran CODE instead of the test file, and the
+    // default load failed with ADDON_LOAD_FAILED / NoBinaryFoundError.
+    it("the binary test's child process gets this process's flags without the code of -e / -p / --input-type", () => {
+        assert.deepEqual(forkableExecArgv(["--input-type=module", "-e", "import x from 'y'", "--max-old-space-size=512"]), ["--max-old-space-size=512"]);
+        assert.deepEqual(forkableExecArgv(["--input-type", "module", "--eval", "code", "--import", "./hook.mjs"]), ["--import", "./hook.mjs"]);
+        assert.deepEqual(forkableExecArgv(["-p", "1 + 1"]), []);
+        assert.deepEqual(forkableExecArgv(["--print=1", "--eval=2", "-i", "--no-warnings"]), ["--no-warnings"]);
+        assert.deepEqual(forkableExecArgv(["--enable-source-maps"]), ["--enable-source-maps"]);
+    });
+
+    it("the default load (getLlama(), its binary tested in a child process) works in `node --input-type=module -e`", async function () {
+        const modelPath = await tinyModel();
+        const code = `
+            import {SelfRagModel} from ${JSON.stringify(path.join(packageRoot, "dist", "lib", "index.js"))};
+            const model = await SelfRagModel.load({modelPath: ${JSON.stringify(modelPath)}, gpu: false});
+            const result = await model.answer({question: "What is the capital of France?",
+                passages: [{title: "Paris", text: "Paris is the capital and largest city of France."}]});
+            console.log(JSON.stringify({answer: result.answer, argv: process.execArgv.length}));
+            await model.dispose();`;
+        // SELFRAG_RUNTIME_CACHE=0: no start-up record, so the load goes through getLlama() and its binary test.
+        const child = spawnSync(process.execPath, ["--input-type=module", "-e", code], {cwd: os.tmpdir(), encoding: "utf8",
+            env: {...process.env, SELFRAG_RUNTIME_CACHE: "0"}, timeout: 120_000});
+        assert.equal(child.status, 0, child.stderr);
+        assert.doesNotMatch(child.stderr, /failed to run a test process|NoBinaryFoundError/);
+        // The answer, and the caller's execArgv as it was (the adapter restored it).
+        assert.deepEqual(JSON.parse(child.stdout.trim()), {answer: "Paris.", argv: 3});
     });
 });

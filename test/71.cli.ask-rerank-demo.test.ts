@@ -4,6 +4,7 @@ import path from "node:path";
 import {fileURLToPath} from "node:url";
 import {tempDir, tinyModel} from "../test-support/fixtures.js";
 import {runCli} from "../test-support/cli.js";
+import {REFLECTION_COUNT} from "../lib/engine/ReflectionTokens.js";
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "lib", "cli", "main.js");
 
@@ -72,6 +73,31 @@ describe("selfrag ask / rerank / demo", () => {
         assert.match(noModel.stderr, /no model given and no pulled Self-RAG model found[\s\S]*--model FILE\.gguf[\s\S]*\[MODEL_NOT_FOUND\]/);
         const badNumber = await selfrag(["ask", "--model", await tinyModel(), "--passages", passagesFile, "--threshold", "high", "Q?"]);
         assert.match(badNumber.stderr, /--threshold/);
+    });
+
+    it("ask refuses a question given as several arguments and says to quote it (issue 24, item 5)", async () => {
+        const result = await selfrag(["ask", "--model", await tinyModel(), "--passages", passagesFile, "What", "is", "Paris?"]);
+        assert.equal(result.code, 1);
+        assert.match(result.stderr, /^selfrag: selfrag ask takes one question, got 3 arguments: "What" "is" "Paris\?" \(quote the question: .*\) \[INVALID_ARGUMENT\]\n$/);
+        assert.equal(result.stdout, "");
+        // two questions are not joined into one either
+        assert.match((await selfrag(["ask", "--model", await tinyModel(), "--passages", passagesFile, "q1", "q2"])).stderr, /got 2 arguments.*\[INVALID_ARGUMENT\]/);
+    });
+
+    it("rerank prints text lines without --json and JSON lines with it, as its help says (issue 24, item 6)", async () => {
+        const traces = path.join(tempDir, "cli-text-traces.jsonl");
+        const row = Array(REFLECTION_COUNT).fill(-3);
+        const record = {id: "q1", reflection_ids: Array.from({length: REFLECTION_COUNT}, (_, i) => 32000 + i),
+            candidates: [{tokens: [5], logprobs: [-1], reflection: [row]}, {tokens: [6, 7], logprobs: [-0.5, -0.5], reflection: [row, row]}]};
+        fs.writeFileSync(traces, `${JSON.stringify(record)}\n`);
+        const help = (await selfrag(["rerank", "--help"])).stdout;
+        assert.match(help, /Prints one line per trace: its id, the best candidate and each candidate's score/);
+        assert.match(help, /with --json one JSON line per trace/);
+        const text = await selfrag(["rerank", "--traces", traces]);
+        assert.equal(text.code, 0, text.stderr);
+        assert.match(text.stdout, /^q1: best [01] {2}\[0\] -?\d+\.\d{3} {2}\[1\] -?\d+\.\d{3}\n$/);
+        const json = await selfrag(["rerank", "--traces", traces, "--json"]);
+        assert.equal(JSON.parse(json.stdout).id, "q1");
     });
 
     it("ask --long --json prints answer, segments with citations, the tree and token stats", async () => {

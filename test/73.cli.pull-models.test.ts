@@ -50,10 +50,10 @@ function entries(home: string): string[] {
     return fs.existsSync(dir) ? fs.readdirSync(dir).sort() : [];
 }
 
-/** One line `selfrag: ... [CODE]` on stderr. */
+/** One line `selfrag: ... [CODE]` on stderr, after the pull's progress lines (`pull: ...`, issue 24 item 2). */
 function assertOneLineError(run: Run, code: string): string {
     assert.equal(run.code, 1, `expected exit 1, got ${run.code}: ${run.stderr}`);
-    const match = /^selfrag: (.*) \[([A-Z_]+)\]\n$/.exec(run.stderr);
+    const match = /^(?:pull: .*\n)*selfrag: (.*) \[([A-Z_]+)\]\n$/.exec(run.stderr);
     assert.ok(match != null, `not one line: ${JSON.stringify(run.stderr)}`);
     assert.equal(match[2], code, run.stderr);
     return match[1];

@@ -214,7 +214,9 @@ async function engineRows(model: SelfRagModel, o: {sequences: number[], prompts:
                 await Promise.all(slots.map((seq, i) => ctx.prefill(seq, fillerTokens(model, 16, i))));
                 const before = ctx.stats.generatedTokens;
                 const started = performance.now();
-                await Promise.all(slots.map((seq) => ctx.generateOne(seq, o.generate)));
+                // Through end-of-generation tokens, as llama-bench's tg: the row measures o.generate tokens per sequence, not
+                // however many the model says before its EOS (4 on the fixture).
+                await Promise.all(slots.map((seq) => ctx.generateOne(seq, o.generate, {ignoreEos: true})));
                 const ms = performance.now() - started;
                 generated = ctx.stats.generatedTokens - before;
                 return ms;

@@ -47,7 +47,13 @@ export async function askCommand(args: string[]): Promise<void> {
     // The question's options, checked before any file is read or model loaded.
     const flagged = optionsFromFlags(values);
     planQuestion(long ? "long" : "short", flagged, CLI_SURFACE);
-    const question = positionals.join(" ").trim();
+    // Words of an unquoted question arrive as several arguments; joining them would also hide a
+    // misplaced value (`--ndocs 3 4`), so one argument is the question and more are refused.
+    if (positionals.length > 1) {
+        throw new SelfRagError(`selfrag ask takes one question, got ${positionals.length} arguments: ` +
+            `${positionals.map((p) => JSON.stringify(p)).join(" ")} (quote the question: selfrag ask ... "What is ...?")`, "INVALID_ARGUMENT");
+    }
+    const question = (positionals[0] ?? "").trim();
     if (question === "") throw invalidParameterError("the question", "the question as the last argument", question);
     if ((values.passages == null) === (values.index == null)) {
         throw invalidParameterError("--passages / --index", "exactly one of a passages JSONL file or an index directory", values.passages ?? values.index);

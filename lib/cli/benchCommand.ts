@@ -1,3 +1,4 @@
+import os from "node:os";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import {BENCH_FORMATS, formatBench, type BenchFormat} from "../bench/benchReport.js";
 import {runModelBench, type BenchRowKind} from "../bench/ModelBench.js";
@@ -24,7 +25,8 @@ Options:
   --max-new-tokens N    tokens per candidate / segment of the Self-RAG rows (32)
   --beam-width N --max-depth N   long form (2, 3)
   --rows LIST           engine,selfrag,peer (all); --no-peer drops the peer (it loads the model twice)
-  --threads LIST        CPU threads, one run each (default: the model's default)
+  --threads LIST        CPU threads, one run each (default: the model's default); more than the
+                        machine's cores is warned about (the rows then measure contention)
   --cpu | --gpu-layers N
   -r, --repetitions N   timed repetitions after one warm-up (3); values are mean ± standard deviation
   --output FORMAT       md (default) | json | jsonl | csv`;
@@ -57,11 +59,20 @@ export async function benchCommand(args: string[]): Promise<void> {
         if (process.stderr.isTTY) process.stderr.write(`\r\x1b[Kbench: ${message}`);
         else process.stderr.write(`bench: ${message}\n`);
     };
+    // More llama.cpp threads than cores: they spin against each other and every row measures
+    // that contention (issue 24: pp128 at 256 t/s with 4 threads on 2 cores, 48,601 with 1).
+    const threads = list("--threads", values.threads);
+    const cores = os.availableParallelism();
+    const over = threads?.filter((t) => t > cores) ?? [];
+    if (over.length > 0) {
+        process.stderr.write(`selfrag: warning: --threads ${over.join(",")} exceeds the ${cores} core${cores === 1 ? "" : "s"} this process may use ` +
+            "(os.availableParallelism()): llama.cpp's threads will contend for them and those rows can be many times slower\n");
+    }
     const result = await runModelBench({
         modelPath: requireModel(values.model), sequences: list("--sequences", values.sequences), prompts: list("--prompt", values.prompt),
         generate: one("--gen", values.gen), ndocs: one("--ndocs", values.ndocs), maxNewTokens: one("--max-new-tokens", values["max-new-tokens"]),
         beamWidth: one("--beam-width", values["beam-width"]), maxDepth: one("--max-depth", values["max-depth"]), rows,
-        threads: list("--threads", values.threads), gpu: values.cpu ? false : "auto", gpuLayers: integerOption("--gpu-layers", values["gpu-layers"]),
+        threads, gpu: values.cpu ? false : "auto", gpuLayers: integerOption("--gpu-layers", values["gpu-layers"]),
         repetitions: one("--repetitions", values.repetitions), onProgress: progress
     });
     if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");

@@ -2,7 +2,7 @@ import fs from "node:fs";
 import {SelfRagError, invalidParameterError, requireOneOf} from "../errors.js";
 import {toEvalItem} from "../eval/EvalItems.js";
 import {readJsonRecords} from "../jsonRecords.js";
-import {runEvaluation, summarizeRecords, type EvalRecord, type EvalSummary, type EvaluationOptions} from "../eval/Evaluation.js";
+import {noQuestionsError, runEvaluation, summarizeRecords, type EvalRecord, type EvalSummary, type EvaluationOptions} from "../eval/Evaluation.js";
 import {checkRedisUrl} from "../distributed/redisUrl.js";
 import {METRICS, type MetricName} from "../eval/metrics.js";
 import {describePresets, PAPER_PRESETS, presetOptions} from "../eval/paperPresets.js";
@@ -38,7 +38,8 @@ ASQA ({"question", "qa_pairs", "docs"}); JSONL or a JSON array.
   --index DIR           retrieve for questions whose record has no passages
   --limit N             the first N questions only
   --batch N             questions in flight at once (64); as one finishes the next starts
-  --strict              stop at the first malformed record (default: report it, skip it)
+  --strict              stop at the first malformed record (default: report it, skip it; an input
+                        with no readable question at all fails with EMPTY_CORPUS)
   --json                print the summary as JSON
   --long                long form (the options marked "long form" below need it)
   --sequences N (slots; default: enough for 4 questions) --context-size N (2048) --threads N --cpu
@@ -91,7 +92,13 @@ export async function evalCommand(args: string[]): Promise<void> {
     for (const flag of ["index", "batch", "sequences", "context-size", "threads", "cpu"] as const) {
         refuseTogether(`--${flag}`, values[flag], "--redis", redis != null, "the workers answer the questions: give it to `selfrag worker`");
     }
+    const limit = integerOption("--limit", values.limit);
+    if (limit != null && limit < 1) throw invalidParameterError("--limit", "a positive integer", values.limit);
     const skip = values.resume ? resumeOutput(values.output) : startOutput(values.output);
+    // An input with no readable question fails before a model is loaded (as index build does).
+    const counted = await countRecords(values.input, task, profile, limit, skip);
+    // (--strict stops at the first malformed record with its own error.)
+    if (counted.total === 0 && !(values.strict === true && counted.malformed > 0)) throw noQuestionsError(values.input, counted.malformed, counted.firstMalformed);
 
     const index = values.index != null ? await PassageIndex.open(values.index) : undefined;
     let model: SelfRagModel | undefined;
@@ -105,7 +112,6 @@ export async function evalCommand(args: string[]): Promise<void> {
             contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
             gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
         });
-        const counted = await countRecords(values.input, task, profile, integerOption("--limit", values.limit), skip);
         if (index == null && mode !== "never") {
             const unretrieved = counted.withoutPassages;
             if (unretrieved > 0) {
@@ -120,7 +126,7 @@ export async function evalCommand(args: string[]): Promise<void> {
             metrics: (metricList as MetricName[] | undefined) ?? (preset != null ? [preset.metric] : undefined),
             referenceFields: outputFormat !== "jsonl",
             plan: index != null ? planQuestion(plan.form, {...planOptions(plan), retriever: index.asRetriever()}, CLI_SURFACE) : plan,
-            batchSize: integerOption("--batch", values.batch), limit: integerOption("--limit", values.limit), skip, strict: values.strict,
+            batchSize: integerOption("--batch", values.batch), limit, skip, strict: values.strict,
             signal: abort.signal,
             onRecord: (record: EvalRecord) => {
                 appendRecord(values.output!, JSON.stringify(record) + "\n", written);
@@ -166,18 +172,23 @@ export async function evalCommand(args: string[]): Promise<void> {
  * progress line's total) and those that will be answered without passages (for the warning).
  */
 async function countRecords(file: string, task: Task, profile: ProfileStrategy, limit: number | undefined,
-    skip: ReadonlySet<string>): Promise<{total: number, withoutPassages: number}> {
+    skip: ReadonlySet<string>): Promise<{total: number, withoutPassages: number, malformed: number, firstMalformed?: string}> {
     let seen = 0;
     let withoutPassages = 0;
+    let malformed = 0;
+    let firstMalformed: string | undefined;
     for await (const entry of readJsonRecords(file)) {
         if (limit != null && seen >= limit) break;
-        if (entry.kind !== "record") continue;
-        const item = toEvalItem(entry.value, entry.where, entry.line, task, profile);
-        if (typeof item === "string") continue;
+        const item = entry.kind === "record" ? toEvalItem(entry.value, entry.where, entry.line, task, profile) : entry.message;
+        if (typeof item === "string") {
+            malformed++;
+            firstMalformed ??= item;
+            continue;
+        }
         seen++;
         if (!skip.has(item.id) && item.passages == null) withoutPassages++;
     }
-    return {total: seen, withoutPassages};
+    return {total: seen, withoutPassages, malformed, ...(firstMalformed != null ? {firstMalformed} : {})};
 }
 
 /** `120/1000 (12.0%), 3.10 questions/s, ETA 4m 44s, match 0.4100, ...`: like index build's progress line. */

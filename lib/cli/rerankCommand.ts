@@ -8,7 +8,9 @@ import {parseCommand} from "./contract.js";
 const help = `Usage: selfrag rerank --traces FILE [--w-rel X] [--w-sup X] [--w-use X] [--no-seqscore] [--json]
 
 Re-scores saved traces (\`selfrag ask --save-traces\`) with other critique weights, without a model.
-Prints one JSON line per trace: {"id", "best", "candidates": [{"score", "relevance", "support", "utility", "seq"}]}.`;
+Prints one line per trace: its id, the best candidate and each candidate's score
+("q1: best 1  [0] -2.310  [1] -0.874"); with --json one JSON line per trace instead:
+{"id", "best", "candidates": [{"score", "relevance", "support", "utility", "seq"}]}.`;
 
 export async function rerankCommand(args: string[]): Promise<void> {
     const parsed = parseCommand("selfrag rerank", help, {args, options: {traces: {type: "string"}, json: {type: "boolean"}, ...weightOptions}});

@@ -1,7 +1,7 @@
-import {invalidParameterError} from "../errors.js";
+import {SelfRagError, invalidParameterError} from "../errors.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
-import {SelfRagServer} from "../serving/SelfRagServer.js";
+import {SelfRagServer, listenError} from "../serving/SelfRagServer.js";
 import {integerOption, requireModel} from "./options.js";
 import {parseCommand} from "./contract.js";
 
@@ -68,6 +68,10 @@ export async function serveCommand(args: string[]): Promise<void> {
     } catch (error) {
         await model?.dispose();
         await index?.close();
+        // A failure to listen names the flags (--port, --host) rather than the library's options.
+        if (error instanceof SelfRagError && (error.option === "port" || error.option === "host") && error.cause instanceof Error) {
+            throw listenError(error.cause, values.host ?? "127.0.0.1", port, {port: "--port", host: "--host"});
+        }
         throw error;
     }
     console.log(`selfrag: serving ${values.model ?? "the default model"} on ${server.url}` +

@@ -13,9 +13,9 @@
 // a dead worker to the queue (stalled-job recovery), and a question failing every attempt arrives
 // in the failed set and becomes an error record, as in a single-process run.
 import {Queue, type Job} from "bullmq";
-import {SelfRagError} from "../errors.js";
+import {SelfRagError, requirePositiveInteger} from "../errors.js";
 import {toEvalItem, type EvalItem} from "../eval/EvalItems.js";
-import {EvalTally, errorRecord, evaluationMetrics, evaluationPlan, scoreRecord, type EvalRecord, type EvalSummary, type EvaluationOptions} from "../eval/Evaluation.js";
+import {EvalTally, errorRecord, evaluationMetrics, evaluationPlan, noQuestionsError, scoreRecord, type EvalRecord, type EvalSummary, type EvaluationOptions} from "../eval/Evaluation.js";
 import {readJsonRecords} from "../jsonRecords.js";
 import {planOptions} from "../selfrag/plan.js";
 import {modelFingerprint} from "./fingerprint.js";
@@ -78,7 +78,7 @@ export async function runDistributedEvaluation(file: string, options: Distribute
     const attempts = options.attempts ?? 3;
     const maxPending = options.maxPending ?? 10_000;
     const pollMs = options.pollMs ?? 100;
-    const limit = options.limit ?? Number.POSITIVE_INFINITY;
+    const limit = options.limit != null ? requirePositiveInteger("limit", options.limit) : Number.POSITIVE_INFINITY;
 
     await checkRedis(options.redis, options.connectTimeoutMs);
     const fingerprint = await modelFingerprint(options.modelPath);
@@ -89,6 +89,7 @@ export async function runDistributedEvaluation(file: string, options: Distribute
     const occurrences = new Map<string, number>();
     /** Questions the output already holds: a job of theirs still in Redis (written, then the coordinator died) is removed. */
     const skipped = new Set<string>();
+    let firstMalformed: string | undefined;
     async function* questions(): AsyncGenerator<{id: string, item: EvalItem}> {
         for await (const entry of readJsonRecords(file)) {
             if (tally.seen >= limit) return;
@@ -96,6 +97,7 @@ export async function runDistributedEvaluation(file: string, options: Distribute
             if (typeof item === "string") {
                 if (options.strict) throw new SelfRagError(`${item} (--strict: stopping at the first malformed record)`, "INVALID_JSONL");
                 tally.malformed++;
+                firstMalformed ??= item;
                 options.onMalformed?.(item);
                 continue;
             }
@@ -226,6 +228,7 @@ export async function runDistributedEvaluation(file: string, options: Distribute
             if (sweepDue || Date.now() - lastSweep > 30_000) await sweep();
             if (written === 0 && !(inputDone && pending.size === 0)) await sleep(pollMs, options.signal);
         }
+        if (tally.seen === 0) throw noQuestionsError(file, tally.malformed, firstMalformed);
     } finally {
         await source.return?.(undefined);
         // Closing on the way out: a failure here (Redis gone) must not hide the run's own outcome.

@@ -245,6 +245,7 @@ function stopOptionsOf(item: NativeStopOptions): NativeStopOptions {
     const out: NativeStopOptions = {};
     if (item.stopTokens != null) out.stopTokens = item.stopTokens;
     if (item.gate != null) out.gate = item.gate;
+    if (item.ignoreEos != null) out.ignoreEos = item.ignoreEos;
     return out;
 }
 

@@ -8,7 +8,8 @@
 //     and its list of llama.cpp warnings reported at a lower level (lineLogger), the setLogger trap;
 //   - where its binaries live (@node-llama-cpp/<platform>/bins/<dir>/llama-addon.node, next to
 //     libllama, libggml-base and the ggml backends) and which files its GPU detection looks at;
-//   - the one public call, getLlama(), with the options selfrag gives it;
+//   - the one public call, getLlama(), with the options selfrag gives it, and the execArgv its binary
+//     test's child process inherits (forkableExecArgv);
 //   - which binary getLlama() would load for the CPU, asked of its own (private) selection functions.
 import {createRequire} from "node:module";
 import fs from "node:fs";
@@ -215,6 +216,56 @@ export function lineLogger(sink: LlamaLogSink): (level: number, message: string)
 }
 
 // ---------------------------------------------------------------------------------------------
+// The binary test's child process
+
+/**
+ * node-llama-cpp tests a binary (testBindingBinary) by forking its own testBindingBinary.js with
+ * child_process.fork's default execArgv, which is this process's process.execArgv. In a process
+ * started with code rather than a script file (`node --input-type=module -e '...'`, `node -p`)
+ * that holds the code itself: the child runs the caller's code again instead of the test file,
+ * never reports "ready", and getLlama() fails ("Binding binary test failed to run a test
+ * process") with NoBinaryFoundError. The flags that carry or qualify such code are the ones
+ * dropped (`--input-type` is refused next to a file); every other flag (--max-old-space-size,
+ * --require, --import, ...) is kept. Process-wide while `body` runs: other forks in that window
+ * get the same, runnable, flags.
+ */
+export const EVAL_FLAGS = {
+    /** Flags followed by their value as the next argument. */
+    withValue: ["-e", "--eval", "-p", "--print", "-pe", "--input-type"],
+    /** Flags that stand alone. */
+    alone: ["-i", "--interactive"],
+    /** Flags with their value after "=". */
+    prefixes: ["--eval=", "--print=", "--input-type="]
+} as const;
+
+/** process.execArgv without the flags of code given on the command line (EVAL_FLAGS). */
+export function forkableExecArgv(execArgv: readonly string[]): string[] {
+    const kept: string[] = [];
+    for (let i = 0; i < execArgv.length; i++) {
+        const arg = execArgv[i];
+        if ((EVAL_FLAGS.withValue as readonly string[]).includes(arg)) {
+            i++; // its value
+            continue;
+        }
+        if ((EVAL_FLAGS.alone as readonly string[]).includes(arg) || EVAL_FLAGS.prefixes.some((p) => arg.startsWith(p))) continue;
+        kept.push(arg);
+    }
+    return kept;
+}
+
+async function withForkableExecArgv<T>(body: () => Promise<T>): Promise<T> {
+    const original = process.execArgv;
+    const forkable = forkableExecArgv(original);
+    if (forkable.length === original.length) return body();
+    process.execArgv = forkable;
+    try {
+        return await body();
+    } finally {
+        process.execArgv = original;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // getLlama()
 
 export type LlamaGpu = "auto" | false | "cuda" | "vulkan" | "metal";
@@ -226,7 +277,8 @@ export type LlamaGpu = "auto" | false | "cuda" | "vulkan" | "metal";
 export async function getLlamaFor(gpu: LlamaGpu, sink: LlamaLogSink): Promise<Llama> {
     try {
         const {getLlama} = await import("node-llama-cpp");
-        return await getLlama({gpu, build: "never", logLevel: "warn" as LlamaLogLevel, logger: sink, progressLogs: false, skipDownload: true});
+        return await withForkableExecArgv(() =>
+            getLlama({gpu, build: "never", logLevel: "warn" as LlamaLogLevel, logger: sink, progressLogs: false, skipDownload: true}));
     } catch (error) {
         throw new SelfRagError(`node-llama-cpp could not load llama.cpp (gpu=${String(gpu)}): ${(error as Error).message}`,
             "ADDON_LOAD_FAILED", {cause: error});
@@ -313,7 +365,7 @@ export async function bindingPassesTest(bindingPath: string): Promise<boolean> {
     try {
         const {testBindingBinary} = await internal<{testBindingBinary(binding: string, ext: string | undefined, gpu: false): Promise<boolean>}>(
             "bindings/utils/testBindingBinary.js");
-        return await testBindingBinary(bindingPath, undefined, false);
+        return await withForkableExecArgv(() => testBindingBinary(bindingPath, undefined, false));
     } catch {
         // Nothing lost: an untested binary is treated as one that failed, and getLlama() decides as usual.
         return false;

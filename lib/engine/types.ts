@@ -90,6 +90,8 @@ export interface NativeGate {
 export interface NativeStopOptions {
     stopTokens?: Int32Array;
     gate?: NativeGate;
+    /** Generate through end-of-generation tokens (benchmarks: exactly maxTokens unless another condition stops it). */
+    ignoreEos?: boolean;
 }
 
 export type NativeWork =

@@ -43,7 +43,7 @@ export interface EvaluationOptions {
     retriever?: Retriever;
     /** Questions in flight at once (64): as one finishes, the next starts. */
     batchSize?: number;
-    /** Stop after this many questions (counting skipped ones). */
+    /** Stop after this many questions (counting skipped ones); at least 1. */
     limit?: number;
     /** Ids already answered (resuming): not run again. */
     skip?: ReadonlySet<string>;
@@ -125,7 +125,7 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
     const profile = plan.profile;
     const metrics = evaluationMetrics(options);
     const batchSize = requirePositiveInteger("batchSize", options.batchSize ?? 64, 1 << 16);
-    const limit = options.limit ?? Number.POSITIVE_INFINITY;
+    const limit = options.limit != null ? requirePositiveInteger("limit", options.limit) : Number.POSITIVE_INFINITY;
     const scheduler = new RequestScheduler(model, {maxQueue: batchSize});
     const totals = new EvalTally(metrics);
     const summary = () => totals.summary();
@@ -167,6 +167,7 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
         options.onProgress?.(summary());
     };
 
+    let firstMalformed: string | undefined;
     try {
         let seen = 0;
         for await (const entry of readJsonRecords(file)) {
@@ -176,6 +177,7 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
             if (typeof item === "string") {
                 if (options.strict) throw new SelfRagError(`${item} (--strict: stopping at the first malformed record)`, "INVALID_JSONL");
                 totals.malformed++;
+                firstMalformed ??= item;
                 options.onMalformed?.(item);
                 continue;
             }
@@ -196,10 +198,21 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
             if (window[0].outcome == null) await finishedOne();
             await writeReady();
         }
+        if (seen === 0) throw noQuestionsError(file, totals.malformed, firstMalformed);
     } finally {
         await scheduler.close();
     }
     return summary();
+}
+
+/**
+ * The failure of an evaluation whose input holds no question it can read (empty, or every record
+ * malformed), as `index build` fails on such a corpus: EMPTY_CORPUS, not a run of nothing.
+ * A resumed run whose questions were all answered before did read them, and is not this.
+ */
+export function noQuestionsError(file: string, malformed: number, firstMalformed?: string): SelfRagError {
+    return new SelfRagError(`${file} holds no question to evaluate` +
+        (malformed > 0 ? ` (all ${malformed} records were malformed; first: ${firstMalformed})` : ""), "EMPTY_CORPUS");
 }
 
 /** Totals over output records (a whole resumed file, say): the mean metric, retrieval rate and errors. */

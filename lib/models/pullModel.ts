@@ -5,7 +5,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
-import {SelfRagError} from "../errors.js";
+import {SelfRagError, invalidParameterError} from "../errors.js";
 import {KNOWN_MODELS, knownModelUri} from "./knownModels.js";
 import {readManifest, recordModel, type ModelRecord} from "./ModelStore.js";
 import {verifySelfRagModel, type ModelCheck} from "./verifyModel.js";
@@ -19,7 +19,36 @@ export interface PullOptions {
     force?: boolean;
     /** node-llama-cpp's progress bar (on a terminal). */
     showProgress?: boolean;
+    /**
+     * Give up (DOWNLOAD_FAILED) when no byte has arrived for this long, in any network step:
+     * resolving the source and asking for the file, then the transfer. Default 60 000 ms.
+     */
+    timeoutMs?: number;
+    /** Each network step's progress: when it starts, as bytes arrive, and about once a second while nothing does. */
+    onProgress?: (progress: PullProgress) => void;
 }
+
+/** Where a pull's network work stands. */
+export interface PullProgress {
+    /** "connect": resolving the source and asking the server for the file (no bytes of it yet); "download": the transfer. */
+    step: "connect" | "download";
+    /** What is waited for, e.g. `http://host/file.gguf`. */
+    what: string;
+    /** The server asked (host:port). */
+    host: string;
+    downloadedBytes: number;
+    /** 0 while unknown. */
+    totalBytes: number;
+    /** Bytes per second over the last second or so (0 while nothing arrives). */
+    bytesPerSecond: number;
+    /** Milliseconds since the last byte arrived (or since the step began). */
+    idleMs: number;
+    /** When the pull gives up, in milliseconds without a byte (timeoutMs). */
+    timeoutMs: number;
+}
+
+/** The default of PullOptions.timeoutMs: a minute without a byte. */
+export const PULL_TIMEOUT_MS = 60_000;
 
 export interface PullResult {
     /** What was asked for. */
@@ -72,20 +101,99 @@ function stagingDir(dir: string, key: string): string {
     return path.join(dir, `.pull-${crypto.createHash("sha256").update(key).digest("hex").slice(0, 16)}`);
 }
 
-async function download(uri: string, staging: string, showProgress: boolean): Promise<{entry: string, files: string[]}> {
+/** The host a URI's requests go to, as people read it (host:port), for progress lines and errors. */
+function hostOf(uri: string): string {
     try {
+        if (/^https?:\/\//i.test(uri)) return new URL(uri).host;
+    } catch {
+        // not a URL after all: an hf: URI below
+    }
+    const endpoint = process.env.HF_ENDPOINT ?? process.env.MODEL_ENDPOINT;
+    try {
+        return endpoint != null && endpoint !== "" ? new URL(endpoint).host : "huggingface.co";
+    } catch {
+        return endpoint ?? "huggingface.co";
+    }
+}
+
+/**
+ * node-llama-cpp's downloader, watched: a "connect" step (its URI resolution and ipull's request
+ * for the file's size; neither takes a signal), then the "download" step (cancelled through the
+ * downloader). Either fails with DOWNLOAD_FAILED once nothing has arrived for timeoutMs.
+ */
+async function download(uri: string, staging: string, options: PullOptions): Promise<{entry: string, files: string[]}> {
+    const timeoutMs = options.timeoutMs ?? PULL_TIMEOUT_MS;
+    const host = hostOf(uri);
+    let step: PullProgress["step"] = "connect";
+    let downloaded = 0;
+    let total = 0;
+    let lastByteAt = Date.now();
+    // Rate over a sliding second: [time, bytes] samples.
+    let samples: [number, number][] = [[lastByteAt, 0]];
+    const report = () => {
+        const now = Date.now();
+        samples = samples.filter(([t]) => now - t <= 1500);
+        const [t0, b0] = samples[0] ?? [now, downloaded];
+        const bytesPerSecond = now - t0 >= 200 ? (downloaded - b0) * 1000 / (now - t0) : 0;
+        options.onProgress?.({step, what: uri, host, downloadedBytes: downloaded, totalBytes: total, bytesPerSecond,
+            idleMs: now - lastByteAt, timeoutMs});
+    };
+    let stalled: (() => void) | undefined;
+    const stall = new Promise<never>((_, reject) => {
+        stalled = () => reject(new SelfRagError(`could not download ${uri}: nothing arrived from ${host} for ${formatSeconds(timeoutMs)} while ` +
+            (step === "connect" ? "asking for the file" : `downloading (${downloaded} of ${total > 0 ? total : "?"} bytes)`) +
+            " (the limit is --timeout / timeoutMs)", "DOWNLOAD_FAILED"));
+    });
+    stall.catch(() => undefined); // raced below; a stall after the end is nobody's failure
+    const watchdog = setInterval(() => {
+        if (Date.now() - lastByteAt >= timeoutMs) stalled!();
+        else report();
+    }, Math.max(20, Math.min(1000, Math.floor(timeoutMs / 4))));
+    let downloader: {cancel(options?: {deleteTempFile?: boolean}): Promise<void>} | undefined;
+    try {
+        report();
         const {createModelDownloader} = await import("node-llama-cpp");
-        const downloader = await createModelDownloader({
-            modelUri: uri, dirPath: staging, showCliProgress: showProgress,
+        const creating = createModelDownloader({
+            modelUri: uri, dirPath: staging, showCliProgress: options.showProgress ?? false,
             // An interrupted pull leaves its partial file (and ipull's resume data) in the staging folder: the next pull of the same source resumes it.
-            skipExisting: true, deleteTempFileOnCancel: false
+            skipExisting: true, deleteTempFileOnCancel: false,
+            onProgress: ({totalSize, downloadedSize}) => {
+                total = totalSize;
+                if (downloadedSize !== downloaded) {
+                    downloaded = downloadedSize;
+                    lastByteAt = Date.now();
+                    samples.push([lastByteAt, downloaded]);
+                    report();
+                }
+            }
         });
-        const entry = await downloader.download();
-        return {entry, files: downloader.filesInfo.map((f) => f.fileName)};
+        // Its requests cannot be cancelled: if it gives up after the stall was reported, nothing is left to tell.
+        creating.catch(() => undefined);
+        const created = await Promise.race([creating, stall]);
+        downloader = created;
+        step = "download";
+        lastByteAt = Date.now();
+        samples = [[lastByteAt, downloaded]];
+        report();
+        const downloading = created.download();
+        downloading.catch(() => undefined); // cancelled after a stall: that failure is already reported
+        const entry = await Promise.race([downloading, stall]);
+        report();
+        return {entry, files: created.filesInfo.map((f) => f.fileName)};
     } catch (error) {
+        if (error instanceof SelfRagError) {
+            await downloader?.cancel({deleteTempFile: false}).catch(() => undefined);
+            throw error;
+        }
         const reason = ((error as Error)?.message ?? String(error)).split("\n")[0];
         throw new SelfRagError(`could not download ${uri}: ${reason}`, "DOWNLOAD_FAILED", {cause: error});
+    } finally {
+        clearInterval(watchdog);
     }
+}
+
+function formatSeconds(ms: number): string {
+    return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
 }
 
 /** Removes the staging folder if nothing worth resuming is left in it. */
@@ -99,7 +207,9 @@ function dropEmptyStaging(staging: string): void {
 
 /**
  * Pulls a Self-RAG model into `options.dir` and records it (see `selfrag pull --help`). Throws
- * INVALID_GGUF / MISSING_REFLECTION_TOKENS (the file is deleted), DOWNLOAD_FAILED (download or copy failed), MODEL_NOT_FOUND
+ * INVALID_GGUF / MISSING_REFLECTION_TOKENS (the file is deleted), DOWNLOAD_FAILED (download or copy failed, or
+ * nothing arrived for `timeoutMs`: a request node-llama-cpp made while resolving may then stay open
+ * until the server or Node's own fetch timeouts close it), MODEL_NOT_FOUND
  * or INVALID_ARGUMENT.
  *
  * ```ts
@@ -108,6 +218,9 @@ function dropEmptyStaging(staging: string): void {
  */
 export async function pullModel(source: string, options: PullOptions): Promise<PullResult> {
     const dir = path.resolve(options.dir);
+    if (options.timeoutMs != null && !(Number.isFinite(options.timeoutMs) && options.timeoutMs > 0)) {
+        throw invalidParameterError("timeoutMs", "a positive number of milliseconds", options.timeoutMs);
+    }
     const setDefault = options.setDefault ?? true;
     const origin = resolvePullSource(source);
     const resolved = origin.kind === "remote" ? origin.uri : origin.file;
@@ -162,7 +275,7 @@ export async function pullModel(source: string, options: PullOptions): Promise<P
         }
     } else {
         try {
-            ({entry, files} = await download(origin.uri, staging, options.showProgress ?? false));
+            ({entry, files} = await download(origin.uri, staging, options));
         } finally {
             dropEmptyStaging(staging);
         }

@@ -58,13 +58,20 @@ export class SelfRagServer {
         return this.handler.scheduler;
     }
 
-    /** Starts listening; resolves once the port is bound (port 0: any free port, see `url`). */
+    /**
+     * Starts listening; resolves once the port is bound (port 0: any free port, see `url`). A port
+     * in use is PORT_IN_USE; a host that does not resolve or is no address of this machine, or a
+     * port that needs privileges, is INVALID_ARGUMENT naming `host` / `port` (see `listenError`).
+     */
     public static async listen(options: SelfRagServerOptions): Promise<SelfRagServer> {
         const server = new SelfRagServer(options);
+        const port = options.port ?? 8080;
+        const host = options.host ?? "127.0.0.1";
         await new Promise<void>((resolve, reject) => {
-            server.http.once("error", reject);
-            server.http.listen(options.port ?? 8080, options.host ?? "127.0.0.1", () => {
-                server.http.off("error", reject);
+            const fail = (error: Error) => reject(listenError(error, host, port));
+            server.http.once("error", fail);
+            server.http.listen(port, host, () => {
+                server.http.off("error", fail);
                 resolve();
             });
         });
@@ -85,4 +92,32 @@ export class SelfRagServer {
         this.http.closeAllConnections();
         await closed;
     }
+}
+
+/**
+ * A failure to listen as selfrag reports it, the options named as the caller spells them
+ * (`names`: the library's `port` / `host`, the CLI's `--port` / `--host`); an error of another
+ * kind is returned as it is.
+ */
+export function listenError(error: Error, host: string, port: number,
+    names: {port: string, host: string} = {port: "port", host: "host"}): Error {
+    const errno = (error as NodeJS.ErrnoException).code;
+    const at = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+    if (errno === "EADDRINUSE") {
+        return new SelfRagError(`cannot listen on ${at}: port ${port} is in use (another server?); choose another ${names.port} ` +
+            "(0 takes any free port)", "PORT_IN_USE", {cause: error, option: names.port});
+    }
+    if (errno === "EACCES") {
+        return new SelfRagError(`cannot listen on ${at}: permission denied (ports below 1024 need privileges); choose another ${names.port}`,
+            "INVALID_ARGUMENT", {cause: error, option: names.port});
+    }
+    if (errno === "ENOTFOUND" || errno === "EAI_AGAIN" || errno === "EAI_NONAME") {
+        return new SelfRagError(`cannot listen on ${at}: ${names.host} ${JSON.stringify(host)} is not an address and does not resolve to one ` +
+            "(127.0.0.1 for this machine only, 0.0.0.0 for every interface)", "INVALID_ARGUMENT", {cause: error, option: names.host});
+    }
+    if (errno === "EADDRNOTAVAIL") {
+        return new SelfRagError(`cannot listen on ${at}: ${names.host} ${JSON.stringify(host)} is not an address of this machine ` +
+            "(127.0.0.1 for this machine only, 0.0.0.0 for every interface)", "INVALID_ARGUMENT", {cause: error, option: names.host});
+    }
+    return error;
 }

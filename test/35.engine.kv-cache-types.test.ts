@@ -7,7 +7,10 @@ import {SelfRagModel} from "../lib/SelfRagModel.js";
 import type {ShortFormAnswer} from "../lib/selfrag/ShortForm.js";
 import {CAPITALS} from "../test-support/corpora.js";
 import {rejectsWith} from "../test-support/assertions.js";
-import {tinyModel} from "../test-support/fixtures.js";
+import {tempDir, tinyModel} from "../test-support/fixtures.js";
+import {runCli} from "../test-support/cli.js";
+import fs from "node:fs";
+import path from "node:path";
 
 /**
  * Score tolerance against f16: q8_0 keeps 8 bits per value with a scale per 32 values (measured
@@ -68,5 +71,27 @@ describe("KV cache types and flash attention", function () {
             rejectsWith("INVALID_ARGUMENT", /kvCacheType "q8_0" needs flash attention/));
         await assert.rejects(SelfRagModel.load({modelPath, kvCacheType: "q5_1" as never, gpu: false}), rejectsWith("INVALID_ARGUMENT", /for kvCacheType/));
         await assert.rejects(SelfRagModel.load({modelPath, flashAttention: "yes" as never, gpu: false}), rejectsWith("INVALID_ARGUMENT", /for flashAttention/));
+    });
+
+    it("the commands that load a model take --kv-type and --flash-attn, refused by flag name", async () => {
+        const passages = path.join(tempDir, "kv-passages.jsonl");
+        fs.writeFileSync(passages, CAPITALS.ctxs.map((p) => JSON.stringify(p)).join("\n") + "\n");
+        const ask = (...flags: string[]) => runCli(["ask", "--model", "MODEL", "--passages", passages, "--mode", "always", "--max-new-tokens", "16", "--json",
+            ...flags, CAPITALS.questions[0][0]].map((a) => a === "MODEL" ? modelPath : a));
+        const modelPath = await tinyModel();
+        const f16 = await ask();
+        const q8 = await ask("--kv-type", "q8_0");
+        assert.equal(q8.code, 0, q8.stderr);
+        assert.equal(JSON.parse(q8.stdout).answer, JSON.parse(f16.stdout).answer);
+        const off = await ask("--kv-type", "q8_0", "--flash-attn", "off");
+        assert.equal(off.code, 1);
+        assert.match(off.stderr, /--kv-type q8_0 needs flash attention.*\[INVALID_ARGUMENT\]/);
+        const bad = await ask("--kv-type", "q5");
+        assert.match(bad.stderr, /for --kv-type.*\[INVALID_ARGUMENT\]/);
+        for (const command of ["eval", "serve", "worker", "bench"]) {
+            const help = await runCli([command, "--help"]);
+            assert.match(help.stdout, /--kv-type f16\|q8_0\|q4_0/, command);
+            assert.match(help.stdout, /--flash-attn auto\|on\|off/, command);
+        }
     });
 });

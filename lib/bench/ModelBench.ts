@@ -1,6 +1,7 @@
 // `selfrag bench`: decoding speed on the user's own model and hardware, as llama-bench measures
 // llama.cpp, with Self-RAG's workloads beside the engine's. Every rate's token count is read from
 // the engine's own counters (tokensEvaluated, generatedTokens), not assumed from the request.
+import type {FlashAttention, KvCacheType} from "../engine/types.js";
 import {planLongForm, planShortForm} from "../selfrag/plan.js";
 import os from "node:os";
 import {SelfRagError} from "../errors.js";
@@ -22,6 +23,9 @@ export interface ModelBenchOptions {
     threads?: readonly (number | undefined)[];
     gpu?: false | "auto" | "cuda" | "vulkan" | "metal";
     gpuLayers?: number;
+    /** KV cache cell type and flash attention (SelfRagModel.load's). */
+    kvCacheType?: KvCacheType;
+    flashAttention?: FlashAttention;
     /** Repetitions per row after one warm-up (3). */
     repetitions?: number;
     /** Rows to run (all three kinds). */
@@ -45,6 +49,8 @@ export interface BenchHeader {
     backend: string;
     /** The ggml CPU backend the run used (e.g. "zen4, compiled at install"; Linux), since it sets CPU speed. */
     cpuBackend?: string;
+    /** The KV cache: its cell type and what llama.cpp allocated per sequence slot. */
+    kvCache?: {type: string, bytesPerSlot: number, tokensPerSlot: number};
     cpu: string;
     cores: number;
     memoryBytes: number;
@@ -134,6 +140,7 @@ export async function runModelBench(options: ModelBenchOptions): Promise<BenchRe
     const rows: BenchRow[] = [];
     let backend = "cpu";
     let cpuBackend: string | undefined;
+    let kvCache: BenchHeader["kvCache"];
     const {question, passages} = workload(ndocs);
     const maxSequences = Math.max(...sequences, ndocs, beamWidth * ndocs);
     const contextSize = Math.max(...prompts) + generate + 64;
@@ -141,9 +148,12 @@ export async function runModelBench(options: ModelBenchOptions): Promise<BenchRe
     for (const threads of options.threads ?? [undefined]) {
         progress(`loading ${options.modelPath}${threads != null ? ` with ${threads} threads` : ""}`);
         const model = await SelfRagModel.load({modelPath: options.modelPath, sequences: maxSequences, contextSize: Math.max(contextSize, 2048),
-            threads, gpu: options.gpu ?? "auto", gpuLayers: options.gpuLayers});
+            threads, gpu: options.gpu ?? "auto", gpuLayers: options.gpuLayers,
+            ...(options.kvCacheType != null ? {kvCacheType: options.kvCacheType} : {}), ...(options.flashAttention != null ? {flashAttention: options.flashAttention} : {})});
         try {
             backend = model.backend;
+            const info = model.context.info;
+            kvCache = {type: info.kvCacheType, bytesPerSlot: Math.round(info.kvCacheBytes / info.sequences), tokensPerSlot: info.contextPerSequence};
             if (model.cpuBackend != null) {
                 cpuBackend = `${model.cpuBackend.variant}, ${model.cpuBackend.build === "compiled" ? "compiled at install" : "node-llama-cpp's prebuilt"}`;
             }
@@ -171,7 +181,7 @@ export async function runModelBench(options: ModelBenchOptions): Promise<BenchRe
     return {
         header: {
             model: options.modelPath, sizeBytes: (await import("node:fs")).statSync(options.modelPath).size, parameters: facts.parameters,
-            quantization: facts.quantization, backend, ...(cpuBackend != null ? {cpuBackend} : {}), cpu: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length,
+            quantization: facts.quantization, backend, ...(cpuBackend != null ? {cpuBackend} : {}), ...(kvCache != null ? {kvCache} : {}), cpu: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length,
             memoryBytes: os.totalmem(), node: process.version, date: new Date().toISOString()
         },
         rows

@@ -41,6 +41,7 @@ export function formatBench(result: BenchResult, format: BenchFormat): string {
             const lines = [
                 `model: ${h.model} (${gib(h.sizeBytes)}, ${params(h.parameters)} parameters, ${h.quantization}); backend ${h.backend}` +
                     `${h.cpuBackend != null ? ` (ggml CPU ${h.cpuBackend})` : ""}; ` +
+                    `${h.kvCache != null ? `KV cache ${h.kvCache.type}, ${(h.kvCache.bytesPerSlot / 2 ** 20).toFixed(1)} MiB per slot of ${h.kvCache.tokensPerSlot} tokens; ` : ""}` +
                     `${h.cpu}, ${h.cores} logical CPUs, ${gib(h.memoryBytes)}; Node ${h.node}; ${h.date}`,
                 "",
                 "| kind | test | threads | sequences | value | unit | notes |",

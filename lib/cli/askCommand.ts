@@ -8,7 +8,7 @@ import {SelfRagModel} from "../SelfRagModel.js";
 import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
 import type {LongFormAnswer} from "../selfrag/LongForm.js";
 import {integerOption, requireModel} from "./options.js";
-import {parseCommand, refuseTogether, requireWith} from "./contract.js";
+import {CACHE_FLAGS_HELP, cacheFlags, cacheOptions, parseCommand, refuseTogether, requireWith} from "./contract.js";
 import {CLI_SURFACE, optionsFromFlags, planQuestion, questionFlagOptions, questionOptionsHelp, slotsNeeded, type QuestionPlan} from "../selfrag/plan.js";
 import {renderLongFormHtml, renderShortFormHtml} from "../view/AnswerView.js";
 import {checkHtmlTarget, writeHtml} from "./viewCommand.js";
@@ -27,6 +27,7 @@ a segment-level beam search whose nodes share their encoded prefix, with [n] cit
                         --long, the candidates side by side otherwise (see \`selfrag view\`)
   --id ID               the trace record's id (default: the first 8 hex digits of the question's SHA-1)
   --threads N --context-size N (tokens per sequence, 2048) --cpu --json
+  ${CACHE_FLAGS_HELP}
 The question's options (the same as the library's and the server's, by their flag names):
 ${questionOptionsHelp()}
 Options that would do nothing are refused: the long-form ones without --long, --choices and
@@ -36,7 +37,7 @@ export async function askCommand(args: string[]): Promise<void> {
     const parsed = parseCommand("selfrag ask", help, {args, allowPositionals: true, options: {
         model: {type: "string"}, passages: {type: "string"}, index: {type: "string"}, "save-traces": {type: "string"}, threads: {type: "string"},
         "context-size": {type: "string"}, cpu: {type: "boolean"}, json: {type: "boolean"}, long: {type: "boolean"}, id: {type: "string"},
-        html: {type: "string"}, ...questionFlagOptions()
+        html: {type: "string"}, ...cacheFlags, ...questionFlagOptions()
     }});
     if (parsed == null) return;
     const {values, positionals} = parsed;
@@ -95,7 +96,7 @@ export function questionId(question: string, id?: string): string {
 /** The command's own option values (the question's options are the plan's). */
 interface AskValues {
     model?: string; "save-traces"?: string; threads?: string; "context-size"?: string; cpu?: boolean; json?: boolean; long?: boolean;
-    id?: string; html?: string;
+    id?: string; html?: string; "kv-type"?: string; "flash-attn"?: string;
 }
 
 async function ask(values: AskValues, question: string, plan: QuestionPlan): Promise<void> {
@@ -103,7 +104,7 @@ async function ask(values: AskValues, question: string, plan: QuestionPlan): Pro
     const model = await SelfRagModel.load({
         modelPath: requireModel(values.model), sequences: slotsNeeded(plan, plan.passages?.length),
         contextSize: contextSize ?? 2048, threads: integerOption("--threads", values.threads),
-        gpu: values.cpu ? false : "auto", nodeLlamaCpp: false,
+        gpu: values.cpu ? false : "auto", nodeLlamaCpp: false, ...cacheOptions(values),
         ...(contextSize == null ? shortFormSizing(plan, question) : {})
     });
     try {

@@ -2,7 +2,7 @@ import os from "node:os";
 import {SelfRagError, invalidParameterError} from "../errors.js";
 import {BENCH_FORMATS, formatBench, type BenchFormat} from "../bench/benchReport.js";
 import {runModelBench, type BenchRowKind} from "../bench/ModelBench.js";
-import {parseCommand} from "./contract.js";
+import {CACHE_FLAGS_HELP, cacheFlags, cacheOptions, parseCommand} from "./contract.js";
 import {integerOption, requireModel} from "./options.js";
 
 const help = `Usage: selfrag bench [--model FILE] [options]
@@ -28,6 +28,7 @@ Options:
   --threads LIST        CPU threads, one run each (default: the model's default); more than the
                         machine's cores is warned about (the rows then measure contention)
   --cpu | --gpu-layers N
+  ${CACHE_FLAGS_HELP}; the header reports the KV bytes per slot
   -r, --repetitions N   timed repetitions after one warm-up (3); values are mean ± standard deviation
   --output FORMAT       md (default) | json | jsonl | csv`;
 
@@ -36,7 +37,7 @@ export async function benchCommand(args: string[]): Promise<void> {
         model: {type: "string"}, sequences: {type: "string"}, prompt: {type: "string"}, gen: {type: "string"}, ndocs: {type: "string"},
         "max-new-tokens": {type: "string"}, "beam-width": {type: "string"}, "max-depth": {type: "string"}, rows: {type: "string"},
         "no-peer": {type: "boolean"}, threads: {type: "string"}, cpu: {type: "boolean"}, "gpu-layers": {type: "string"},
-        repetitions: {type: "string", short: "r"}, output: {type: "string"}
+        repetitions: {type: "string", short: "r"}, output: {type: "string"}, ...cacheFlags
     }});
     if (parsed == null) return;
     const {values} = parsed;
@@ -73,7 +74,7 @@ export async function benchCommand(args: string[]): Promise<void> {
         generate: one("--gen", values.gen), ndocs: one("--ndocs", values.ndocs), maxNewTokens: one("--max-new-tokens", values["max-new-tokens"]),
         beamWidth: one("--beam-width", values["beam-width"]), maxDepth: one("--max-depth", values["max-depth"]), rows,
         threads, gpu: values.cpu ? false : "auto", gpuLayers: integerOption("--gpu-layers", values["gpu-layers"]),
-        repetitions: one("--repetitions", values.repetitions), onProgress: progress
+        repetitions: one("--repetitions", values.repetitions), onProgress: progress, ...cacheOptions(values)
     });
     if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
     if (result.rows.length === 0) throw new SelfRagError("no rows were measured", "INVALID_ARGUMENT");

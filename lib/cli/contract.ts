@@ -3,8 +3,9 @@
 // `--help` / `-h`), and every failure ends as exactly one line `selfrag: <message> [CODE]` on
 // stderr with exit code 1 (`reportFailure`).
 import {parseArgs, type ParseArgsConfig} from "node:util";
-import {SelfRagError, invalidParameterError, nearestName} from "../errors.js";
+import {SelfRagError, invalidParameterError, nearestName, requireOneOf} from "../errors.js";
 import type {RetrievalMode} from "../selfrag/RetrievalDecision.js";
+import {FLASH_ATTENTION, KV_CACHE_TYPES, type FlashAttention, type KvCacheType} from "../engine/types.js";
 
 type ParseOptions = NonNullable<ParseArgsConfig["options"]>;
 type Parsed<T extends ParseArgsConfig> = ReturnType<typeof parseArgs<T>>;
@@ -170,4 +171,21 @@ export function quietOnClosedStdout(): void {
     process.stderr.on("error", () => {
         // nowhere left to report to
     });
+}
+
+/** The KV cache flags of every command that loads a model for answering (ask, eval, serve, worker, bench). */
+export const cacheFlags = {"kv-type": {type: "string"}, "flash-attn": {type: "string"}} as const;
+
+/** The help line of cacheFlags. */
+export const CACHE_FLAGS_HELP = "--kv-type f16|q8_0|q4_0 (KV cache cells; q8_0 about half the memory of f16) --flash-attn auto|on|off";
+
+/** cacheFlags as SelfRagModel.load options, refused by flag name (a quantized cache needs flash attention). */
+export function cacheOptions(values: {"kv-type"?: string, "flash-attn"?: string}): {kvCacheType?: KvCacheType, flashAttention?: FlashAttention} {
+    const kvCacheType = values["kv-type"] == null ? undefined : requireOneOf("--kv-type", values["kv-type"], KV_CACHE_TYPES);
+    const flashAttention = values["flash-attn"] == null ? undefined : requireOneOf("--flash-attn", values["flash-attn"], FLASH_ATTENTION);
+    if (kvCacheType != null && kvCacheType !== "f16" && flashAttention === "off") {
+        throw new SelfRagError(`--kv-type ${kvCacheType} needs flash attention (llama.cpp quantizes the V cache only with it): --flash-attn auto or on`,
+            "INVALID_ARGUMENT", {option: "--flash-attn"});
+    }
+    return {...(kvCacheType != null ? {kvCacheType} : {}), ...(flashAttention != null ? {flashAttention} : {})};
 }

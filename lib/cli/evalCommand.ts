@@ -9,7 +9,7 @@ import {describePresets, PAPER_PRESETS, presetOptions} from "../eval/paperPreset
 import {formatReferenceOutput, OUTPUT_FORMATS, referenceOutputPath} from "../eval/referenceOutput.js";
 import type {ProfileStrategy} from "../selfrag/profiles.js";
 import type {Task} from "../selfrag/prompts.js";
-import {parseCommand, refuseTogether, requireWith} from "./contract.js";
+import {CACHE_FLAGS_HELP, cacheFlags, cacheOptions, parseCommand, refuseTogether, requireWith} from "./contract.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import {integerOption, requireModel} from "./options.js";
@@ -43,6 +43,7 @@ ASQA ({"question", "qa_pairs", "docs"}); JSONL or a JSON array.
   --json                print the summary as JSON
   --long                long form (the options marked "long form" below need it)
   --sequences N (slots; default: enough for 4 questions) --context-size N (2048) --threads N --cpu
+  ${CACHE_FLAGS_HELP}
   --redis URL           distributed: enqueue every question in the Redis at redis://HOST:PORT for
                         \`selfrag worker\` processes (any number, any machines) and write each record as its
                         question is answered (in that order); --model is the workers' model (they refuse
@@ -61,7 +62,7 @@ export async function evalCommand(args: string[]): Promise<void> {
         metric: {type: "string"}, index: {type: "string"}, limit: {type: "string"}, batch: {type: "string"}, strict: {type: "boolean"},
         json: {type: "boolean"}, long: {type: "boolean"}, sequences: {type: "string"}, "context-size": {type: "string"},
         threads: {type: "string"}, cpu: {type: "boolean"}, paper: {type: "string"}, "output-format": {type: "string"},
-        redis: {type: "string"}, queue: {type: "string"}, ...questionFlagOptions()
+        redis: {type: "string"}, queue: {type: "string"}, ...cacheFlags, ...questionFlagOptions()
     }});
     if (parsed == null) return;
     const values = parsed.values as EvalValues;
@@ -89,7 +90,7 @@ export async function evalCommand(args: string[]): Promise<void> {
     }
     const redis = values.redis != null ? checkRedisUrl(values.redis) : undefined;
     requireWith("--queue", values.queue, "--redis", redis != null, "it names the queue of a distributed run");
-    for (const flag of ["index", "batch", "sequences", "context-size", "threads", "cpu"] as const) {
+    for (const flag of ["index", "batch", "sequences", "context-size", "threads", "cpu", "kv-type", "flash-attn"] as const) {
         refuseTogether(`--${flag}`, values[flag], "--redis", redis != null, "the workers answer the questions: give it to `selfrag worker`");
     }
     const limit = integerOption("--limit", values.limit);
@@ -110,7 +111,7 @@ export async function evalCommand(args: string[]): Promise<void> {
             modelPath: requireModel(values.model),
             sequences: integerOption("--sequences", values.sequences) ?? 4 * slotsNeeded(plan),
             contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
-            gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
+            gpu: values.cpu ? false : "auto", nodeLlamaCpp: false, ...cacheOptions(values)
         });
         if (index == null && mode !== "never") {
             const unretrieved = counted.withoutPassages;
@@ -273,5 +274,5 @@ function resumeOutput(file: string): Set<string> {
 interface EvalValues extends Record<string, string | boolean | undefined> {
     model?: string; input?: string; output?: string; resume?: boolean; metric?: string; index?: string; limit?: string; batch?: string;
     strict?: boolean; json?: boolean; long?: boolean; sequences?: string; "context-size"?: string; threads?: string; cpu?: boolean;
-    paper?: string; "output-format"?: string; redis?: string; queue?: string;
+    paper?: string; "output-format"?: string; redis?: string; queue?: string; "kv-type"?: string; "flash-attn"?: string;
 }

@@ -3,7 +3,7 @@ import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import {SelfRagServer, listenError} from "../serving/SelfRagServer.js";
 import {integerOption, requireModel} from "./options.js";
-import {parseCommand} from "./contract.js";
+import {CACHE_FLAGS_HELP, cacheFlags, cacheOptions, parseCommand} from "./contract.js";
 
 const help = `Usage: selfrag serve [--model FILE] [--index DIR] [--port N] [options]
 
@@ -30,13 +30,14 @@ lists the request fields).
   --max-body BYTES      largest request body (1048576)
   --header-timeout S    a client must send its request headers within S seconds (30), ...
   --body-timeout S      ... and its whole request, body included, within S seconds (60); past either: 408
-  --threads N --cpu`;
+  --threads N --cpu
+  ${CACHE_FLAGS_HELP}`;
 
 export async function serveCommand(args: string[]): Promise<void> {
     const parsed = parseCommand("selfrag serve", help, {args, options: {
         model: {type: "string"}, index: {type: "string"}, port: {type: "string"}, host: {type: "string"}, sequences: {type: "string"},
         "context-size": {type: "string"}, "step-tokens": {type: "string"}, "kv-cells": {type: "string"}, timeout: {type: "string"}, "max-queue": {type: "string"}, "max-body": {type: "string"},
-        threads: {type: "string"}, cpu: {type: "boolean"}, "header-timeout": {type: "string"}, "body-timeout": {type: "string"}
+        threads: {type: "string"}, cpu: {type: "boolean"}, "header-timeout": {type: "string"}, "body-timeout": {type: "string"}, ...cacheFlags
     }});
     if (parsed == null) return;
     const {values} = parsed;
@@ -50,7 +51,7 @@ export async function serveCommand(args: string[]): Promise<void> {
             modelPath: requireModel(values.model), sequences: integerOption("--sequences", values.sequences) ?? 10,
             contextSize: integerOption("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
             stepTokens: integerOption("--step-tokens", values["step-tokens"]), kvCells: integerOption("--kv-cells", values["kv-cells"]),
-            gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
+            gpu: values.cpu ? false : "auto", nodeLlamaCpp: false, ...cacheOptions(values)
         });
         const timeout = values.timeout != null ? Number(values.timeout) : 0;
         if (!Number.isFinite(timeout) || timeout < 0) throw invalidParameterError("--timeout", "a number of seconds >= 0", values.timeout);

@@ -6,7 +6,7 @@ import {checkRedisUrl, DEFAULT_QUEUE, displayUrl} from "../distributed/redisUrl.
 import {invalidParameterError} from "../errors.js";
 import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
-import {parseCommand} from "./contract.js";
+import {CACHE_FLAGS_HELP, cacheFlags, cacheOptions, parseCommand} from "./contract.js";
 import {integerOption, requireModel} from "./options.js";
 
 const help = `Usage: selfrag worker --redis URL [--queue NAME] [--model FILE] [options]
@@ -27,6 +27,7 @@ questions to another worker once their locks expire.
   --lock-duration MS    a question's lock (30000): a dead worker's questions return to the queue about this long after
   --stalled-interval MS how often expired locks are looked for (30000)
   --threads N --cpu
+  ${CACHE_FLAGS_HELP}
 SIGTERM or Ctrl-C: takes no more questions, finishes those it holds and exits 0; a second one leaves them
 to another worker. Redis lost mid-run: the worker waits for it and goes on.`;
 
@@ -34,7 +35,7 @@ export async function workerCommand(args: string[]): Promise<void> {
     const parsed = parseCommand("selfrag worker", help, {args, options: {
         redis: {type: "string"}, queue: {type: "string"}, model: {type: "string"}, index: {type: "string"}, sequences: {type: "string"},
         "context-size": {type: "string"}, "lock-duration": {type: "string"}, "stalled-interval": {type: "string"},
-        threads: {type: "string"}, cpu: {type: "boolean"}
+        threads: {type: "string"}, cpu: {type: "boolean"}, ...cacheFlags
     }});
     if (parsed == null) return;
     const {values} = parsed;
@@ -59,7 +60,7 @@ export async function workerCommand(args: string[]): Promise<void> {
         model = await SelfRagModel.load({
             modelPath, sequences: positive("--sequences", values.sequences) ?? 20,
             contextSize: positive("--context-size", values["context-size"]) ?? 2048, threads: integerOption("--threads", values.threads),
-            gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
+            gpu: values.cpu ? false : "auto", nodeLlamaCpp: false, ...cacheOptions(values)
         });
         worker = await (await import("../distributed/EvalWorker.js")).EvalWorker.start({
             redis, queue: values.queue, model, fingerprint, retriever: index?.asRetriever(), lockDurationMs, stalledIntervalMs,

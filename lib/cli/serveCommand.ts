@@ -15,6 +15,7 @@ server section for the request fields).
   POST /v1/answer            {"question", "passages"?, "long"?, "ndocs"?, "mode"?, "threshold"?, "maxNewTokens"?,
                               "weights"?, "task"?, "choices"?, "beamWidth"?, "maxDepth"?, "stream"?, ...}
                              "stream": true answers text/event-stream: retrieval, candidate|segment, answer
+                             (or selfrag-error); ": keep-alive" comments while waiting for slots
   POST /v1/chat/completions  OpenAI-compatible (last user message = the question; Self-RAG data in "selfrag")
   POST /v1/search            {"query", "k"?}                 (with --index)
   GET  /health   GET /v1/stats   GET /metrics (Prometheus)   GET /v1/models

@@ -7,9 +7,10 @@ import {SelfRagError} from "../errors.js";
  * The body as JSON (an object, an array or a scalar: the routes check the shape). The contract,
  * as llama-server's: JSON is read whatever the declared type, since `curl -d` declares a form
  * (application/x-www-form-urlencoded) and many tools send text/plain or nothing. A body declared
- * as JSON (application/json, *+json) or undeclared that does not parse is 400 INVALID_JSON; a
- * body declared as something else is 415 UNSUPPORTED_MEDIA_TYPE unless it parses as JSON (or
- * starts like JSON, then a parse error is 400 INVALID_JSON); multipart is 415 before it is read.
+ * as JSON (application/json, *+json), as text/plain or undeclared that does not parse is 400
+ * INVALID_JSON; a body declared as something else (a form, XML ...) is 415 UNSUPPORTED_MEDIA_TYPE
+ * unless it parses as JSON (or starts like JSON: then a parse error is 400 INVALID_JSON);
+ * multipart is 415 before it is read.
  */
 export async function readJson(req: http.IncomingMessage & {body?: unknown}, maxBodyBytes: number): Promise<unknown> {
     // A framework's body parser (express.json()) may have read it already.
@@ -29,7 +30,8 @@ export async function readJson(req: http.IncomingMessage & {body?: unknown}, max
     try {
         return JSON.parse(text);
     } catch (error) {
-        const declaredJson = type == null || type === "application/json" || type.endsWith("+json");
+        // text/plain counts as undeclared: fetch and XMLHttpRequest label a string body so by default.
+        const declaredJson = type == null || type === "application/json" || type.endsWith("+json") || type === "text/plain";
         if (!declaredJson && !/^\s*[{[]/.test(text)) {
             throw new SelfRagError(`the body is ${type}, not JSON: send a JSON object (Content-Type: application/json)`, "UNSUPPORTED_MEDIA_TYPE");
         }

@@ -138,7 +138,6 @@ async function serve(routes: Record<string, Route>, limits: {maxBodyBytes: numbe
         const e = asSelfRagError(error);
         const status = httpStatusOf(e.code);
         if (status === 503) res.setHeader("Retry-After", "1");
-        if (status !== 401) res.removeHeader("WWW-Authenticate");
         const body = openAi ? openAiErrorBody(e, status) : errorBody(e);
         // Answered before the body was read (413, 404, 405, 415 ...): a lingering close.
         if (!req.complete && !req.readableEnded && !res.headersSent) answerThenDrain(req, res, status, body, limits.drain);

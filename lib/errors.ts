@@ -40,14 +40,16 @@ export const ERROR_CODES = {
     TOO_FEW_SLOTS: [422, "a question needs more sequence slots (ndocs, beamWidth x ndocs) than the model was loaded with"],
     SEQUENCE_OUT_OF_RANGE: [422, "a sequence slot index beyond the context's slots"],
     // HTTP
+    UNAUTHORIZED: [401, "the server was started with an API key (--api-key) and the request did not send it as `Authorization: Bearer KEY`"],
     NOT_FOUND: [404, "no such route"],
     METHOD_NOT_ALLOWED: [405, "the route exists with another method"],
     PAYLOAD_TOO_LARGE: [413, "the body is over --max-body (not read past the limit)"],
-    UNSUPPORTED_MEDIA_TYPE: [415, "a body that is not JSON (multipart, form)"],
+    UNSUPPORTED_MEDIA_TYPE: [415, "a body that is not JSON: multipart, or a form or other non-JSON type whose body does not parse as JSON"],
     ABORTED: [499, "the request, question, build or evaluation was cancelled (client gone, signal, Ctrl-C)"],
     QUEUE_FULL: [503, "more requests wait for slots than --max-queue; retry (Retry-After)"],
     SCHEDULER_CLOSED: [503, "the server or scheduler is shutting down"],
     PORT_IN_USE: [500, "selfrag serve (or SelfRagServer.listen) cannot listen: the port is taken by another server; choose another --port (0: any free port)"],
+    NO_INDEX: [501, "/v1/search on a server started without an index (start it with --index DIR)"],
     TIMEOUT: [504, "the request ran past its time limit (--timeout); its slots were freed"],
     // models and the engine
     MODEL_NOT_FOUND: [500, "no model file at the path given, and none pulled (see selfrag pull)"],

@@ -291,7 +291,8 @@ describe("HTTP server: streaming, OpenAI compatibility, metrics, createHandler",
     /** Reads a text/event-stream body into [event, data] pairs. */
     async function readEvents(res: Response): Promise<{event?: string, data: string}[]> {
         const text = await res.text();
-        return text.split("\n\n").filter((block) => block.trim() !== "").map((block) => {
+        // Comment-only blocks (`: keep-alive`) are the transport's, not events.
+        return text.split("\n\n").filter((block) => block.split("\n").some((l) => l !== "" && !l.startsWith(":"))).map((block) => {
             const event = /^event: (.*)$/m.exec(block)?.[1];
             const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
             return {event, data};

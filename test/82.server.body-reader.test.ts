@@ -45,8 +45,10 @@ describe("serving: body reader", () => {
         return {status: res.status, json: await res.json() as {body?: unknown, error?: {code: string}}};
     };
 
-    it("reads JSON of any content type but multipart, and refuses empty and malformed bodies by code", async () => {
+    it("reads JSON of any content type but multipart; a non-JSON body of another type is 415; empty and malformed bodies by code", async () => {
         assert.deepEqual(await post("{\"a\": [1, 2]}", {"content-type": "application/x-www-form-urlencoded"}), {status: 200, json: {body: {a: [1, 2]}}});
+        assert.equal((await post("a=1&b=2", {"content-type": "application/x-www-form-urlencoded"})).json.error?.code, "UNSUPPORTED_MEDIA_TYPE");
+        assert.equal((await post("a=1", {"content-type": "application/json"})).json.error?.code, "INVALID_JSON");
         assert.equal((await post("  ")).json.error?.code, "INVALID_REQUEST");
         assert.equal((await post("{\"a\": ")).json.error?.code, "INVALID_JSON");
         assert.equal((await post("{}", {"content-type": "multipart/form-data; boundary=x"})).json.error?.code, "UNSUPPORTED_MEDIA_TYPE");

@@ -3,7 +3,11 @@
 // decides who may enter and for how long: a queue limit (requests waiting for slots), first
 // come first served (the slot pool is FIFO), abort that frees a request's slots mid-generation,
 // a per-request timeout, and counters for /v1/stats and /metrics.
-import type {LongFormPlan, ShortFormPlan} from "../selfrag/plan.js";
+//
+// "Waiting for slots" is what the queue limit counts: a request admitted while its slots are
+// free is not queued even before its flow reaches the pool (retrieval, tokenizing), so a burst
+// of requests that fit the free slots is never refused with QUEUE_FULL.
+import {isPlan, planQuestion, slotsNeeded, type LongFormPlan, type QuestionPlan, type ShortFormPlan} from "../selfrag/plan.js";
 import {SelfRagError, requirePositiveInteger, requireNumberInRange} from "../errors.js";
 import {abortError} from "../engine/SlotPool.js";
 import type {AnswerEvent} from "../selfrag/events.js";
@@ -25,12 +29,14 @@ export interface RequestOptions {
     signal?: AbortSignal;
     /** Overrides the scheduler's timeout for this request (0: none). */
     timeoutMs?: number;
+    /** Called once the request is admitted (not refused: QUEUE_FULL, closed), before it waits for slots. */
+    onAdmitted?: () => void;
     /** Progress: the retrieval decision, then each scored candidate (short form) or segment (long form). */
     onEvent?: (event: AnswerEvent) => void;
 }
 
 export interface SchedulerStats {
-    /** Admitted, waiting for slots. */
+    /** Admitted, waiting for slots (those that the free slots would serve at once are not counted). */
     queued: number;
     /** Holding slots. */
     running: number;
@@ -48,6 +54,14 @@ export interface SchedulerStats {
 
 type Kind = "short" | "long";
 
+interface Entry {
+    controller: AbortController;
+    started: boolean;
+    /** The slots its question will lease (an upper bound when a retriever chooses the passages). */
+    need: number;
+    done?: Promise<unknown>;
+}
+
 /**
  * ```ts
  * const scheduler = new RequestScheduler(model, {timeoutMs: 60_000});
@@ -63,7 +77,8 @@ export class RequestScheduler {
     public readonly monitor: EngineMonitor;
     private readonly maxQueue: number;
     private readonly timeoutMs: number;
-    private readonly inflight = new Set<{controller: AbortController, started: boolean, done?: Promise<unknown>}>();
+    /** In admission order, which is the slot pool's order. */
+    private readonly inflight = new Set<Entry>();
     private closed = false;
     private readonly counters = {admitted: 0, completed: 0, failed: 0, aborted: 0, timedOut: 0, rejected: 0};
     private waitTotal = 0;
@@ -82,32 +97,27 @@ export class RequestScheduler {
     /** Short-form Self-RAG for one question. */
     public answer(question: string | ShortFormQuestion, options: ShortFormOptions | ShortFormPlan = {}, request: RequestOptions = {}): Promise<ShortFormAnswer> {
         const q = typeof question === "string" ? {question} : question;
-        return this.run("short", request, (control) => this.model.answer(q, options, control));
+        return this.run("short", slotsOf("short", q, options), request, (control) => this.model.answer(q, options, control));
     }
 
     /** Long-form Self-RAG for one question. */
     public answerLong(question: string | LongFormQuestion, options: LongFormOptions | LongFormPlan = {}, request: RequestOptions = {}): Promise<LongFormAnswer> {
         const q = typeof question === "string" ? {question} : question;
-        return this.run("long", request, (control) => this.model.answerLong(q, options, control));
+        return this.run("long", slotsOf("long", q, options), request, (control) => this.model.answerLong(q, options, control));
     }
 
     /** A raw prompt completed greedily (POST /v1/completions): one slot, admitted like a question. */
     public complete(prompt: string, options: RawCompletionOptions, request: RequestOptions & {onText?: (delta: string) => void} = {}): Promise<RawCompletion> {
-        return this.run("short", request, (control) => complete(this.model, prompt, options,
+        return this.run("short", 1, request, (control) => complete(this.model, prompt, options,
             {...control, onText: (delta) => !control.signal.aborted && request.onText?.(delta)}));
     }
 
     public get stats(): SchedulerStats {
         // An aborted request has been answered; its flow may still be cleaning up, but it no longer counts.
         let running = 0;
-        let queued = 0;
-        for (const r of this.inflight) {
-            if (r.controller.signal.aborted) continue;
-            if (r.started) running++;
-            else queued++;
-        }
+        for (const r of this.inflight) if (r.started && !r.controller.signal.aborted) running++;
         return {
-            queued, running, ...this.counters,
+            queued: this.waiting(), running, ...this.counters,
             meanQueueWaitMs: this.waitCount > 0 ? this.waitTotal / this.waitCount : 0,
             meanTimeToFirstEventMs: this.firstEventCount > 0 ? this.firstEventTotal / this.firstEventCount : 0
         };
@@ -123,16 +133,36 @@ export class RequestScheduler {
         this.monitor.stop();
     }
 
-    private async run<R>(_kind: Kind, request: RequestOptions, start: (control: {signal: AbortSignal, onEvent: (e: AnswerEvent) => void,
+    /**
+     * Requests that wait for slots: those not started, taken in the pool's FIFO order, from the
+     * first whose slots are not free (the ones before it are served by the free slots; the pool
+     * serves no later request before it).
+     */
+    private waiting(): number {
+        let free = this.model.context.slots.available;
+        let queued = 0;
+        for (const r of this.inflight) {
+            if (r.started || r.controller.signal.aborted) continue;
+            if (queued === 0 && r.need <= free) free -= r.need;
+            else queued++;
+        }
+        return queued;
+    }
+
+    private async run<R>(_kind: Kind, need: number, request: RequestOptions, start: (control: {signal: AbortSignal, onEvent: (e: AnswerEvent) => void,
         onStart: () => void}) => Promise<R>): Promise<R> {
         if (this.closed) throw new SelfRagError("the scheduler is closed", "SCHEDULER_CLOSED");
         if (request.signal?.aborted) throw abortError(request.signal, "the request was aborted before it ran");
-        if (this.stats.queued >= this.maxQueue) {
-            this.counters.rejected++;
-            throw new SelfRagError(`${this.stats.queued} requests are already waiting (maxQueue ${this.maxQueue}); try again later`, "QUEUE_FULL");
-        }
         const controller = new AbortController();
-        const entry: {controller: AbortController, started: boolean, done?: Promise<unknown>} = {controller, started: false};
+        const entry: Entry = {controller, started: false, need};
+        // Admitted unless it would wait behind maxQueue others: counted as it would be once in.
+        this.inflight.add(entry);
+        const queued = this.waiting();
+        if (queued > this.maxQueue) {
+            this.inflight.delete(entry);
+            this.counters.rejected++;
+            throw new SelfRagError(`${queued - 1} requests are already waiting for slots (maxQueue ${this.maxQueue}); try again later`, "QUEUE_FULL");
+        }
         const admittedAt = performance.now();
         let firstEvent = false;
         const forward = () => controller.abort(request.signal!.reason ?? new SelfRagError("the request was aborted", "ABORTED"));
@@ -141,9 +171,9 @@ export class RequestScheduler {
         const timer = timeoutMs > 0
             ? setTimeout(() => controller.abort(new SelfRagError(`the request took longer than its time limit of ${timeoutMs} ms`, "TIMEOUT")), timeoutMs)
             : undefined;
-        this.inflight.add(entry);
         this.counters.admitted++;
         try {
+            request.onAdmitted?.();
             entry.done = start({
                 signal: controller.signal,
                 onStart: () => {
@@ -184,6 +214,18 @@ export class RequestScheduler {
             void Promise.resolve(entry.done).catch(() => undefined).finally(() => this.inflight.delete(entry));
         }
     }
+}
+
+/** The slots a question will lease, from its plan; 1 when the options do not plan (the flow refuses them itself). */
+function slotsOf(form: Kind, question: {passages?: readonly unknown[]}, options: unknown): number {
+    let plan: QuestionPlan;
+    try {
+        plan = isPlan(options) ? options : planQuestion(form, options);
+    } catch {
+        return 1; // the flow throws the same error with its own counters (failed)
+    }
+    const passages = question.passages ?? (plan.retriever == null ? plan.passages : undefined);
+    return slotsNeeded(plan, Array.isArray(passages) ? passages.length : undefined);
 }
 
 function rejectOnAbort(signal: AbortSignal): Promise<never> {

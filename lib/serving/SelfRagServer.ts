@@ -11,7 +11,7 @@ export interface SelfRagServerOptions extends HandlerOptions {
     model: SelfRagModel;
     index?: PassageIndex;
     port?: number;
-    /** 127.0.0.1 unless given: the server has no authentication. */
+    /** 127.0.0.1 unless given; beyond loopback, set `apiKey`. */
     host?: string;
     /** A client must send its request headers within this (default 30 s); past it: 408 and the connection closed. */
     headersTimeoutMs?: number;

@@ -3,17 +3,23 @@
 import type http from "node:http";
 import {SelfRagError} from "../errors.js";
 
-/** The body as JSON (an object, an array or a scalar: the routes check the shape). */
+/**
+ * The body as JSON (an object, an array or a scalar: the routes check the shape). The contract,
+ * as llama-server's: JSON is read whatever the declared type, since `curl -d` declares a form
+ * (application/x-www-form-urlencoded) and many tools send text/plain or nothing. A body declared
+ * as JSON (application/json, *+json), as text/plain or undeclared that does not parse is 400
+ * INVALID_JSON; a body declared as something else (a form, XML ...) is 415 UNSUPPORTED_MEDIA_TYPE
+ * unless it parses as JSON (or starts like JSON: then a parse error is 400 INVALID_JSON);
+ * multipart is 415 before it is read.
+ */
 export async function readJson(req: http.IncomingMessage & {body?: unknown}, maxBodyBytes: number): Promise<unknown> {
     // A framework's body parser (express.json()) may have read it already.
     if (req.body !== undefined && (req.readableEnded || req.body !== null && typeof req.body === "object" && !Buffer.isBuffer(req.body))) {
         return req.body;
     }
-    const type = req.headers["content-type"];
-    // Any body is read as JSON (`curl -d` sends a form content-type with a JSON body); only a
-    // multipart upload is certainly not JSON.
-    if (type != null && /^multipart\//i.test(type)) {
-        throw new SelfRagError(`the body must be JSON, not ${type.split(";")[0]}`, "UNSUPPORTED_MEDIA_TYPE");
+    const type = mediaType(req.headers["content-type"]);
+    if (type != null && type.startsWith("multipart/")) {
+        throw new SelfRagError(`the body must be JSON (Content-Type: application/json), not ${type}`, "UNSUPPORTED_MEDIA_TYPE");
     }
     const declared = Number(req.headers["content-length"] ?? NaN);
     if (declared > maxBodyBytes) {
@@ -24,8 +30,19 @@ export async function readJson(req: http.IncomingMessage & {body?: unknown}, max
     try {
         return JSON.parse(text);
     } catch (error) {
+        // text/plain counts as undeclared: fetch and XMLHttpRequest label a string body so by default.
+        const declaredJson = type == null || type === "application/json" || type.endsWith("+json") || type === "text/plain";
+        if (!declaredJson && !/^\s*[{[]/.test(text)) {
+            throw new SelfRagError(`the body is ${type}, not JSON: send a JSON object (Content-Type: application/json)`, "UNSUPPORTED_MEDIA_TYPE");
+        }
         throw new SelfRagError(`the body is not valid JSON: ${(error as Error).message}`, "INVALID_JSON");
     }
+}
+
+/** The media type of a Content-Type header, lower case without parameters (undefined when absent or blank). */
+function mediaType(header: string | undefined): string | undefined {
+    const type = header?.split(";")[0].trim().toLowerCase();
+    return type === "" ? undefined : type;
 }
 
 /**

@@ -8,7 +8,7 @@ import type {Route, RouteContext} from "./routes.js";
 
 export {completionRoute} from "./completions.js";
 
-export function chatCompletionRoute(ctx: Pick<RouteContext, "model" | "modelName" | "run" | "retriever">): Route {
+export function chatCompletionRoute(ctx: Pick<RouteContext, "model" | "modelName" | "run" | "retriever" | "streaming">): Route {
     return {method: "POST", handle: async (_req, res, raw, signal) => {
         const chat = parseChatRequest(raw, ctx.modelName, ctx.retriever);
         const {long} = chat.answer;
@@ -36,11 +36,12 @@ export function chatCompletionRoute(ctx: Pick<RouteContext, "model" | "modelName
             choices: [{index: 0, delta, logprobs: null, finish_reason: finish}], ...extra
         });
         await streamLazily(res, {
+            ...ctx.streaming,
             opening: (events) => events.send(undefined, chunk({role: "assistant", content: ""}, null)),
             failed: (events, e) => events.send(undefined, openAiErrorBody(e, httpStatusOf(e.code))),
             closing: (events) => events.send(undefined, "[DONE]")
-        }, async (open) => {
-            const result = await ctx.run(chat.answer, signal, (event) => open().send(undefined, chunk({}, null, {selfrag: event})));
+        }, async (open, admitted) => {
+            const result = await ctx.run(chat.answer, signal, (event) => open().send(undefined, chunk({}, null, {selfrag: event})), admitted);
             const events = open();
             events.send(undefined, chunk({content: result.answer}, null));
             events.send(undefined, chunk({}, finishReason(result, long), {selfrag: selfragField(result, long)}));

@@ -3,18 +3,24 @@
 // composes the parts: the route table (routes.ts, chatCompletions.ts), body reading and the
 // lingering close (bodyReader.ts), whole replies (replies.ts) and streams (EventStream.ts).
 //
+// Access: with an API key every route but /health needs `Authorization: Bearer KEY` (compared
+// in constant time), else 401 UNAUTHORIZED in the route's error shape, as llama-server's and
+// vLLM's --api-key; the key is never written to a log or an error.
+//
 // Robustness rules: a body is read up to maxBodyBytes and refused past it (413) without being
 // buffered; anything that is not a JSON object of known fields is a 400 naming the field; a
 // client that goes away cancels its question (its slots are freed at the next decode step); a
 // request past its time limit gets a 504; no request can take the process down. Early
 // rejections (413, 404, 405, 415 ... answered before the body is read) use a lingering close
 // (`answerThenDrain`).
+import {createHash, timingSafeEqual} from "node:crypto";
 import type http from "node:http";
 import path from "node:path";
 import {SelfRagError, httpStatusOf, requireInteger, requireNumberInRange, requirePositiveInteger} from "../errors.js";
 import type {PassageIndex} from "../retrieval/PassageIndex.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
 import {answerThenDrain, readJson, type DrainLimits} from "./bodyReader.js";
+import {KEEP_ALIVE_MS} from "./EventStream.js";
 import {openAiErrorBody} from "./openai.js";
 import {asSelfRagError, errorBody, send, sendText} from "./replies.js";
 import {RequestScheduler, type RequestSchedulerOptions} from "./RequestScheduler.js";
@@ -35,6 +41,13 @@ export interface HandlerOptions {
      * client can read the answer (default 64 MiB, 10 s); past either the connection is reset.
      */
     drain?: {maxBytes?: number, timeoutMs?: number};
+    /**
+     * Requests to every route but /health must send `Authorization: Bearer <apiKey>` (OpenAI
+     * clients send their `apiKey` so), else 401 UNAUTHORIZED. Printable ASCII without spaces.
+     */
+    apiKey?: string;
+    /** A streamed answer gets a `: keep-alive` comment when nothing was sent for this long (5000 ms; 0: none). */
+    streamKeepAliveMs?: number;
 }
 
 /** `(req, res, next?)`: Express calls `next` for paths it does not serve; without `next` they get a JSON 404. */
@@ -62,16 +75,20 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
     const drain: DrainLimits = {maxBytes: options.drain?.maxBytes ?? 64 * 1024 * 1024, timeoutMs: options.drain?.timeoutMs ?? 10_000};
     requireInteger("drain.maxBytes", drain.maxBytes, 0, Number.MAX_SAFE_INTEGER);
     requireNumberInRange("drain.timeoutMs", drain.timeoutMs, 0, Number.MAX_SAFE_INTEGER);
+    const keepAliveMs = options.streamKeepAliveMs ?? KEEP_ALIVE_MS;
+    requireNumberInRange("streamKeepAliveMs", keepAliveMs, 0, 2 ** 31 - 1);
+    const authorized = bearerCheck(options.apiKey);
     const scheduler = new RequestScheduler(model, options.scheduler);
     const routes = routeTable({
         model, scheduler, index: options.index,
         modelName: options.modelName ?? path.basename(model.path, ".gguf"),
         retriever: options.index?.asRetriever(),
-        run: answerRunner(scheduler)
+        run: answerRunner(scheduler),
+        streaming: {keepAliveMs}
     });
     const inflight = new Set<Promise<void>>();
     const handler = ((req, res, next) => {
-        const serving = serve(routes, {maxBodyBytes, drain}, req, res, next);
+        const serving = serve(routes, {maxBodyBytes, drain, authorized}, req, res, next);
         inflight.add(serving);
         void serving.finally(() => inflight.delete(serving));
     }) as SelfRagHandler;
@@ -87,7 +104,7 @@ export function createHandler(model: SelfRagModel, options: HandlerOptions = {})
 }
 
 /** One request: find its route, read its body, write the reply; every error becomes an answer, none escapes. */
-async function serve(routes: Record<string, Route>, limits: {maxBodyBytes: number, drain: DrainLimits},
+async function serve(routes: Record<string, Route>, limits: {maxBodyBytes: number, drain: DrainLimits, authorized: (req: http.IncomingMessage) => boolean},
     req: http.IncomingMessage & {body?: unknown}, res: http.ServerResponse, next?: (error?: unknown) => void): Promise<void> {
     // The client may go away at any point: then its question is cancelled and its slots freed.
     const abort = new AbortController();
@@ -98,8 +115,14 @@ async function serve(routes: Record<string, Route>, limits: {maxBodyBytes: numbe
     const openAi = pathname.startsWith("/v1/chat/") || pathname === "/v1/completions" || pathname === "/v1/models";
     try {
         const route = routes[pathname];
+        if (route == null && next != null) return next();
+        if (pathname !== "/health" && !limits.authorized(req)) {
+            res.setHeader("WWW-Authenticate", req.headers.authorization == null ? "Bearer realm=\"selfrag\"" : "Bearer realm=\"selfrag\", error=\"invalid_token\"");
+            throw new SelfRagError(req.headers.authorization == null
+                ? "this server needs an API key: send \"Authorization: Bearer KEY\""
+                : "the API key sent in Authorization is not this server's (\"Authorization: Bearer KEY\")", "UNAUTHORIZED");
+        }
         if (route == null) {
-            if (next != null) return next();
             throw new SelfRagError(`no route ${pathname} (routes: ${Object.keys(routes).join(", ")})`, "NOT_FOUND");
         }
         if (req.method !== route.method) {
@@ -120,4 +143,22 @@ async function serve(routes: Record<string, Route>, limits: {maxBodyBytes: numbe
         if (!req.complete && !req.readableEnded && !res.headersSent) answerThenDrain(req, res, status, body, limits.drain);
         else send(res, status, body);
     }
+}
+
+/**
+ * Whether a request carries the API key (always true without one). The key and what was sent are
+ * compared as SHA-256 digests with timingSafeEqual: equal lengths, constant time, nothing about the
+ * key learned from how long a refusal takes.
+ */
+function bearerCheck(apiKey: string | undefined): (req: http.IncomingMessage) => boolean {
+    if (apiKey === undefined) return () => true;
+    // The message never shows the value: it may be a key with a typo.
+    if (typeof apiKey !== "string" || !/^[\x21-\x7e]+$/.test(apiKey)) {
+        throw new SelfRagError("apiKey must be a non-empty string of printable ASCII without spaces", "INVALID_ARGUMENT", {option: "apiKey"});
+    }
+    const expected = createHash("sha256").update(apiKey).digest();
+    return (req) => {
+        const sent = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? "")?.[1];
+        return sent != null && timingSafeEqual(createHash("sha256").update(sent).digest(), expected);
+    };
 }

@@ -2,6 +2,7 @@
 //
 //   GET  /health                GET /v1/stats             GET /metrics (Prometheus)
 //   POST /v1/answer             {"question", ...options, "stream"?}: JSON, or text/event-stream
+//                               (ids, `selfrag-error`; a reconnect after the answer gets 204)
 //   POST /v1/chat/completions   OpenAI-compatible (stream and not; chatCompletions.ts)
 //   GET  /v1/models             the one model, for OpenAI clients that list first
 //   POST /v1/search             {"query", "k"?} (with an index)
@@ -14,7 +15,7 @@ import type {LongFormAnswer} from "../selfrag/LongForm.js";
 import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
 import {chatCompletionRoute, completionRoute} from "./chatCompletions.js";
-import {streamLazily} from "./EventStream.js";
+import {endedStreamReply, isReconnectAfterEnd, streamLazily} from "./EventStream.js";
 import {prometheusText} from "./metrics.js";
 import {errorBody} from "./replies.js";
 import type {RequestScheduler} from "./RequestScheduler.js";
@@ -41,6 +42,8 @@ export interface RouteContext {
     /** The index's retriever, planned into a question that brings no passages. */
     retriever: Retriever | undefined;
     run: RunAnswer;
+    /** How streams are kept alive (StreamFraming's keepAliveMs), for every streaming route. */
+    streaming: {keepAliveMs: number};
 }
 
 export function routeTable(ctx: RouteContext): Record<string, Route> {
@@ -58,25 +61,40 @@ export function routeTable(ctx: RouteContext): Record<string, Route> {
         "/v1/models": {method: "GET", handle: async () => ({kind: "json", body: {object: "list",
             data: [{id: ctx.modelName, object: "model", created: 0, owned_by: "selfrag"}]}})},
         "/v1/search": {method: "POST", handle: async (_req, _res, body) => {
+            // The route exists, but not without an index: 501 (as llama-server answers a feature it was not started with), not 404.
+            if (index == null) throw new SelfRagError("this server has no index to search: start it with --index DIR", "NO_INDEX");
             const request = parseSearchRequest(body);
-            if (index == null) throw new SelfRagError("this server has no index (start it with --index DIR)", "NOT_FOUND");
             return {kind: "json", body: searchResultsJson(await index.search(request.query, request.k))};
         }},
-        "/v1/answer": answerRoute(ctx.run, ctx.retriever),
+        "/v1/answer": answerRoute(ctx),
         "/v1/chat/completions": chatCompletionRoute(ctx),
         "/v1/completions": completionRoute(ctx)
     };
 }
 
-function answerRoute(run: RunAnswer, retriever: Retriever | undefined): Route {
-    return {method: "POST", handle: async (_req, res, raw, signal) => {
+/** The native stream's error event: not `error`, which EventSource clients take for a transport failure. */
+export const STREAM_ERROR_EVENT = "selfrag-error";
+
+function answerRoute({run, retriever, streaming}: Pick<RouteContext, "run" | "retriever" | "streaming">): Route {
+    return {method: "POST", handle: async (req, res, raw, signal) => {
         const {stream, rest} = takeStreamFlag(raw);
         const request = parseAnswerRequest(rest, {retriever});
         if (!stream) return {kind: "json", body: answerJson(request, await run(request, signal))};
-        // Events as they happen; the last one is the same body the plain request returns.
-        await streamLazily(res, {failed: (events, e) => events.send("error", errorBody(e))}, async (open) => {
-            const result = await run(request, signal, (event) => open().send(event.type, event));
-            open().send("answer", answerJson(request, result));
+        // An event-stream client that reconnects after the final event (it re-sends the request
+        // with Last-Event-ID): nothing to do again; 204 tells it to stop.
+        if (isReconnectAfterEnd(req)) {
+            endedStreamReply(res);
+            return {kind: "streamed"};
+        }
+        // Events as they happen; the last one is the same body the plain request returns. The
+        // stream opens once the request is admitted (keep-alive comments while it waits for slots).
+        await streamLazily(res, {
+            ...streaming, ids: true,
+            opening: (events) => events.comment("keep-alive"),
+            failed: (events, e) => events.send(STREAM_ERROR_EVENT, errorBody(e), {final: true})
+        }, async (open, admitted) => {
+            const result = await run(request, signal, (event) => open().send(event.type, event), admitted);
+            open().send("answer", answerJson(request, result), {final: true});
         });
         return {kind: "streamed"};
     }};

@@ -7,18 +7,19 @@ import type {ShortFormAnswer} from "../selfrag/ShortForm.js";
 import type {RequestScheduler} from "./RequestScheduler.js";
 import type {AnswerRequest} from "./requestBodies.js";
 
-export type RunAnswer = (request: AnswerRequest, signal: AbortSignal, onEvent?: (event: AnswerEvent) => void) =>
+/** `onAdmitted`: the scheduler took the request (it may wait for slots now): a stream can open. */
+export type RunAnswer = (request: AnswerRequest, signal: AbortSignal, onEvent?: (event: AnswerEvent) => void, onAdmitted?: () => void) =>
     Promise<ShortFormAnswer | LongFormAnswer>;
 
 export function answerRunner(scheduler: RequestScheduler): RunAnswer {
-    return (request, signal, onEvent) => {
+    return (request, signal, onEvent, onAdmitted) => {
         // The plan holds the server's retriever when the question brought no passages (parseAnswerRequest).
         if (request.question.passages == null && request.options.retriever == null && request.options.mode !== "never") {
             throw new SelfRagError("no passages: send \"passages\" with the question, start the server with an index (--index DIR), " +
                 "or set \"mode\": \"never\"", "INVALID_REQUEST");
         }
         return request.long
-            ? scheduler.answerLong(request.question, request.options, {signal, onEvent})
-            : scheduler.answer(request.question, request.options, {signal, onEvent});
+            ? scheduler.answerLong(request.question, request.options, {signal, onEvent, onAdmitted})
+            : scheduler.answer(request.question, request.options, {signal, onEvent, onAdmitted});
     };
 }

@@ -258,7 +258,9 @@ describe("retrieval: passage index", () => {
                     assert.equal(hits.length, 3);
                     assert.ok(hits[0].score >= hits[1].score && hits[1].score >= hits[2].score);
                 });
-                assert.ok(self >= 39, `${self} of 40 passages found themselves first`);
+                // HNSW is approximate and its multi-threaded build inserts in no fixed order: 38 of 40
+                // was seen once on a loaded 2-core CI machine (f16), 39-40 otherwise.
+                assert.ok(self >= 38, `${self} of 40 passages found themselves first`);
                 const first = a[0][0];
                 assert.deepEqual({id: first.id, title: first.title, text: first.text, metadata: first.metadata},
                     {id: "p1", title: passages[0].title, text: passages[0].text, metadata: {source: "s0"}});

@@ -26,13 +26,17 @@ const QUESTIONS = [
 export function tuneEvalRecords(count: number, seed = 7, ndocs = 3): {id: string, question: string, answers: string[], ctxs: typeof PASSAGES}[] {
     const next = random(seed);
     const word = wordSampler(seed + 1, 400);
-    const golds = [["Paris"], ["London"], ["Berlin"], ["Paris", "London"]];
     return Array.from({length: count}, (_, i) => {
         const filler = Array.from({length: Math.floor(next() * 12)}, word).join(" ");
         const question = `${QUESTIONS[Math.floor(next() * QUESTIONS.length)]}${filler !== "" ? ` ${filler}` : ""}`;
         const start = Math.floor(next() * PASSAGES.length);
         const ctxs = Array.from({length: ndocs}, (_, k) => PASSAGES[(start + k * (1 + (i % 2))) % PASSAGES.length]);
-        return {id: `t${i}`, question, answers: golds[Math.floor(next() * golds.length)], ctxs};
+        // Questions about a capital (which the tiny model wants to retrieve for) mostly have their answer in a
+        // passage; the others mostly want the model's own answer: the best threshold lies inside (0, 1).
+        const aboutCapital = question.includes("capital");
+        const inPassages = ctxs.some((c) => c.text.includes("Paris"));
+        const answers = next() < 0.8 ? (aboutCapital && inPassages ? ["Paris"] : ["London"]) : [["Paris"], ["London"], ["Berlin"]][Math.floor(next() * 3)];
+        return {id: `t${i}`, question, answers, ctxs};
     });
 }
 

@@ -537,8 +537,9 @@ function settingFlags(plan: ShortFormPlan, base: Record<string, unknown>, s: Pic
         if (key === "traces" || key === "bothBranches") continue;
         if (key === "weights") {
             const w: Record<string, unknown> = {};
-            const d = defaults.weights as Record<string, unknown>;
-            for (const [k, v] of Object.entries(value as object)) if (d[k] !== v && !(k in d && v === undefined)) w[k] = v;
+            // A use flag the profile leaves unset is on (resolveWeights): only an explicit difference is spelled.
+            const d = {useSupport: true, useUtility: true, ...(defaults.weights as Record<string, unknown>)};
+            for (const [k, v] of Object.entries(value as object)) if (v !== undefined && (d as Record<string, unknown>)[k] !== v) w[k] = v;
             // Tuned weights are always spelled out, so the flags read as the setting.
             for (const k of ["relevance", "support", "utility", "useSequenceScore"] as const) w[k] = (value as Record<string, unknown>)[k] ?? w[k];
             differing.weights = w;

@@ -108,7 +108,7 @@ describe("tune: replay without a model", () => {
             assert.deepEqual(got, want, result.best.flags);
             assert.deepEqual(resolveWeights(gotWeights as CritiqueWeights), resolveWeights(wantWeights as CritiqueWeights), result.best.flags);
             assert.match(result.best.flags, profile === "reference" ? /--threshold \S+ .*--w-rel (0.25|2) --w-sup 0.5 --w-use \S+ --no-seqscore --use-groundness/
-                : /^--threshold \S+ --ndocs 5 --max-new-tokens 20 --task popqa --w-rel (0.25|2) --w-sup 0.5 --w-use 0.5 --no-seqscore$/);
+                : /^--threshold \S+ --max-new-tokens 20 --task popqa --w-rel (0.25|2) --w-sup 0.5 --w-use 0.5 --no-seqscore$/);
         }
     });
 

@@ -6,39 +6,8 @@
 import {mulberry32 as random} from "../lib/random.js";
 import type {ReplayTrace} from "../lib/eval/Tune.js";
 import {REFLECTION_COUNT} from "../lib/engine/ReflectionTokens.js";
-import {wordSampler} from "./corpora.js";
 
-const PASSAGES = [
-    {id: "p", title: "Paris", text: "Paris is the capital and largest city of France. Paris"},
-    {id: "b", title: "Berlin", text: "Berlin is the capital of Germany."},
-    {id: "r", title: "Rome", text: "Rome is the capital of Italy."},
-    {id: "l", title: "Lyon", text: "Lyon is a city in France on the Rhone."},
-    {id: "m", title: "Paris and Berlin", text: "Paris and Berlin are linked by train; Berlin is larger."},
-    {id: "n", title: "Notes", text: "A short note about rivers and hills."}
-];
-
-const QUESTIONS = [
-    "What is the capital of France?", "Tell me about London.", "Which capital is on the Seine?", "Name a city.",
-    "What is the capital of the capital region of France?", "Which city hosts the capital market?"
-];
-
-/** `count` PopQA-style records ({id, question, answers, ctxs}) for the tiny model, deterministic in `seed`. */
-export function tuneEvalRecords(count: number, seed = 7, ndocs = 3): {id: string, question: string, answers: string[], ctxs: typeof PASSAGES}[] {
-    const next = random(seed);
-    const word = wordSampler(seed + 1, 400);
-    return Array.from({length: count}, (_, i) => {
-        const filler = Array.from({length: Math.floor(next() * 12)}, word).join(" ");
-        const question = `${QUESTIONS[Math.floor(next() * QUESTIONS.length)]}${filler !== "" ? ` ${filler}` : ""}`;
-        const start = Math.floor(next() * PASSAGES.length);
-        const ctxs = Array.from({length: ndocs}, (_, k) => PASSAGES[(start + k * (1 + (i % 2))) % PASSAGES.length]);
-        // Questions about a capital (which the tiny model wants to retrieve for) mostly have their answer in a
-        // passage; the others mostly want the model's own answer: the best threshold lies inside (0, 1).
-        const aboutCapital = question.includes("capital");
-        const inPassages = ctxs.some((c) => c.text.includes("Paris"));
-        const answers = next() < 0.8 ? (aboutCapital && inPassages ? ["Paris"] : ["London"]) : [["Paris"], ["London"], ["Berlin"]][Math.floor(next() * 3)];
-        return {id: `t${i}`, question, answers, ctxs};
-    });
-}
+export {tuneQuestions as tuneEvalRecords} from "../lib/fixtures/tuneQuestions.js";
 
 /**
  * Synthetic replay traces (no model): `count` questions of `ndocs` candidates each, answers drawn

@@ -78,7 +78,7 @@ export async function run(): Promise<BenchResult> {
                 {label: `replay of ${settings} settings (target: seconds, not minutes)`, value: tuneUs, unit: "us", target: {kind: "max", value: 10e6}}
             ],
             notes: [
-                `The fixture's ${QUESTIONS} questions (test-support/tuneFixtures.ts), ${base.ndocs} passages and ${base.maxNewTokens} new tokens each, ` +
+                `The fixture's ${QUESTIONS} questions (tuneQuestions, lib/fixtures/tuneQuestions.ts), ${base.ndocs} passages and ${base.maxNewTokens} new tokens each, ` +
                     "on the tiny fixture model with 1 thread: the cheapest model there is, so the per-setting ratio is the smallest it gets.",
                 "The replay computes each weight setting's winners once per question and each threshold from suffix sums over the questions by " +
                     "ratio, so its cost grows with weights x questions + thresholds, not settings x questions."

@@ -21,6 +21,7 @@ export {ReferenceBeamSearch, redecideNoRetrieval, type ReferenceGenerator, type 
 export {referencePostprocess, fixSpacing, referenceAlceOutput, referenceFactScoreOutput, type ReferencePath} from "./selfrag/referenceText.js";
 export {readPassagesJsonl} from "./selfrag/passages.js";
 export {readTraces, rerankTrace, type TraceRecord} from "./selfrag/traces.js";
+export {replay, tune, TUNE_TOLERANCE, type ReplayTrace, type TuneGrid, type TuneResult, type TuneSetting} from "./eval/Tune.js";
 export {answerLong, answerLongBatch, type LongFormAnswer, type LongFormOptions, type LongFormSegment, type Retriever} from "./selfrag/LongForm.js";
 export {TreeSearch, type TreeNode, type SegmentSource, type GeneratedSegment, type TreeSearchResult} from "./selfrag/TreeSearch.js";
 export {ForkingSegmentSource} from "./selfrag/ForkingSegmentSource.js";

@@ -109,7 +109,7 @@ function linkPackage(dir: string): void {
 
 /** The docs/ pages in the order they run (a page may use what an earlier one built, e.g. wiki-index). */
 export const DOCS_ORDER = ["self-rag.md", "install.md", "api.md", "cli.md", "html-view.md", "retrieval.md", "evaluation.md",
-    "server.md", "distributed.md", "errors.md", "models.md", "benchmarks.md", "gpu.md", "limits.md"];
+    "tune.md", "server.md", "distributed.md", "errors.md", "models.md", "benchmarks.md", "gpu.md", "limits.md"];
 
 /** Every Markdown file under docs/, relative to it. */
 function docsFiles(): string[] {

@@ -5,6 +5,7 @@ import {readJsonRecords} from "../jsonRecords.js";
 import {noQuestionsError, runEvaluation, summarizeRecords, type EvalRecord, type EvalSummary, type EvaluationOptions} from "../eval/Evaluation.js";
 import {checkRedisUrl} from "../distributed/redisUrl.js";
 import {METRICS, type MetricName} from "../eval/metrics.js";
+import type {ReplayTrace} from "../eval/Tune.js";
 import {describePresets, PAPER_PRESETS, presetOptions} from "../eval/paperPresets.js";
 import {formatReferenceOutput, OUTPUT_FORMATS, referenceOutputPath} from "../eval/referenceOutput.js";
 import type {ProfileStrategy} from "../selfrag/profiles.js";
@@ -41,6 +42,8 @@ ASQA ({"question", "qa_pairs", "docs"}); JSONL or a JSON array.
   --strict              stop at the first malformed record (default: report it, skip it; an input
                         with no readable question at all fails with EMPTY_CORPUS)
   --json                print the summary as JSON
+  --save-traces FILE    also write one JSONL line per question for \`selfrag tune\` (short form): both branches are
+                        answered whatever the decision (one slot more per question and the other branch's tokens)
   --long                long form (the options marked "long form" below need it)
   --sequences N (slots; default: enough for 4 questions) --context-size N (2048) --threads N --cpu
   ${CACHE_FLAGS_HELP}
@@ -62,7 +65,7 @@ export async function evalCommand(args: string[]): Promise<void> {
         metric: {type: "string"}, index: {type: "string"}, limit: {type: "string"}, batch: {type: "string"}, strict: {type: "boolean"},
         json: {type: "boolean"}, long: {type: "boolean"}, sequences: {type: "string"}, "context-size": {type: "string"},
         threads: {type: "string"}, cpu: {type: "boolean"}, paper: {type: "string"}, "output-format": {type: "string"},
-        redis: {type: "string"}, queue: {type: "string"}, ...cacheFlags, ...questionFlagOptions()
+        redis: {type: "string"}, queue: {type: "string"}, "save-traces": {type: "string"}, ...cacheFlags, ...questionFlagOptions()
     }});
     if (parsed == null) return;
     const values = parsed.values as EvalValues;
@@ -76,9 +79,13 @@ export async function evalCommand(args: string[]): Promise<void> {
     const long = values.long ?? preset?.long ?? false;
     // The questions' plan: the preset's settings under its profile, the flags over them.
     const flagged = optionsFromFlags(values);
+    const saveTraces = values["save-traces"];
+    refuseTogether("--save-traces", saveTraces, "--long", long, "a long-form tree search cannot be replayed: traces are written for short form only");
     const plan = planQuestion(long ? "long" : "short", {
         ...(preset != null ? presetOptions(preset) : {}), ...flagged,
-        weights: {...(preset?.weights ?? {}), ...(flagged.weights as object | undefined)}
+        weights: {...(preset?.weights ?? {}), ...(flagged.weights as object | undefined)},
+        // The traces `selfrag tune` replays: both branches of every question.
+        ...(saveTraces != null ? {traces: true, bothBranches: true} : {})
     }, CLI_SURFACE);
     if (values.input == null) throw invalidParameterError("--input", "an evaluation file (.jsonl or .json)", values.input);
     if (!fs.existsSync(values.input)) throw new SelfRagError(`evaluation file not found: ${values.input}`, "CORPUS_NOT_FOUND");
@@ -93,9 +100,11 @@ export async function evalCommand(args: string[]): Promise<void> {
     for (const flag of ["index", "batch", "sequences", "context-size", "threads", "cpu", "kv-type", "flash-attn"] as const) {
         refuseTogether(`--${flag}`, values[flag], "--redis", redis != null, "the workers answer the questions: give it to `selfrag worker`");
     }
+    refuseTogether("--save-traces", saveTraces, "--redis", redis != null, "the workers answer the questions and do not send traces back: run without --redis");
     const limit = integerOption("--limit", values.limit);
     if (limit != null && limit < 1) throw invalidParameterError("--limit", "a positive integer", values.limit);
     const skip = values.resume ? resumeOutput(values.output) : startOutput(values.output);
+    if (saveTraces != null && !(values.resume && fs.existsSync(saveTraces))) startOutput(saveTraces);
     // An input with no readable question fails before a model is loaded (as index build does).
     const counted = await countRecords(values.input, task, profile, limit, skip);
     // (--strict stops at the first malformed record with its own error.)
@@ -133,6 +142,7 @@ export async function evalCommand(args: string[]): Promise<void> {
                 appendRecord(values.output!, JSON.stringify(record) + "\n", written);
                 written++;
             },
+            ...(saveTraces != null ? {onTrace: (trace: ReplayTrace) => fs.appendFileSync(saveTraces, JSON.stringify(trace) + "\n")} : {}),
             onMalformed: (message) => process.stderr.write(`selfrag: warning: ${message} (skipped)\n`),
             onProgress: (s) => {
                 if (Date.now() - lastProgress < progressEvery) return;
@@ -274,5 +284,5 @@ function resumeOutput(file: string): Set<string> {
 interface EvalValues extends Record<string, string | boolean | undefined> {
     model?: string; input?: string; output?: string; resume?: boolean; metric?: string; index?: string; limit?: string; batch?: string;
     strict?: boolean; json?: boolean; long?: boolean; sequences?: string; "context-size"?: string; threads?: string; cpu?: boolean;
-    paper?: string; "output-format"?: string; redis?: string; queue?: string; "kv-type"?: string; "flash-attn"?: string;
+    paper?: string; "output-format"?: string; redis?: string; queue?: string; "kv-type"?: string; "flash-attn"?: string; "save-traces"?: string;
 }

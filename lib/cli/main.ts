@@ -21,6 +21,8 @@ const commands: Record<string, {summary: string, load: () => Promise<Run>}> = {
         load: async () => (await import("./viewCommand.js")).viewCommand},
     rerank: {summary: "re-score saved traces with other critique weights (no model needed)",
         load: async () => (await import("./rerankCommand.js")).rerankCommand},
+    tune: {summary: "fit the retrieval threshold and critique weights to eval traces by exact replay (no model needed)",
+        load: async () => (await import("./tuneCommand.js")).tuneCommand},
     inspect: {summary: "reflection-token log-probs and p_retrieve after a prompt",
         load: async () => (await import("./inspectCommand.js")).inspectCommand},
     fixture: {summary: "write a generated test model (GGUF) with the Self-RAG vocabulary",

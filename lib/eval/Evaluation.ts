@@ -16,6 +16,8 @@ import {RequestScheduler} from "../serving/RequestScheduler.js";
 import type {SelfRagModel} from "../SelfRagModel.js";
 import type {ShortFormOptions} from "../selfrag/ShortForm.js";
 import {toEvalItem, type EvalItem} from "./EvalItems.js";
+import type {TraceRecord} from "../selfrag/traces.js";
+import {replayTrace, type ReplayTrace} from "./Tune.js";
 import {accuracy, exactMatch, match, scoredPrediction, strEm, tokenF1, type MetricName} from "./metrics.js";
 
 export interface EvaluationOptions {
@@ -54,10 +56,20 @@ export interface EvaluationOptions {
     onRecord?: (record: EvalRecord) => void | Promise<void>;
     onMalformed?: (message: string) => void;
     onProgress?: (progress: EvalSummary) => void;
+    /**
+     * Each answered question's replay trace (see `tune`), in input order just before its record;
+     * the plan must answer both branches with traces (`traces: true, bothBranches: true`, what
+     * `selfrag eval --save-traces` sets).
+     */
+    onTrace?: (trace: ReplayTrace) => void | Promise<void>;
 }
+
+/** Where an answered record carries its question's trace to `onTrace` (never written: JSON skips symbol keys). */
+export const TRACE = Symbol("selfrag.eval.trace");
 
 /** One output line. */
 export interface EvalRecord {
+    [TRACE]?: TraceRecord;
     id: string;
     question: string;
     /** The answer as post-processed for scoring ("output" in ALCE's format for long form). */
@@ -161,6 +173,8 @@ export async function runEvaluation(model: SelfRagModel, file: string, options: 
             record = errorRecord(item, {code: e.code ?? "INTERNAL", message: e.message});
         } else {
             record = scoreRecord(outcome!.value, item, metrics, task, profile);
+            const trace = record[TRACE];
+            if (trace != null && plan.form === "short") await options.onTrace?.(replayTrace(trace, item, plan, task, record.prediction));
         }
         totals.count(record);
         await options.onRecord?.(record);
@@ -333,6 +347,8 @@ export async function answerOne(scheduler: RequestScheduler, item: EvalItem, pla
     const best = result.candidates[result.best];
     const record: EvalRecord = {id: item.id, question: item.question, prediction: result.answer, golds: item.golds, retrieve: result.retrieve,
         passage: best?.passage ?? null};
+    // Not a field of the output line (a symbol key: JSON leaves it out); runEvaluation hands it to onTrace.
+    if (result.trace != null) record[TRACE] = result.trace;
     if (referenceFields) {
         record.reference = {
             record: item.record,

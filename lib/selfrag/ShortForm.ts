@@ -9,6 +9,7 @@ import {planQuestionItem, type Retriever, planShortForm, requirePromptFits, requ
 import {profileStrategy, type Profile, type ProfileStrategy} from "./profiles.js";
 import {formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.js";
 import {decide, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
+import {R} from "../engine/ReflectionTokens.js";
 import type {CritiqueScore, CritiqueWeights} from "./SegmentScorer.js";
 import {cutAtStop} from "./stops.js";
 import {traceCandidate, type TraceRecord} from "./traces.js";
@@ -56,6 +57,12 @@ export interface ShortFormOptions extends RetrievalDecisionOptions {
     closedSet?: boolean;
     /** Record token ids, log-probs and reflection rows of every candidate (JSONL trace format). */
     traces?: boolean;
+    /**
+     * Answer both branches whatever the decision (one slot more per question): the answer and
+     * `candidates` are the decided branch's, as without it; the trace holds both, for `tune`.
+     * What `selfrag eval --save-traces` sets; it costs the other branch's generation.
+     */
+    bothBranches?: boolean;
     /**
      * Prefill the passages while the retrieval decision is computed (default true): a retrieving
      * question then needs no round trip to JavaScript between its prompt and its candidates; one
@@ -146,12 +153,15 @@ async function answerPrepared(model: EngineModel, q: PlannedQuestion, job: Job, 
     const ctx = model.context;
     if (q.passages != null || plan.passages != null) {
         job.passages = [...(q.passages ?? plan.passages ?? [])].slice(0, plan.ndocs);
-    } else if (plan.retriever != null && plan.mode !== "never") {
+    } else if (plan.retriever != null && (plan.mode !== "never" || plan.bothBranches)) {
         job.passages = [...await plan.retriever(q.question, plan.ndocs)].slice(0, plan.ndocs);
     }
-    const width = plan.mode === "never" ? 1 : Math.max(1, job.passages.length);
-    requireSlots(plan, width, ctx.sequences, job.id);
-    const lease = await SlotLease.acquire(ctx, width, control.signal);
+    const both = plan.bothBranches;
+    const width = plan.mode === "never" && !both ? 1 : Math.max(1, job.passages.length);
+    // Both branches: one slot more, for the candidate after [No Retrieval].
+    const slots = both && job.passages.length > 0 ? width + 1 : width;
+    requireSlots(plan, slots, ctx.sequences, job.id);
+    const lease = await SlotLease.acquire(ctx, slots, control.signal);
     control.onStart?.();
     try {
         // 1. The prompt; its first generated position decides retrieval. The passages are
@@ -160,15 +170,20 @@ async function answerPrepared(model: EngineModel, q: PlannedQuestion, job: Job, 
         //    consecutive steps without waiting for JavaScript; a question that turns out not to
         //    retrieve drops them (its root slot is trimmed back to the prompt).
         const [root, ...others] = lease.take(width);
-        const prefetched = plan.prefetchPassages && plan.mode !== "never" && job.passages.length > 0
-            ? fitPassages(model, job, plan) : undefined;
+        const spare = slots > width ? lease.take(1)[0] : undefined;
+        const prefetched = (plan.prefetchPassages || both) && (plan.mode !== "never" || both) && job.passages.length > 0
+            ? fitPassages(model, job, plan, both) : undefined;
         // With a unified KV cache the prompt is decoded once into all the question's slots and
         // the passages join the same step; otherwise the prompt is forked after it is decoded.
         const shared = prefetched != null && others.length > 0 && ctx.info.unifiedKv;
         const promptRows = ctx.prefill(root, job.prompt, shared ? {shareWith: others} : {});
+        // Both branches: the prompt forked into the spare slot before any passage, [No Retrieval] after it
+        // (a fork gives the logits of prefilling the prompt there, so this is the candidate the root would generate).
+        const unretrieved = spare != null ? noRetrievalCandidate(model, job, plan, root, spare, lease) : undefined;
         if (prefetched != null) submitPassages(ctx, root, [root, ...others], prefetched.tokens, shared);
         const rows = await promptRows;
         let decision = decide(rows.reflection, plan);
+        const retrievalLogprobs: [number, number] = [rows.reflection[R.retrieval], rows.reflection[R.noRetrieval]];
         if (decision.decision && job.passages.length === 0) {
             job.warnings.push("retrieval was decided but no passages were given: answered without retrieval");
             decision = {...decision, decision: false};
@@ -178,13 +193,15 @@ async function answerPrepared(model: EngineModel, q: PlannedQuestion, job: Job, 
         // 2. Without retrieval: one candidate after [No Retrieval]; the other slots go back now.
         //    With retrieval: one candidate per passage slot, all generated in the same steps.
         const retrieved = decision.decision;
-        const seqs = retrieved ? [root, ...others] : [root];
+        // Both branches: the passage candidates are generated whatever the decision (the [No Retrieval] one is under way in the spare slot).
+        const generateRetrieval = retrieved || (both && job.passages.length > 0);
+        const seqs = generateRetrieval ? [root, ...others] : [root];
         let passageTokens: Int32Array[] = [];
-        if (retrieved) {
+        if (generateRetrieval) {
             const fitted = prefetched ?? fitPassages(model, job, plan, true)!;
             if (prefetched == null) submitPassages(ctx, root, seqs, fitted.tokens, false);
             passageTokens = fitted.tokens;
-            job.warnings.push(...fitted.warnings);
+            if (retrieved) job.warnings.push(...fitted.warnings);
         } else {
             if (prefetched != null) void ctx.trim(root, job.prompt.length);
             void lease.give(...others);
@@ -196,23 +213,55 @@ async function answerPrepared(model: EngineModel, q: PlannedQuestion, job: Job, 
             const generated = await ctx.generateOne(seq, plan.maxNewTokens);
             // The slot is not needed once its candidate is generated (the root only after its forks ran).
             void lease.give(seq);
-            const cut = cutAtStop(generated, plan.stop, (tokens) => model.detokenize(tokens));
-            const segment: NativeSegment = cut != null ? {...cut.segment, stopReason: "stop"} : generated;
-            const [critique] = model.scorer.score([segment], plan.weights);
-            const text = cut?.text ?? model.detokenize(segment.tokens);
-            const candidate: CandidateResult = {
-                passage: retrieved ? job.passages[i] : null,
-                text, answer: postProcessAnswer(text, {task: job.task, profile: plan.profile}), ...critique, tokens: segment.tokens.length, stopReason: segment.stopReason
-            };
+            const {candidate, segment} = scoredCandidate(model, job, plan, generated, generateRetrieval ? job.passages[i] : null);
             segments[i] = segment;
             candidates[i] = candidate;
-            control.onEvent?.({type: "candidate", index: i, ...(retrieved ? {passage: job.passages[i]} : {}), text, answer: candidate.answer,
-                critique, stopReason: segment.stopReason});
+            // Both branches: only the decided branch's candidates are events (the others are for the trace).
+            if (generateRetrieval === retrieved) {
+                control.onEvent?.({type: "candidate", index: i, ...(retrieved ? {passage: job.passages[i]} : {}), text: candidate.text,
+                    answer: candidate.answer, critique: critiqueOf(candidate), stopReason: segment.stopReason});
+            }
         }));
-        return assemble(model, job, decision, candidates, segments, passageTokens, plan);
+        if (unretrieved == null) return assemble(model, job, decision, candidates, segments, passageTokens, plan);
+        const other = await unretrieved;
+        if (!retrieved) {
+            control.onEvent?.({type: "candidate", index: 0, text: other.candidate.text, answer: other.candidate.answer, critique: critiqueOf(other.candidate),
+                stopReason: other.segment.stopReason});
+        }
+        const branches = {retrieval: {candidates, segments}, noRetrieval: other, retrievalLogprobs};
+        return retrieved
+            ? assemble(model, job, decision, candidates, segments, passageTokens, plan, branches)
+            : assemble(model, job, decision, [other.candidate], [other.segment], [], plan, branches);
     } finally {
         await lease.close();
     }
+}
+
+/** A generated candidate scored with the plan's weights and post-processed. */
+/** A generated candidate cut at the plan's first stop string (see stops.ts), scored and post-processed; the segment as kept. */
+function scoredCandidate(model: EngineModel, job: Job, plan: ShortFormPlan, generated: NativeSegment,
+    passage: Passage | null): {candidate: CandidateResult, segment: NativeSegment} {
+    const cut = cutAtStop(generated, plan.stop, (tokens) => model.detokenize(tokens));
+    const segment: NativeSegment = cut != null ? {...cut.segment, stopReason: "stop"} : generated;
+    const [critique] = model.scorer.score([segment], plan.weights);
+    const text = cut?.text ?? model.detokenize(segment.tokens);
+    return {candidate: {passage, text, answer: postProcessAnswer(text, {task: job.task, profile: plan.profile}), ...critique,
+        tokens: segment.tokens.length, stopReason: segment.stopReason}, segment};
+}
+
+function critiqueOf(c: CritiqueScore): CritiqueScore {
+    return {score: c.score, relevance: c.relevance, support: c.support, utility: c.utility, seq: c.seq};
+}
+
+/** Both branches: the candidate after [No Retrieval], generated in the spare slot from a fork of the prompt. */
+async function noRetrievalCandidate(model: EngineModel, job: Job, plan: ShortFormPlan, root: number, spare: number,
+    lease: SlotLease): Promise<{candidate: CandidateResult, segment: NativeSegment}> {
+    const ctx = model.context;
+    void ctx.fork(root, spare);
+    void ctx.prefill(spare, Int32Array.of(model.reflection.id("[No Retrieval]")));
+    const generated = await ctx.generateOne(spare, plan.maxNewTokens);
+    void lease.give(spare);
+    return scoredCandidate(model, job, plan, generated, null);
 }
 
 /**
@@ -280,8 +329,16 @@ export function selectAnswer(candidates: readonly {text: string, answer: string,
     return {answer: profile.rawRetrievedAnswer && options.retrieved ? candidates[best].text : candidates[best].answer, best};
 }
 
+/** Both branches of a question, for its trace. */
+interface BothBranches {
+    retrieval: {candidates: CandidateResult[], segments: NativeSegment[]};
+    noRetrieval: {candidate: CandidateResult, segment: NativeSegment};
+    /** log P([Retrieval]), log P([No Retrieval]) at the decision. */
+    retrievalLogprobs: [number, number];
+}
+
 function assemble(model: EngineModel, job: Job, decision: RetrievalDecision, candidates: CandidateResult[], segments: NativeSegment[],
-    passageTokens: Int32Array[], plan: ShortFormPlan): ShortFormAnswer {
+    passageTokens: Int32Array[], plan: ShortFormPlan, both?: BothBranches): ShortFormAnswer {
     const retrieved = decision.decision;
     const closed = plan.closedSet ?? plan.profile.closedSetTasks.has(job.task);
     const {answer, best, votes} = selectAnswer(candidates, {retrieved, closed, profile: plan.profile});
@@ -293,7 +350,20 @@ function assemble(model: EngineModel, job: Job, decision: RetrievalDecision, can
             generatedTokens: segments.reduce((n, s) => n + s.tokens.length, 0)
         }
     };
-    if (plan.traces) {
+    if (plan.traces && both != null) {
+        // Both branches: `candidates` are the retrieval branch's (one per passage) whatever the decision.
+        const critiqued = (c: CandidateResult, s: NativeSegment, passage?: Passage) => ({...traceCandidate(s, c.text, passage),
+            critique: {relevance: c.relevance, support: c.support, utility: c.utility, seq: c.seq}});
+        result.trace = {
+            id: job.id,
+            reflection_ids: Array.from(model.reflection.ids),
+            candidates: both.retrieval.segments.map((s, i) => critiqued(both.retrieval.candidates[i], s, job.passages[i])),
+            no_retrieval: critiqued(both.noRetrieval.candidate, both.noRetrieval.segment),
+            retrieval_logprobs: both.retrievalLogprobs,
+            retrieve: {...decision},
+            generated_tokens: {retrieval: both.retrieval.segments.reduce((n, s) => n + s.tokens.length, 0), no_retrieval: both.noRetrieval.segment.tokens.length}
+        };
+    } else if (plan.traces) {
         result.trace = {
             id: job.id,
             reflection_ids: Array.from(model.reflection.ids),

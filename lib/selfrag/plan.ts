@@ -168,6 +168,8 @@ const OPTION_SPECS: readonly OptionSpec[] = [
     {key: "maxPassageTokens", forms: shortOnly, check: integer(1, 1 << 20),
         flags: [valueFlag("max-passage-tokens", "N  cut each passage to at most N tokens, markup kept (a warning says so; default: as the slot allows)")]},
     {key: "traces", forms: shortOnly, check: bool, hiddenOn: ["http"], flags: []},
+    // Set by `selfrag eval --save-traces` (the traces `selfrag tune` replays): both branches answered.
+    {key: "bothBranches", forms: shortOnly, check: bool, hiddenOn: ["http"], flags: []},
     {key: "beamWidth", forms: longOnly, check: integer(1, 64), flags: [valueFlag("beam-width", "N  children kept per depth (2)")]},
     {key: "maxDepth", forms: longOnly, check: integer(1, 64), flags: [valueFlag("max-depth", "N  depths 1..N-1 are generated (7)")]},
     {key: "ignoreCont", forms: longOnly, check: bool, flags: switches("ignore-cont", "   drop segments marked [No support / Contradictory]")},
@@ -279,6 +281,12 @@ export interface ShortFormPlan extends PlanCommon {
     /** Vote over post-processed answers; undefined: the profile's closed-set tasks vote. */
     readonly closedSet?: boolean;
     readonly traces: boolean;
+    /**
+     * Answer both branches whatever the decision: the candidate after [No Retrieval] and one per
+     * passage (one slot more per question). The answer is the decided branch's as without it; the
+     * trace (with `traces`) holds both, so `tune` can replay any threshold and weights.
+     */
+    readonly bothBranches: boolean;
     readonly prefetchPassages: boolean;
     /** Tokens a passage may take at most (its text cut, markup kept); undefined: as many as the slot allows. */
     readonly maxPassageTokens?: number;
@@ -348,6 +356,7 @@ function plan(form: Form, options: unknown, surface: Surface): QuestionPlan {
             ...(values.choices !== undefined ? {choices: Object.freeze(values.choices as string[])} : {}),
             ...(values.closedSet !== undefined ? {closedSet: values.closedSet as boolean} : {}),
             traces: (values.traces as boolean | undefined) ?? false,
+            bothBranches: (values.bothBranches as boolean | undefined) ?? false,
             prefetchPassages: (values.prefetchPassages as boolean | undefined) ?? true
         });
     }
@@ -485,9 +494,11 @@ function finishQuestion(q: Omit<PlannedQuestion, "task" | typeof QUESTION> & {ta
 
 /**
  * Sequence slots one question of this plan holds: one per passage in short form (`passages`
- * known, else ndocs), beamWidth x that in long form; 1 without retrieval.
+ * known, else ndocs), beamWidth x that in long form; 1 without retrieval; one per passage and
+ * one more with `bothBranches`.
  */
 export function slotsNeeded(plan: QuestionPlan, passages?: number): number {
+    if (plan.form === "short" && plan.bothBranches) return Math.min(plan.ndocs, passages ?? plan.ndocs) + 1;
     if (plan.mode === "never") return 1;
     const width = Math.max(1, Math.min(plan.ndocs, passages ?? plan.ndocs));
     return plan.form === "short" ? width : plan.beamWidth * width;
@@ -547,6 +558,35 @@ export function optionsFromFlags(values: Readonly<Record<string, unknown>>): Rec
         const [top, sub] = spec.key.split(".");
         if (sub != null) ((out[top] ??= {}) as Record<string, unknown>)[sub] = seen.value;
         else out[top] = seen.value;
+    }
+    return out;
+}
+
+/**
+ * Plan options (as `planOptions` gives them) as the command-line flags that plan to them again: the
+ * inverse of `optionsFromFlags`, spelled from the same table, so `selfrag eval` accepts exactly
+ * these. A boolean takes the switch that sets its value, anything else its value flag (choices
+ * joined with "|", numbers as JavaScript prints them, which read back to the same double). An
+ * option no flag can spell is refused by name.
+ *
+ * ```ts
+ * optionFlags({threshold: 0.35, weights: {relevance: 2, useSequenceScore: false}}); // ["--threshold", "0.35", "--w-rel", "2", "--no-seqscore"]
+ * ```
+ */
+export function optionFlags(options: Readonly<Record<string, unknown>>): string[] {
+    const out: string[] = [];
+    const keys = new Set(OPTION_SPECS.map((s) => s.key.split(".")[0]));
+    for (const key of Object.keys(options)) if (!keys.has(key)) throw unknownOptionError(key, [...keys], "option");
+    for (const spec of OPTION_SPECS) {
+        const [top, sub] = spec.key.split(".");
+        const value = sub != null ? (options[top] as Record<string, unknown> | undefined)?.[sub] : options[top];
+        if (value === undefined) continue;
+        const flag = typeof value === "boolean" ? spec.flags.find((f) => f.type === "boolean" && f.sets === value) : spec.flags.find((f) => f.type === "string");
+        if (flag == null) {
+            throw new SelfRagError(`${spec.key} ${JSON.stringify(value)} has no command-line flag`, "INVALID_ARGUMENT", {option: spec.key});
+        }
+        if (flag.type === "boolean") out.push(`--${flag.flag}`);
+        else out.push(`--${flag.flag}`, Array.isArray(value) ? value.join("|") : String(value));
     }
     return out;
 }

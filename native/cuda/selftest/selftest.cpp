@@ -503,7 +503,10 @@ int main(int argc, char** argv) {
             std::printf("cuda-selftest: %s; %s: nothing compared\n", built.c_str(), info.reason.c_str());
             return 0;
         } else {
+            // Without a device the line still checks the comparison on the device code's host
+            // replay, with the smaller set of cases (the full set runs in npm run test:cuda-host).
             instead = built + "; " + info.reason + "; instead ";
+            options.quick = true;
         }
     }
 

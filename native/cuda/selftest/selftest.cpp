@@ -3,7 +3,7 @@
 // +-Infinity, -1e30, FLT_MAX, ties, offsets of -1e4 and +80; vocabularies of 32,016 and 128,256;
 // 1 to 512 rows per launch) and the segment scorer (segment_scorer.cu) on random and adversarial
 // candidates, and compares every output with the CPU kernel (reflection_kernel.cpp, scalar and the
-// vectorised path this CPU dispatches to) and the CPU scorer (segment_scorer.cpp). Prints one line.
+// vectorised paths this CPU can run: AVX2, AVX-512) and the CPU scorer (segment_scorer.cpp). Prints one line.
 //
 //   selfrag_cuda_selftest [--backend auto|device|host-replay] [--inject-fault argmax|logprob|status|score]
 //                         [--build-seconds S] [--quick]
@@ -280,9 +280,7 @@ std::string RunExtractCase(const KernelSide& side, const ExtractCase& c, const s
         }
     }
 
-    std::vector<std::string> isas = {"scalar"};
-    if (std::strcmp(selfrag::KernelIsa(), "scalar") != 0) isas.push_back(selfrag::KernelIsa());
-    for (const std::string& isa : isas) {
+    for (const std::string isa : {"scalar", "avx2", "avx512f"}) {  // every path this CPU can run
         std::vector<int32_t> argmax(rows);
         std::vector<float> argmaxLp(rows), lse(rows), lps(rows * static_cast<size_t>(nIds));
         const selfrag::ExtractStatus status = selfrag::ExtractReflectionRowsWith(
@@ -534,8 +532,14 @@ int main(int argc, char** argv) {
         candidates += c.candidates;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    // The CPU paths compared (ExtractReflectionRowsWith runs an instruction set only where the CPU has it).
     std::string cpu = "scalar";
-    if (std::strcmp(selfrag::KernelIsa(), "scalar") != 0) cpu += std::string(" and ") + selfrag::KernelIsa();
+    for (const char* isa : {"avx2", "avx512f"}) {
+        float probe = 0;
+        int32_t argmax = 0;
+        float lp = 0, lse = 0;
+        if (selfrag::ExtractReflectionRowsWith(isa, &probe, 1, 1, nullptr, 0, &argmax, &lp, &lse, &lp, 1).ran) cpu += std::string(", ") + isa;
+    }
 
     const std::string prefix = "cuda-selftest: " + instead;
     if (report.mismatches > 0) {

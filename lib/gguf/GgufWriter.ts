@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
+import {Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QK, quantizeQ4_0, quantizeQ8_0} from "./quantize.js";
 
 /** GGUF metadata value types (ggml/include/gguf.h). */
 export const enum GgufType {
@@ -7,11 +8,26 @@ export const enum GgufType {
     ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12
 }
 
-/** ggml tensor types this writer can store. */
+/** ggml tensor types this writer can store (Q4_0 and Q8_0 quantized as ggml's reference code does, ./quantize.ts). */
 export const enum GgmlType {
     F32 = 0,
-    F16 = 1
+    F16 = 1,
+    Q4_0 = 2,
+    Q8_0 = 8
 }
+
+/** llama_ftype of a file whose large tensors are of one type ("general.file_type"). */
+export function fileTypeOf(type: GgmlType): number {
+    switch (type) {
+        case GgmlType.F32: return 0;
+        case GgmlType.F16: return 1;
+        case GgmlType.Q4_0: return 2;
+        case GgmlType.Q8_0: return 7;
+    }
+}
+
+/** Fills `out` with the tensor's values from index `offset` on; called in order, chunk after chunk. */
+export type TensorFill = (offset: number, out: Float32Array) => void;
 
 type Scalar = {type: GgufType.UINT32 | GgufType.INT32 | GgufType.FLOAT32 | GgufType.UINT64, value: number}
     | {type: GgufType.BOOL, value: boolean}
@@ -26,13 +42,16 @@ interface TensorSpec {
     dims: number[];
     type: GgmlType;
     /** Produces the data when it is written, so large models never sit in memory whole. */
-    data: () => Float32Array;
+    data: (() => Float32Array) | {fill: TensorFill};
 }
+
+/** Values per chunk of a streamed tensor (a multiple of every block size). */
+const CHUNK_VALUES = 1 << 20;
 
 const ALIGNMENT = 32;
 
 /**
- * A minimal GGUF v3 writer for the models the tests generate (F32/F16 tensors, the metadata
+ * A minimal GGUF v3 writer for the models the tests generate (F32/F16/Q4_0/Q8_0 tensors, the metadata
  * types llama.cpp reads). Writes to a temporary file and renames, so a half-written model never
  * appears under the final name.
  */
@@ -65,7 +84,22 @@ export class GgufWriter {
     }
 
     public tensor(name: string, dims: number[], data: () => Float32Array, type: GgmlType = GgmlType.F32): this {
-        this.tensors.push({name, dims, type, data});
+        return this.add({name, dims, type, data});
+    }
+
+    /**
+     * A tensor produced chunk by chunk while it is written (a 1B-parameter model never needs more
+     * than one chunk of floats in memory): `fill(offset, out)` writes values offset.. into out.
+     */
+    public tensorStream(name: string, dims: number[], fill: TensorFill, type: GgmlType = GgmlType.F32): this {
+        return this.add({name, dims, type, data: {fill}});
+    }
+
+    private add(spec: TensorSpec): this {
+        if ((spec.type === GgmlType.Q4_0 || spec.type === GgmlType.Q8_0) && spec.dims[0] % QK !== 0) {
+            throw new RangeError(`tensor ${spec.name}: a quantized tensor's rows must hold a multiple of ${QK} values, got ${spec.dims[0]}`);
+        }
+        this.tensors.push(spec);
         return this;
     }
 
@@ -100,18 +134,26 @@ export class GgufWriter {
             const dataStart = position;
             for (let i = 0; i < this.tensors.length; i++) {
                 const t = this.tensors[i];
-                const values = t.data();
-                const expected = t.dims.reduce((a, b) => a * b, 1);
-                if (values.length !== expected) {
-                    throw new Error(`tensor ${t.name}: ${values.length} values for dims ${t.dims.join("x")}`);
+                const count = valueCount(t);
+                let at = dataStart + offsets[i];
+                if (typeof t.data === "function") {
+                    const values = t.data();
+                    if (values.length !== count) {
+                        throw new Error(`tensor ${t.name}: ${values.length} values for dims ${t.dims.join("x")}`);
+                    }
+                    const bytes = encode(values, t.type);
+                    at += (await handle.write(bytes, 0, bytes.length, at)).bytesWritten;
+                } else {
+                    const chunk = new Float32Array(Math.min(CHUNK_VALUES, count));
+                    for (let done = 0; done < count; done += chunk.length) {
+                        const part = count - done < chunk.length ? chunk.subarray(0, count - done) : chunk;
+                        t.data.fill(done, part);
+                        const bytes = encode(part, t.type);
+                        at += (await handle.write(bytes, 0, bytes.length, at)).bytesWritten;
+                    }
                 }
-                const bytes = t.type === GgmlType.F32
-                    ? Buffer.from(values.buffer, values.byteOffset, values.byteLength)
-                    : Buffer.from(toF16(values).buffer);
-                await handle.write(bytes, 0, bytes.length, dataStart + offsets[i]);
-                const end = dataStart + offsets[i] + bytes.length;
-                const padded = dataStart + align(offsets[i] + bytes.length);
-                if (padded > end) await handle.write(Buffer.alloc(padded - end), 0, padded - end, end);
+                const padded = dataStart + align(offsets[i] + tensorBytes(t));
+                if (padded > at) await handle.write(Buffer.alloc(padded - at), 0, padded - at, at);
             }
         } finally {
             await handle.close();
@@ -120,8 +162,33 @@ export class GgufWriter {
     }
 }
 
+function valueCount(t: TensorSpec): number {
+    return t.dims.reduce((a, b) => a * b, 1);
+}
+
 function tensorBytes(t: TensorSpec): number {
-    return t.dims.reduce((a, b) => a * b, 1) * (t.type === GgmlType.F32 ? 4 : 2);
+    const n = valueCount(t);
+    switch (t.type) {
+        case GgmlType.F32: return n * 4;
+        case GgmlType.F16: return n * 2;
+        case GgmlType.Q4_0: return (n / QK) * Q4_0_BLOCK_BYTES;
+        case GgmlType.Q8_0: return (n / QK) * Q8_0_BLOCK_BYTES;
+    }
+}
+
+function encode(values: Float32Array, type: GgmlType): Buffer {
+    switch (type) {
+        case GgmlType.F32: return Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+        case GgmlType.F16: return Buffer.from(toF16(values).buffer);
+        case GgmlType.Q4_0: {
+            const blocks = quantizeQ4_0(values);
+            return Buffer.from(blocks.buffer, blocks.byteOffset, blocks.byteLength);
+        }
+        case GgmlType.Q8_0: {
+            const blocks = quantizeQ8_0(values);
+            return Buffer.from(blocks.buffer, blocks.byteOffset, blocks.byteLength);
+        }
+    }
 }
 
 function align(n: number): number {

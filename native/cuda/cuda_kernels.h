@@ -46,7 +46,7 @@ std::string ExtractRowsOnDevice(const float* deviceLogits, int64_t rows, int32_t
 // The same from host rows: one upload of the whole batch, the kernel, one download of the summaries.
 std::string ExtractRowsFromHost(const float* logits, int64_t rows, int32_t vocab, const int32_t* ids, int32_t nIds,
                                 int32_t* argmax, float* argmaxLogprob, float* logSumExp, float* idLogprobs,
-                                int64_t* badRow, hd::RowResult* bad);
+                                int64_t* badRow, hd::RowResult* bad, hd::RowResult* perRow = nullptr);
 
 // Candidates packed back to back (candidate i owns [offsets[i], offsets[i+1])), host arrays in,
 // host scores out (n x 5: score, relevance, support, utility, sequence).

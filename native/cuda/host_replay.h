@@ -7,7 +7,9 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 
+#include "critique_math.h"
 #include "cuda_kernels.h"
 #include "row_math.h"
 
@@ -59,6 +61,42 @@ inline hd::RowResult ReplayRow(const float* row, int32_t vocab) {
         sum = ReplayBlock(sums, 0.0, [](double a, double b) { return a + b; });
     }
     return hd::Finish(state, sum);
+}
+
+// ExtractRowsFromHost computed by the replay: each row as its block computes it, then what
+// thread 0 writes (argmax, its log-prob, logsumexp) and the block's reflection log-probs.
+inline std::string ReplayExtractRows(const float* logits, int64_t rows, int32_t vocab, const int32_t* ids, int32_t nIds,
+                                     int32_t* argmax, float* argmaxLogprob, float* logSumExp, float* idLogprobs,
+                                     int64_t* badRow, hd::RowResult* bad, hd::RowResult* perRow = nullptr) {
+    *badRow = -1;
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* row = logits + r * static_cast<int64_t>(vocab);
+        const hd::RowResult result = ReplayRow(row, vocab);
+        const bool ok = result.status == hd::kStatusOk;
+        if (argmax != nullptr) argmax[r] = ok ? result.argmax : -1;
+        if (argmaxLogprob != nullptr) argmaxLogprob[r] = ok ? hd::LogProbOf(result, result.maxLogit) : hd::QuietNaN();
+        if (logSumExp != nullptr) logSumExp[r] = ok ? result.logSumExp : hd::QuietNaN();
+        if (perRow != nullptr) perRow[r] = result;
+        for (int32_t k = 0; k < nIds; ++k) idLogprobs[r * nIds + k] = hd::IdLogProb(result, row, vocab, ids[k]);
+        if (!ok && *badRow < 0) {
+            *badRow = r;
+            *bad = result;
+        }
+    }
+    return std::string();
+}
+
+// ScoreCandidates computed by the replay: one "thread" per candidate, the kernel's body.
+inline std::string ReplayScoreCandidates(const int32_t* offsets, int32_t n, const int32_t* tokens, const float* logprobs,
+                                         const float* reflection, const int32_t* reflectionIds, int32_t nIds,
+                                         const ScoreWeights& weights, double* out) {
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t begin = offsets[i];
+        hd::WriteScore(hd::ScoreCandidate(tokens + begin, logprobs + begin, reflection + static_cast<int64_t>(begin) * nIds,
+                                          offsets[i + 1] - begin, reflectionIds, nIds, weights, ReflectionLayout()),
+                       out + static_cast<int64_t>(i) * 5);
+    }
+    return std::string();
 }
 
 }  // namespace cuda

@@ -160,14 +160,14 @@ std::string ExtractRowsOnDevice(const float* deviceLogits, int64_t rows, int32_t
 
 std::string ExtractRowsFromHost(const float* logits, int64_t rows, int32_t vocab, const int32_t* ids, int32_t nIds,
                                 int32_t* argmax, float* argmaxLogprob, float* logSumExp, float* idLogprobs,
-                                int64_t* badRow, hd::RowResult* bad) {
+                                int64_t* badRow, hd::RowResult* bad, hd::RowResult* perRow) {
     *badRow = -1;
     if (rows == 0) return std::string();
     DeviceBuffer<float> dLogits;
     const std::string error = dLogits.Upload(logits, static_cast<size_t>(rows) * static_cast<size_t>(vocab), "uploading logits");
     if (!error.empty()) return error;
     return RunExtraction(dLogits.Get(), rows, vocab, vocab, ids, nIds, argmax, argmaxLogprob, logSumExp, idLogprobs,
-                         badRow, bad, nullptr);
+                         badRow, bad, perRow);
 }
 
 }  // namespace cuda

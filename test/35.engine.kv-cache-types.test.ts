@@ -88,7 +88,7 @@ describe("KV cache types and flash attention", function () {
         assert.match(off.stderr, /--kv-type q8_0 needs flash attention.*\[INVALID_ARGUMENT\]/);
         const bad = await ask("--kv-type", "q5");
         assert.match(bad.stderr, /for --kv-type.*\[INVALID_ARGUMENT\]/);
-        for (const command of ["eval", "serve", "worker", "bench"]) {
+        for (const command of ["eval", "serve", "worker", "bench", "inspect", "demo"]) {
             const help = await runCli([command, "--help"]);
             assert.match(help.stdout, /--kv-type f16\|q8_0\|q4_0/, command);
             assert.match(help.stdout, /--flash-attn auto\|on\|off/, command);

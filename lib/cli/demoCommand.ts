@@ -6,7 +6,7 @@ import {PassageIndex} from "../retrieval/PassageIndex.js";
 import {SelfRagModel} from "../SelfRagModel.js";
 import {printAnswer} from "./askCommand.js";
 import {cacheDir, findDefaultModel} from "./options.js";
-import {parseCommand} from "./contract.js";
+import {CACHE_FLAGS_HELP, cacheFlags, cacheOptions, parseCommand} from "./contract.js";
 
 const help = `Usage: selfrag demo [--model FILE] [--cpu]
 
@@ -14,7 +14,8 @@ Runs full short-form Self-RAG rounds end to end on a small built-in corpus: buil
 (USearch + SQLite, lexical embedder, in ~/.cache/selfrag/demo-index), retrieves the top passages,
 decides retrieval, decodes one candidate per passage in one batch, scores them, answers. Uses --model, or a
 pulled model ($SELFRAG_MODEL, else what \`selfrag pull\` recorded, else a Self-RAG GGUF in ~/.cache/selfrag/models); without one it writes and
-uses the generated FIXTURE model, which is not a language model: its answers are scripted.`;
+uses the generated FIXTURE model, which is not a language model: its answers are scripted.
+  ${CACHE_FLAGS_HELP}`;
 
 /** A few passages in the DPR style (title + text) the demo answers from. */
 export const DEMO_CORPUS: Passage[] = [
@@ -44,7 +45,7 @@ async function demoIndex(): Promise<PassageIndex> {
 export const DEMO_QUESTIONS = ["What is the capital of France?", "Say hello to a new user."];
 
 export async function demoCommand(args: string[]): Promise<void> {
-    const parsed = parseCommand("selfrag demo", help, {args, options: {model: {type: "string"}, cpu: {type: "boolean"}}});
+    const parsed = parseCommand("selfrag demo", help, {args, options: {model: {type: "string"}, cpu: {type: "boolean"}, ...cacheFlags}});
     if (parsed == null) return;
     const {values} = parsed;
     let modelPath = values.model ?? findDefaultModel();
@@ -57,7 +58,8 @@ export async function demoCommand(args: string[]): Promise<void> {
             "not a language model: its answers are scripted to exercise every step). See README, \"Getting a real model\".\n");
     }
     const index = await demoIndex();
-    const model = await SelfRagModel.load({modelPath, contextSize: 1024, sequences: NDOCS * DEMO_QUESTIONS.length, gpu: values.cpu ? false : "auto", nodeLlamaCpp: false});
+    const model = await SelfRagModel.load({modelPath, contextSize: 1024, sequences: NDOCS * DEMO_QUESTIONS.length, gpu: values.cpu ? false : "auto", nodeLlamaCpp: false,
+        ...cacheOptions(values)});
     try {
         console.log(`model: ${modelPath}${fixture ? " (fixture)" : ""}   backend: ${model.backend}   ` +
             `index: ${index.dir} (${DEMO_CORPUS.length} passages, top ${NDOCS} per question)\n`);

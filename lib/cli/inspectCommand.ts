@@ -1,7 +1,7 @@
 import {invalidParameterError} from "../errors.js";
 import {REFLECTION_TOKENS} from "../engine/ReflectionTokens.js";
 import {SelfRagModel} from "../SelfRagModel.js";
-import {integerOption, parseCommand} from "./contract.js";
+import {CACHE_FLAGS_HELP, cacheFlags, cacheOptions, integerOption, parseCommand} from "./contract.js";
 import {formatPrompt} from "../selfrag/prompts.js";
 
 const help = `Usage: selfrag inspect --model FILE (--question TEXT | --prompt TEXT) [--json] [--threads N] [--cpu]
@@ -12,12 +12,13 @@ p_retrieve = P([Retrieval]) / (P([Retrieval]) + P([No Retrieval])).
   --question TEXT       a question, wrapped in the Self-RAG prompt ("### Instruction:\\n...\\n\\n### Response:\\n")
   --prompt TEXT         the prompt as given, byte for byte; in bash, real newlines need $'...' quoting:
                         --prompt $'### Instruction:\\nWho wrote Hamlet?\\n\\n### Response:\\n'
-                        ("\\n" inside plain quotes reaches the model as a backslash and an n)`;
+                        ("\\n" inside plain quotes reaches the model as a backslash and an n)
+  ${CACHE_FLAGS_HELP}`;
 
 export async function inspectCommand(args: string[]): Promise<void> {
     const parsed = parseCommand("selfrag inspect", help, {args, options: {
         model: {type: "string"}, prompt: {type: "string"}, question: {type: "string"}, json: {type: "boolean"}, threads: {type: "string"},
-        cpu: {type: "boolean"}
+        cpu: {type: "boolean"}, ...cacheFlags
     }});
     if (parsed == null) return;
     const {values} = parsed;
@@ -30,7 +31,7 @@ export async function inspectCommand(args: string[]): Promise<void> {
         // One prompt, one row: the context holds that prompt (at most 4096 tokens, as before), not
         // 4096 cells that llama.cpp would clear for nothing.
         modelPath: values.model, sequences: 1, contextSize: 4096, sizeToPrompt: prompt,
-        threads: integerOption("--threads", values.threads), gpu: values.cpu ? false : "auto", nodeLlamaCpp: false
+        threads: integerOption("--threads", values.threads), gpu: values.cpu ? false : "auto", nodeLlamaCpp: false, ...cacheOptions(values)
     });
     try {
         const result = await model.inspect(prompt);

@@ -3,7 +3,7 @@ import {SelfRagError, invalidParameterError} from "../errors.js";
 import {readJsonRecords} from "../jsonRecords.js";
 import {tune, unreplayableFlag, TUNE_METRICS, type ReplayTrace, type ReproducibleSetting, type TuneGrid, type TuneSetting} from "../eval/Tune.js";
 import type {MetricName} from "../eval/metrics.js";
-import {questionFlagOptions} from "../selfrag/plan.js";
+import {questionFlagOptions, flagOptionKey} from "../selfrag/plan.js";
 import {tuneChart} from "../view/TuneChart.js";
 import {numberOption, parseCommand} from "./contract.js";
 
@@ -46,7 +46,7 @@ export async function tuneCommand(args: string[]): Promise<void> {
         if (flag === "use-seqscore" || flag === "no-seqscore") {
             throw new SelfRagError(`tune takes --seqscore on,off (a list), not --${flag}`, "INVALID_ARGUMENT", {option: `--${flag}`});
         }
-        throw unreplayableFlag(flagKey(flag), `--${flag}`);
+        throw unreplayableFlag(flagOptionKey(flag) ?? flag, `--${flag}`);
     }
     const file = values.traces as string | undefined;
     if (file == null) throw invalidParameterError("--traces", "the traces file of `selfrag eval --save-traces`", file);
@@ -98,14 +98,6 @@ export async function tuneCommand(args: string[]): Promise<void> {
 
 const FLAG_OF: Record<string, string> = {relevance: "--w-rel", support: "--w-sup", utility: "--w-use", thresholds: "--thresholds",
     maxRetrievalRate: "--max-retrieval-rate"};
-
-/** A question flag's option key (for the refusal's reason). */
-function flagKey(flag: string): string {
-    const keys: Record<string, string> = {"max-new-tokens": "maxNewTokens", "max-passage-tokens": "maxPassageTokens", "closed-set": "closedSet",
-        "no-closed-set": "closedSet", "prefetch-passages": "prefetchPassages", "no-prefetch-passages": "prefetchPassages", "retrieve-ratio": "mode",
-        "reference-retrieve-ratio": "mode"};
-    return keys[flag] ?? flag;
-}
 
 function numbers(flag: string, text: string): number[] {
     return text.split(",").map((t) => {

@@ -42,7 +42,10 @@ const UNREPLAYABLE: Readonly<Record<string, string>> = {
     profile: "the prompts and post-processing", ndocs: "the passages, so the candidates", maxNewTokens: "the candidates' token budget",
     task: "the prompts", choices: "the prompts", closedSet: "how answers are chosen", maxPassageTokens: "the passages as the model read them",
     mode: "the decision rule (tune replays the adaptive threshold: 0 retrieves whatever has a ratio above 0, 1 never retrieves)",
-    prefetchPassages: "nothing tune measures", passages: "the passages", retriever: "the passages"
+    prefetchPassages: "nothing tune measures", passages: "the passages", retriever: "the passages",
+    retrieveRatio: "the ratio the threshold applies to", stop: "where the candidates end",
+    "weights.useSupport": "which critique terms count (here --w-sup values count the support term)",
+    "weights.useUtility": "which critique terms count (here --w-use values count the utility term)"
 };
 
 /** One question as `selfrag eval --save-traces` writes it: a trace with both branches answered, its golds and settings. */
@@ -318,7 +321,9 @@ function unreplayable(key: string, name: string): SelfRagError {
 
 /** The CLI refusal of a question flag tune cannot replay (by the flag's name). */
 export function unreplayableFlag(key: string, flag: string): SelfRagError {
-    return Object.hasOwn(UNREPLAYABLE, key) ? unreplayable(key, flag) : unreplayable("mode", flag);
+    return Object.hasOwn(UNREPLAYABLE, key) ? unreplayable(key, flag)
+        : new SelfRagError(`${flag} cannot be replayed: the traces were recorded with one value of it; record traces with it ` +
+            "(`selfrag eval ... --save-traces FILE`) and tune those", "INVALID_ARGUMENT", {option: flag});
 }
 
 /** The settings every trace shares (what a fresh run's flags must give), as one plan; mixed runs are refused. */

@@ -591,6 +591,11 @@ export function optionFlags(options: Readonly<Record<string, unknown>>): string[
     return out;
 }
 
+/** The option a question flag sets (`w-rel` -> `weights.relevance`), or undefined for a flag that is not one. */
+export function flagOptionKey(flag: string): string | undefined {
+    return OPTION_SPECS.find((s) => s.flags.some((f) => f.flag === flag))?.key;
+}
+
 /** The help lines of the question options of a form (`form` undefined: both, long-only ones marked). */
 export function questionOptionsHelp(form?: Form): string {
     const lines: string[] = [];

@@ -5,6 +5,8 @@ import path from "node:path";
 import {fileURLToPath} from "node:url";
 import {writeFixtureModel, type FixtureKind} from "../lib/fixtures/FixtureModel.js";
 
+type FixtureOptions = Parameters<typeof writeFixtureModel>[2];
+
 /** bench/.cache in the source tree (this file runs as dist/bench/benchModel.js). */
 const cacheDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bench", ".cache");
 export const MODEL_FILE = path.join(cacheDir, "bench.gguf");
@@ -15,12 +17,12 @@ export async function ensureBenchModel(): Promise<void> {
 }
 
 /** A fixture model at `file`, written once through a temporary file (a killed run leaves no half file). */
-export async function ensureFixtureModel(file: string, kind: FixtureKind): Promise<string> {
+export async function ensureFixtureModel(file: string, kind: FixtureKind, options?: FixtureOptions): Promise<string> {
     if (fs.existsSync(file)) return file;
     fs.mkdirSync(path.dirname(file), {recursive: true});
     const partial = `${file}.${process.pid}.partial`;
     try {
-        await writeFixtureModel(partial, kind);
+        await writeFixtureModel(partial, kind, options);
         fs.renameSync(partial, file);
     } finally {
         fs.rmSync(partial, {force: true});

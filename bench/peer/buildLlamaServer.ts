@@ -2,6 +2,7 @@
 // kernels our addon links), so the serving benchmark compares engines, not llama.cpp versions.
 // The build is CPU only, static, and lives in bench/.cache (git-ignored): binaries are never committed.
 //   node dist/bench/peer/buildLlamaServer.js      builds if needed and prints the binary path
+//   node dist/bench/peer/buildLlamaServer.js llama-bench    the same for llama-bench (like the compiled CPU backend)
 import {spawn, spawnSync} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -115,8 +116,84 @@ export async function ensureLlamaServer(): Promise<string> {
     return pending;
 }
 
+// --- llama-bench, like for like with the engine's compiled CPU backend -------------------------------
+// The engine runs llama.cpp's CPU kernels from the module scripts/build-cpu-backend.mjs compiled at
+// install: one ggml CPU variant (ggml's own pick for this CPU, e.g. zen4) in ggml's variant mode, i.e.
+// GGML_NATIVE=OFF and the variant's features as explicit flags (-mavx512f ... from ggml-cpu's
+// CMakeLists.txt, not -march=native), no OpenMP, the system c++. llama-bench is built here with the
+// same compiler, GGML_NATIVE=OFF, GGML_OPENMP=OFF, GGML_BACKEND_DL, and exactly that variant's feature
+// options switched on (every other x86 feature off): ggml-cpu's CMakeLists.txt turns them into the
+// same -m flags and GGML_<feature> definitions as the variant build, so both sides run the same
+// kernels compiled the same way. Not GGML_CPU_ALL_VARIANTS itself: with it, the `ggml` target depends
+// on all 13 x86 variants and building llama-bench would compile every one (most of an hour on 2 cores).
+// Not GGML_NATIVE: -march=native enables whatever this CPU has beyond the variant (and tunes for it).
+
+export function llamaBenchBuildDir(variant: string): string {
+    return path.join(benchCacheDir(), `llama-bench-${variant}-build`);
+}
+
+export function llamaBenchBinaryPath(variant: string): string {
+    return path.join(llamaBenchBuildDir(variant), "bin", "llama-bench");
+}
+
+/** The CPU variant the engine's compiled backend was built for (build/cpu-backend/backend.json). */
+export function compiledCpuVariant(): {variant: string, features: string[], compiler: string} {
+    const manifest = path.join(repoRoot(), "build", "cpu-backend", "backend.json");
+    if (!fs.existsSync(manifest)) {
+        throw new Error(`${manifest} is missing: no compiled CPU backend (run \`node scripts/build-addon.mjs\`), nothing to match llama-bench to`);
+    }
+    const json = JSON.parse(fs.readFileSync(manifest, "utf8")) as {variant: string, features: string[], compiler: string};
+    return {variant: json.variant, features: json.features, compiler: json.compiler};
+}
+
+/** ggml's x86 feature options (ggml/CMakeLists.txt); the variant's are switched on, the rest off. */
+const X86_FEATURE_OPTIONS = ["SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX_VNNI", "AVX512", "AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16",
+    "AMX_TILE", "AMX_INT8", "AMX_BF16"];
+
+/** CMake options of llama-bench for a variant with these features (scripts/build-cpu-backend.mjs's, one CPU module with explicit flags). */
+export function llamaBenchCmakeOptions(features: readonly string[]): string[] {
+    return [
+        "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_C_COMPILER=cc", "-DCMAKE_CXX_COMPILER=c++",
+        "-DBUILD_SHARED_LIBS=ON", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=OFF", "-DGGML_NATIVE=OFF",
+        ...X86_FEATURE_OPTIONS.map((f) => `-DGGML_${f}=${features.includes(f) ? "ON" : "OFF"}`),
+        "-DGGML_OPENMP=OFF",
+        "-DGGML_CUDA=OFF", "-DGGML_VULKAN=OFF", "-DGGML_METAL=OFF", "-DGGML_BLAS=OFF", "-DGGML_CCACHE=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=OFF",
+        "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
+    ];
+}
+
+async function buildLlamaBench(variant: string, features: readonly string[]): Promise<string> {
+    const source = ensureSource();
+    const buildDir = llamaBenchBuildDir(variant);
+    fs.mkdirSync(buildDir, {recursive: true});
+    const logFile = path.join(buildDir, "build.log");
+    const started = Date.now();
+    process.stderr.write(`selfrag bench: building llama-bench (CPU variant ${variant}'s flags) from ${source} into ${buildDir} (log: ${logFile}) ...\n`);
+    await runLogged("cmake", ["-S", source, "-B", buildDir, ...llamaBenchCmakeOptions(features)], logFile);
+    await runLogged("cmake", ["--build", buildDir, "--config", "Release", "--target", "llama-bench", "ggml-cpu", "-j", BUILD_JOBS], logFile);
+    const binary = llamaBenchBinaryPath(variant);
+    const module = path.join(buildDir, "bin", "libggml-cpu.so");
+    if (!fs.existsSync(binary) || !fs.existsSync(module)) throw new Error(`build finished but ${binary} or ${module} is missing; see ${logFile}`);
+    process.stderr.write(`selfrag bench: llama-bench built in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    return binary;
+}
+
+let pendingBench: Promise<string> | undefined;
+
+/** Path of a llama-bench built like the engine's compiled CPU backend (same variant flags, compiler), building it the first time. */
+export async function ensureLlamaBench(): Promise<{binary: string, variant: string}> {
+    const {variant, features} = compiledCpuVariant();
+    const binary = llamaBenchBinaryPath(variant);
+    if (fs.existsSync(binary) && fs.existsSync(path.join(llamaBenchBuildDir(variant), "bin", "libggml-cpu.so"))) return {binary, variant};
+    pendingBench ??= buildLlamaBench(variant, features).finally(() => {
+        pendingBench = undefined;
+    });
+    return {binary: await pendingBench, variant};
+}
+
 if (process.argv[1] != null && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-    ensureLlamaServer().then((binary) => console.log(binary), (error: unknown) => {
+    (process.argv[2] === "llama-bench" ? ensureLlamaBench().then((b) => b.binary) : ensureLlamaServer()).then((binary) => console.log(binary), (error: unknown) => {
         console.error(error instanceof Error ? error.message : error);
         process.exitCode = 1;
     });

@@ -4,7 +4,6 @@
 // stderr with exit code 1 (`reportFailure`).
 import {parseArgs, type ParseArgsConfig} from "node:util";
 import {SelfRagError, invalidParameterError, nearestName, requireOneOf} from "../errors.js";
-import type {RetrievalMode} from "../selfrag/RetrievalDecision.js";
 import {FLASH_ATTENTION, KV_CACHE_TYPES, type FlashAttention, type KvCacheType} from "../engine/types.js";
 
 type ParseOptions = NonNullable<ParseArgsConfig["options"]>;
@@ -104,29 +103,6 @@ export function requireWith(flag: string, given: unknown, required: string, pres
 export function refuseTogether(flag: string, given: unknown, other: string, present: boolean, why: string): void {
     if (given == null || given === false || !present) return;
     throw new SelfRagError(`${flag} cannot be used with ${other} (${why})`, "INVALID_ARGUMENT");
-}
-
-/** The long-form search options: refused in short form, where they do nothing. */
-export function checkLongOnly(values: {"beam-width"?: string, "max-depth"?: string, "ignore-cont"?: boolean, context?: string},
-    long: boolean): void {
-    for (const flag of ["beam-width", "max-depth", "ignore-cont", "context"] as const) {
-        requireWith(`--${flag}`, values[flag], "--long", long, "it is a long-form search option");
-    }
-}
-
-/** Retrieval modes, with the Self-RAG scripts' names. */
-export const MODES: Record<string, RetrievalMode> = {
-    adaptive: "adaptive", always: "always", never: "never",
-    adaptive_retrieval: "adaptive", always_retrieve: "always", no_retrieval: "never"
-};
-
-export function modeOption(value: string | undefined): RetrievalMode | undefined {
-    if (value == null) return undefined;
-    const mode = MODES[value];
-    if (mode == null) {
-        throw invalidParameterError("--mode", "adaptive | always | never (or the scripts' adaptive_retrieval | always_retrieve | no_retrieval)", value);
-    }
-    return mode;
 }
 
 /** A message on one line: its lines joined, so one failure is one line of stderr. */

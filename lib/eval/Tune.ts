@@ -21,11 +21,10 @@
 import {SelfRagError, invalidParameterError, refuseUnknownKeys, requireNumberInRange} from "../errors.js";
 import {optionFlags, planOptions, planShortForm, type ShortFormPlan} from "../selfrag/plan.js";
 import {postProcessAnswer} from "../selfrag/answers.js";
-import {profileStrategy} from "../selfrag/profiles.js";
 import type {Task} from "../selfrag/prompts.js";
 import type {RetrieveRatio} from "../selfrag/RetrievalDecision.js";
 import {retrievalProbability} from "../selfrag/scoring.js";
-import {resolveWeights, type CritiqueWeights} from "../selfrag/SegmentScorer.js";
+import {resolveWeights} from "../selfrag/SegmentScorer.js";
 import {selectAnswer} from "../selfrag/ShortForm.js";
 import type {TraceCandidate, TraceRecord} from "../selfrag/traces.js";
 import {scoreRecord, type EvalRecord} from "./Evaluation.js";

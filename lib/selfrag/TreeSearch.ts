@@ -1,4 +1,4 @@
-import {SelfRagError, requirePositiveInteger} from "../errors.js";
+import {requirePositiveInteger} from "../errors.js";
 import type {Passage} from "./prompts.js";
 import type {CritiqueScore} from "./SegmentScorer.js";
 

@@ -431,11 +431,6 @@ const QUESTION_FIELDS: Readonly<Record<Form, readonly string[]>> = {
     long: ["id", "question", "input", "passages"]
 };
 
-/** The fields a question object may have in one form. */
-export function questionFields(form: Form): readonly string[] {
-    return QUESTION_FIELDS[form];
-}
-
 /**
  * A question (a string or a question object) checked against its plan. `where` is how the caller
  * names it: "question" for one, `questions[3]` in a batch; fields of an object are `where.field`
@@ -531,10 +526,21 @@ export function requirePromptFits(plan: QuestionPlan, perSequence: number, promp
 // The command line.
 
 /** parseArgs options for every question option a form's command takes (both forms: the plan refuses the other form's). */
-export function questionFlagOptions(): Record<string, {type: "string" | "boolean"}> {
+export function questionFlagOptions(keys: (key: string) => boolean = () => true): Record<string, {type: "string" | "boolean"}> {
     const out: Record<string, {type: "string" | "boolean"}> = {};
-    for (const spec of OPTION_SPECS) for (const f of spec.flags) out[f.flag] = {type: f.type};
+    for (const spec of OPTION_SPECS) if (keys(spec.key)) for (const f of spec.flags) out[f.flag] = {type: f.type};
     return out;
+}
+
+/** The critique-weight flags alone (`--w-rel`, `--no-seqscore`, ...: `selfrag rerank`). */
+export function weightFlagOptions(): Record<string, {type: "string" | "boolean"}> {
+    return questionFlagOptions((key) => key.startsWith("weights."));
+}
+
+/** The critique weights those flags give, checked as every surface checks them and named by flag; flags not given stay unset. */
+export function weightsFromFlags(values: Readonly<Record<string, unknown>>): CritiqueWeights {
+    const {weights} = optionsFromFlags(values);
+    return {...planShortForm(weights !== undefined ? {weights} : {}, CLI_SURFACE).weights};
 }
 
 /**
@@ -610,6 +616,3 @@ export function questionOptionsHelp(form?: Form): string {
     }
     return lines.join("\n");
 }
-
-/** The profile names, for help texts. */
-export const PROFILE_NAMES: readonly Profile[] = PROFILES;

@@ -105,11 +105,6 @@ export function profileStrategy(name: Profile | ProfileStrategy | undefined, opt
     return STRATEGIES[name];
 }
 
-/** @deprecated kept for callers of 0.1: the profile name checked (default when undefined). */
-export function checkProfile(value: unknown): Profile {
-    return profileStrategy(value as Profile | undefined).name;
-}
-
 /** Defaults of a short-form run per profile (the strategies' `shortForm`). */
 export const SHORT_FORM_DEFAULTS = Object.freeze({default: DEFAULT_PROFILE.shortForm, reference: REFERENCE_PROFILE.shortForm});
 

@@ -3,7 +3,7 @@
 // into a plan by the same functions as a library call (selfrag/plan.ts), so every field is
 // checked by name, unknown fields are refused with the nearest known one, and a long-form field
 // without "long": true says so.
-import {SelfRagError, invalidParameterError, refuseUnknownKeys, requireBoolean, requireInteger, requireString} from "../errors.js";
+import {SelfRagError, refuseUnknownKeys, requireBoolean, requireInteger, requireString} from "../errors.js";
 import {HTTP_SURFACE, optionKeys, planQuestion, planQuestionItem, planWith, type LongFormPlan, type PlannedQuestion, type Retriever, type ShortFormPlan,
     type Surface} from "../selfrag/plan.js";
 
@@ -63,5 +63,3 @@ export function parseSearchRequest(raw: unknown): SearchRequest {
     const query = requireString("query", body.query, {nonBlank: true});
     return {query, k: body.k === undefined ? 5 : requireInteger("k", body.k, 1, 1000)};
 }
-
-export {invalidParameterError};

@@ -7,7 +7,7 @@
 // "Waiting for slots" is what the queue limit counts: a request admitted while its slots are
 // free is not queued even before its flow reaches the pool (retrieval, tokenizing), so a burst
 // of requests that fit the free slots is never refused with QUEUE_FULL.
-import {isPlan, planQuestion, slotsNeeded, type LongFormPlan, type QuestionPlan, type ShortFormPlan} from "../selfrag/plan.js";
+import {planQuestion, slotsNeeded, type LongFormPlan, type QuestionPlan, type ShortFormPlan} from "../selfrag/plan.js";
 import {SelfRagError, requirePositiveInteger, requireNumberInRange} from "../errors.js";
 import {abortError} from "../engine/SlotPool.js";
 import type {AnswerEvent} from "../selfrag/events.js";
@@ -97,13 +97,15 @@ export class RequestScheduler {
     /** Short-form Self-RAG for one question. */
     public answer(question: string | ShortFormQuestion, options: ShortFormOptions | ShortFormPlan = {}, request: RequestOptions = {}): Promise<ShortFormAnswer> {
         const q = typeof question === "string" ? {question} : question;
-        return this.run("short", slotsOf("short", q, options), request, (control) => this.model.answer(q, options, control));
+        const plan = planOrUndefined("short", options) as ShortFormPlan | undefined;
+        return this.run("short", slotsOf(q, plan), request, (control) => this.model.answer(q, plan ?? options, control));
     }
 
     /** Long-form Self-RAG for one question. */
     public answerLong(question: string | LongFormQuestion, options: LongFormOptions | LongFormPlan = {}, request: RequestOptions = {}): Promise<LongFormAnswer> {
         const q = typeof question === "string" ? {question} : question;
-        return this.run("long", slotsOf("long", q, options), request, (control) => this.model.answerLong(q, options, control));
+        const plan = planOrUndefined("long", options) as LongFormPlan | undefined;
+        return this.run("long", slotsOf(q, plan), request, (control) => this.model.answerLong(q, plan ?? options, control));
     }
 
     /** A raw prompt completed greedily (POST /v1/completions): one slot, admitted like a question. */
@@ -217,13 +219,18 @@ export class RequestScheduler {
 }
 
 /** The slots a question will lease, from its plan; 1 when the options do not plan (the flow refuses them itself). */
-function slotsOf(form: Kind, question: {passages?: readonly unknown[]}, options: unknown): number {
-    let plan: QuestionPlan;
+/** The options planned once here (the flow then trusts the plan), or undefined when they are bad: the flow throws that error, counted as failed. */
+function planOrUndefined(form: Kind, options: unknown): QuestionPlan | undefined {
     try {
-        plan = isPlan(options) ? options : planQuestion(form, options);
+        return planQuestion(form, options);
     } catch {
-        return 1; // the flow throws the same error with its own counters (failed)
+        return undefined; // the flow refuses the same options again and reports them
     }
+}
+
+/** Slots a question of this plan holds (1 for options the flow will refuse). */
+function slotsOf(question: {passages?: readonly unknown[]}, plan: QuestionPlan | undefined): number {
+    if (plan == null) return 1;
     const passages = question.passages ?? (plan.retriever == null ? plan.passages : undefined);
     return slotsNeeded(plan, Array.isArray(passages) ? passages.length : undefined);
 }

@@ -154,8 +154,12 @@ export async function answerLongBatch(model: EngineModel, questions: readonly (s
         const text = formatPrompt(taskInstruction(q.task, q.question, undefined, {profile: plan.profile, long: true}), q.input);
         const prompt = model.tokenize(text);
         requirePromptFits(plan, perSequence, prompt.length, q.id);
-        // Static passages cap the children per node; a retriever may return up to ndocs.
+        // Static passages cap the children per node; a retriever may return up to ndocs. (A server
+        // refuses a question with neither before it gets here, in either form: serving/runAnswer.ts.)
         const given = staticPassages(q, plan);
+        if (given == null && plan.retriever == null && plan.mode !== "never") {
+            throw invalidParameterError(plan.surface.kind === "api" ? "passages" : plan.surface.name("passages"), "a passage list or a retriever", undefined);
+        }
         const slots = slotsNeeded(plan, given != null ? given.length : undefined);
         requireSlots(plan, slots, ctx.sequences, q.id);
         return {q, text, prompt, slots};

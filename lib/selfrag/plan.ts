@@ -477,10 +477,6 @@ function finishQuestion(q: Omit<PlannedQuestion, "task" | typeof QUESTION> & {ta
         throw invalidParameterError(surface.kind === "api" ? "passages" : surface.name("passages"),
             `static passages under profile "${plan.profile.name}" (the script has no dynamic retrieval)`, "a retriever");
     }
-    // (A server refuses a question without passages and without an index itself, in either form: see serving/runAnswer.ts.)
-    if (staticPassages == null && plan.retriever == null && plan.mode !== "never" && surface.kind !== "http") {
-        throw invalidParameterError(surface.kind === "api" ? "passages" : surface.name("passages"), "a passage list or a retriever", undefined);
-    }
     return Object.freeze({...q, [QUESTION]: true as const, task, ...(input != null ? {input} : {})});
 }
 

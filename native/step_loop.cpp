@@ -165,8 +165,15 @@ bool StepLoop::Schedule(std::vector<StepEntry>& step) {
             if (state == 1) blocked = true;
             if (state == 2) chained = true;
         }
-        // Only a prefill may follow, in the same step, a prefill of its slot that ends in it.
-        if (chained && (w.kind != WorkKind::Prefill || w.started || seqs.size() > 1)) blocked = true;
+        // Only a prefill may follow, in the same step, a prefill of its slot that ends in it; a shared
+        // one (a question's common passage prefix after its shared prompt) only when every slot it
+        // decodes into ends such a prefill at the same length.
+        if (chained && (w.kind != WorkKind::Prefill || w.started)) blocked = true;
+        if (chained && !blocked && seqs.size() > 1) {
+            for (int32_t seq : seqs) {
+                if (slot[static_cast<size_t>(seq)] != 2 || chainEnd[static_cast<size_t>(seq)] != chainEnd[static_cast<size_t>(w.seq)]) blocked = true;
+            }
+        }
         auto block = [&] {
             for (int32_t seq : seqs) slot[static_cast<size_t>(seq)] = 1;
         };
@@ -192,10 +199,11 @@ bool StepLoop::Schedule(std::vector<StepEntry>& step) {
                     if (!w.started) {
                         const int32_t base = chained ? chainEnd[static_cast<size_t>(w.seq)] : engine_.State(w.seq).nPast;
                         for (int32_t seq : w.shareWith) {
-                            if (engine_.State(seq).nPast != base) {
+                            const int32_t length = chained ? chainEnd[static_cast<size_t>(seq)] : engine_.State(seq).nPast;
+                            if (length != base) {
                                 throw EngineError("INVALID_ARGUMENT", "a shared prefill needs its slots at the same length: slot " +
                                                                           std::to_string(seq) + " holds " +
-                                                                          std::to_string(engine_.State(seq).nPast) + " tokens, slot " +
+                                                                          std::to_string(length) + " tokens, slot " +
                                                                           std::to_string(w.seq) + " " + std::to_string(base));
                             }
                         }

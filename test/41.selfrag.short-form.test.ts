@@ -75,12 +75,17 @@ describe("short-form Self-RAG on the fixture model", () => {
         }
     });
 
-    it("encodes the shared prompt once: tokens evaluated = prompt + passages + generated - last tokens", async () => {
+    it("encodes the shared prompt and the passages' common start once: tokens evaluated = prompt + passages - shared + generated - last tokens", async () => {
         const before = model.context.stats.tokensEvaluated;
         const result = await model.answer(QUESTION, {passages: CORPUS, traces: true});
         const used = model.context.stats.tokensEvaluated - before;
         const generated = result.trace!.candidates.reduce((n, c) => n + c.tokens.length - 1, 0);
-        assert.equal(used, result.stats.promptTokens + result.stats.passageTokens + generated);
+        // Every passage starts with `[Retrieval]<paragraph>`: those tokens are decoded once for all slots.
+        const passages = CORPUS.map((p) => Array.from(model.tokenize(formatPassage(p), {bos: false})));
+        let common = 0;
+        while (passages.every((t) => common < t.length - 1 && t[common] === passages[0][common])) common++;
+        assert.ok(common >= 2, `the passages share [Retrieval]<paragraph>: ${common} tokens`);
+        assert.equal(used, result.stats.promptTokens + result.stats.passageTokens - (CORPUS.length - 1) * common + generated);
         const prompt = model.tokenize(formatPrompt(QUESTION));
         const reEncoding = CORPUS.reduce((n, p) => n + prompt.length + model.tokenize(formatPassage(p), {bos: false}).length, 0);
         assert.ok(used < reEncoding + generated, "less than encoding every candidate's context from scratch");

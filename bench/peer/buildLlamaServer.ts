@@ -2,7 +2,8 @@
 // kernels our addon links), so the serving benchmark compares engines, not llama.cpp versions.
 // The build is CPU only, static, and lives in bench/.cache (git-ignored): binaries are never committed.
 //   node dist/bench/peer/buildLlamaServer.js      builds if needed and prints the binary path
-//   node dist/bench/peer/buildLlamaServer.js llama-bench    the same for llama-bench (like the compiled CPU backend)
+//   node dist/bench/peer/buildLlamaServer.js llama-bench    llama-bench like the compiled CPU backend
+//   node dist/bench/peer/buildLlamaServer.js llama-server-variant    llama-server like the compiled CPU backend
 import {spawn, spawnSync} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -158,42 +159,65 @@ export function llamaBenchCmakeOptions(features: readonly string[]): string[] {
         ...X86_FEATURE_OPTIONS.map((f) => `-DGGML_${f}=${features.includes(f) ? "ON" : "OFF"}`),
         "-DGGML_OPENMP=OFF",
         "-DGGML_CUDA=OFF", "-DGGML_VULKAN=OFF", "-DGGML_METAL=OFF", "-DGGML_BLAS=OFF", "-DGGML_CCACHE=OFF",
-        "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON",
         "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
     ];
 }
 
-async function buildLlamaBench(variant: string, features: readonly string[]): Promise<string> {
+/** llama.cpp's tools built like the engine's compiled CPU backend: llama-bench and llama-server share one build directory. */
+type VariantTool = "llama-bench" | "llama-server";
+
+async function buildVariantTool(tool: VariantTool, variant: string, features: readonly string[]): Promise<string> {
     const source = ensureSource();
     const buildDir = llamaBenchBuildDir(variant);
     fs.mkdirSync(buildDir, {recursive: true});
     const logFile = path.join(buildDir, "build.log");
     const started = Date.now();
-    process.stderr.write(`selfrag bench: building llama-bench (CPU variant ${variant}'s flags) from ${source} into ${buildDir} (log: ${logFile}) ...\n`);
+    process.stderr.write(`selfrag bench: building ${tool} (CPU variant ${variant}'s flags) from ${source} into ${buildDir} (log: ${logFile}) ...\n`);
     await runLogged("cmake", ["-S", source, "-B", buildDir, ...llamaBenchCmakeOptions(features)], logFile);
-    await runLogged("cmake", ["--build", buildDir, "--config", "Release", "--target", "llama-bench", "ggml-cpu", "-j", BUILD_JOBS], logFile);
-    const binary = llamaBenchBinaryPath(variant);
+    await runLogged("cmake", ["--build", buildDir, "--config", "Release", "--target", tool, "ggml-cpu", "-j", BUILD_JOBS], logFile);
+    const binary = path.join(buildDir, "bin", tool);
     const module = path.join(buildDir, "bin", "libggml-cpu.so");
     if (!fs.existsSync(binary) || !fs.existsSync(module)) throw new Error(`build finished but ${binary} or ${module} is missing; see ${logFile}`);
-    process.stderr.write(`selfrag bench: llama-bench built in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    process.stderr.write(`selfrag bench: ${tool} built in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     return binary;
 }
 
-let pendingBench: Promise<string> | undefined;
+const pendingTools = new Map<VariantTool, Promise<string>>();
+
+async function ensureVariantTool(tool: VariantTool): Promise<{binary: string, variant: string}> {
+    const {variant, features} = compiledCpuVariant();
+    const binary = path.join(llamaBenchBuildDir(variant), "bin", tool);
+    if (fs.existsSync(binary) && fs.existsSync(path.join(llamaBenchBuildDir(variant), "bin", "libggml-cpu.so"))) return {binary, variant};
+    // One build at a time per build directory (both tools share it); one per tool per process.
+    let pending = pendingTools.get(tool);
+    if (pending == null) {
+        pending = Promise.all([...pendingTools.values()].map((p) => p.catch(() => undefined)))
+            .then(() => buildVariantTool(tool, variant, features))
+            .finally(() => pendingTools.delete(tool));
+        pendingTools.set(tool, pending);
+    }
+    return {binary: await pending, variant};
+}
 
 /** Path of a llama-bench built like the engine's compiled CPU backend (same variant flags, compiler), building it the first time. */
-export async function ensureLlamaBench(): Promise<{binary: string, variant: string}> {
-    const {variant, features} = compiledCpuVariant();
-    const binary = llamaBenchBinaryPath(variant);
-    if (fs.existsSync(binary) && fs.existsSync(path.join(llamaBenchBuildDir(variant), "bin", "libggml-cpu.so"))) return {binary, variant};
-    pendingBench ??= buildLlamaBench(variant, features).finally(() => {
-        pendingBench = undefined;
-    });
-    return {binary: await pendingBench, variant};
+export function ensureLlamaBench(): Promise<{binary: string, variant: string}> {
+    return ensureVariantTool("llama-bench");
+}
+
+/**
+ * Path of a llama-server built like the engine's compiled CPU backend (the 1B-shape serving comparison);
+ * ensureLlamaServer() is the default GGML_NATIVE static build the fixture-model serving bench uses.
+ */
+export function ensureLikeForLikeLlamaServer(): Promise<{binary: string, variant: string}> {
+    return ensureVariantTool("llama-server");
 }
 
 if (process.argv[1] != null && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-    (process.argv[2] === "llama-bench" ? ensureLlamaBench().then((b) => b.binary) : ensureLlamaServer()).then((binary) => console.log(binary), (error: unknown) => {
+    const tool = process.argv[2];
+    (tool === "llama-bench" ? ensureLlamaBench().then((b) => b.binary)
+        : tool === "llama-server-variant" ? ensureLikeForLikeLlamaServer().then((b) => b.binary)
+            : ensureLlamaServer()).then((binary) => console.log(binary), (error: unknown) => {
         console.error(error instanceof Error ? error.message : error);
         process.exitCode = 1;
     });

@@ -5,6 +5,7 @@ import type {SegmentEvent} from "./events.js";
 import {fitPassage, truncationWarning} from "./PassageFit.js";
 import {formatPassage, type Passage} from "./prompts.js";
 import type {CritiqueWeights, SegmentScorer} from "./SegmentScorer.js";
+import {sharedPrefixLength} from "./sharedPrefix.js";
 import type {ContextPolicy} from "./plan.js";
 import type {ExpandRequest, GeneratedSegment, SegmentSource, TreeNode} from "./TreeSearch.js";
 
@@ -123,15 +124,22 @@ export class ForkingSegmentSource implements SegmentSource {
                 held.prefixReady = true;
             }
             // 2. One slot per child: forks of the node, the last child takes the node's slot over.
+            //    The passages' common leading tokens are decoded once, into every child's slot
+            //    together (unified KV: after the forks) or into the node's before it is forked.
             const seqs = [...this.lease.take(passages.length - 1), held.seq];
-            for (const seq of seqs.slice(0, -1)) work.push(ctx.fork(held.seq, seq));
-            this.held.delete(node.id);
+            const forks = seqs.slice(0, -1);
             const base = held.prefixLength;
             const passageTokens = this.passageTokens(node, passages) as Int32Array[];
+            const common = sharedPrefixLength(passageTokens);
+            const together = common > 0 && ctx.info.unifiedKv;
+            if (common > 0 && !together) work.push(ctx.prefill(held.seq, passageTokens[0].subarray(0, common)));
+            for (const seq of forks) work.push(ctx.fork(held.seq, seq));
+            if (together) work.push(ctx.prefill(held.seq, passageTokens[0].subarray(0, common), {shareWith: forks}));
+            this.held.delete(node.id);
             for (let i = 0; i < passages.length; i++) this.fitted.delete(`${node.id}:${i}`);
-            // 3. Each child: its passage, then its segment; scored when its own generation stops.
+            // 3. Each child: the rest of its passage, then its segment; scored when its own generation stops.
             return Promise.all(seqs.map(async (seq, i): Promise<GeneratedSegment> => {
-                const prefilled = ctx.prefill(seq, passageTokens[i]);
+                const prefilled = ctx.prefill(seq, passageTokens[i].subarray(common));
                 const segment = await ctx.generateOne(seq, this.options.maxNewTokens, stop);
                 await prefilled;
                 await Promise.all(work);

@@ -13,6 +13,7 @@ import {SlotLease} from "../engine/SlotLease.js";
 import type {RunControl} from "./events.js";
 import {cutTextAtStop} from "./stops.js";
 import {TreeSearch, type SearchStop, type TreeNode, type TreeSearchResult} from "./TreeSearch.js";
+import {sharedPrefixLength} from "./sharedPrefix.js";
 
 export type {Retriever};
 
@@ -255,18 +256,21 @@ async function answerOne(model: EngineModel, item: {q: PlannedQuestion, text: st
 
 /**
  * Tokens the shared-prefix schedule decodes for one search: the prompt once, every child's passage
- * and its generated tokens but the last (never decoded), and with the reference policy each
- * expanded node's segment once more (re-appended after dropping its passage).
+ * (the siblings' common start once) and its generated tokens but the last (never decoded), and with
+ * the reference policy each expanded node's segment once more (re-appended after dropping its passage).
  */
 function evaluatedTokens(nodes: readonly TreeNode[], promptLength: number, policy: ContextPolicy): number {
     const expanded = new Set(nodes.map((n) => n.parent));
+    const siblings = new Map<number, Int32Array[]>();
     let total = promptLength;
     for (const node of nodes) {
         if (node.parent == null) continue;
         const generated = node.tokens.length + (node.asksRetrieval ? 1 : 0);
         total += (node.passageTokens?.length ?? 0) + generated - 1;
         if (policy !== "interleaved" && expanded.has(node.id)) total += node.tokens.length;
+        if (node.passageTokens != null) (siblings.get(node.parent) ?? siblings.set(node.parent, []).get(node.parent)!).push(node.passageTokens);
     }
+    for (const passages of siblings.values()) total -= (passages.length - 1) * sharedPrefixLength(passages);
     return total;
 }
 

@@ -8,6 +8,7 @@ import type {LongFormResult, LongFormSegment} from "./LongForm.js";
 import type {Passage, Task} from "./prompts.js";
 import {ReferenceBeamSearch, type ReferenceGeneration, type ReferenceGenerator, type ReferenceSearchOptions} from "./ReferenceBeamSearch.js";
 import {referenceAlceOutput, referenceFactScoreOutput, referencePostprocess} from "./referenceText.js";
+import {sharedPrefixLength} from "./sharedPrefix.js";
 
 /**
  * Generations on the engine for the reference search. Every context string is tokenized whole (as
@@ -34,14 +35,7 @@ export class EngineReferenceGenerator implements ReferenceGenerator {
             this.warnings.push(`a context of ${longest} tokens does not fit the ${room} tokens per sequence: that node was not expanded`);
             return contexts.map(() => undefined);
         }
-        let common = tokens[0].length;
-        for (const t of tokens.slice(1)) {
-            let i = 0;
-            while (i < common && i < t.length && t[i] === tokens[0][i]) i++;
-            common = i;
-        }
-        // Keep at least one token per context to prefill after the shared part (its logits start the generation).
-        common = Math.min(common, ...tokens.map((t) => t.length - 1));
+        const common = sharedPrefixLength(tokens);
         const seqs = this.lease.take(contexts.length);
         try {
             const [first, ...others] = seqs;

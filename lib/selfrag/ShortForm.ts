@@ -11,6 +11,7 @@ import {formatPrompt, taskInstruction, type Passage, type Task} from "./prompts.
 import {decide, type RetrievalDecision, type RetrievalDecisionOptions} from "./RetrievalDecision.js";
 import {R} from "../engine/ReflectionTokens.js";
 import type {CritiqueScore, CritiqueWeights} from "./SegmentScorer.js";
+import {sharedPrefixLength} from "./sharedPrefix.js";
 import {cutAtStop} from "./stops.js";
 import {traceCandidate, type TraceRecord} from "./traces.js";
 
@@ -279,12 +280,17 @@ function fitPassages(model: EngineModel, job: Job, plan: ShortFormPlan, required
 }
 
 /**
- * Appends one passage per slot after the prompt: forked from the root first unless the prompt
- * was decoded into every slot already (`shared`). Ordered per slot by the engine.
+ * Appends one passage per slot after the prompt. The passages' common leading tokens
+ * (`[Retrieval]<paragraph>`, a shared title) are decoded once: into every slot together when the
+ * prompt already is (`shared`, a unified KV cache), else into the root before it is forked. Then
+ * each slot's own rest. Ordered per slot by the engine.
  */
 function submitPassages(ctx: EngineModel["context"], root: number, seqs: readonly number[], tokens: readonly Int32Array[], shared: boolean): void {
-    if (!shared) for (const seq of seqs) if (seq !== root) void ctx.fork(root, seq);
-    seqs.forEach((seq, i) => void ctx.prefill(seq, tokens[i]));
+    const others = seqs.filter((seq) => seq !== root);
+    const common = sharedPrefixLength(tokens);
+    if (common > 0) void ctx.prefill(root, tokens[0].subarray(0, common), shared ? {shareWith: others} : {});
+    if (!shared) for (const seq of others) void ctx.fork(root, seq);
+    seqs.forEach((seq, i) => void ctx.prefill(seq, tokens[i].subarray(common)));
 }
 
 /** The passage tokens for one candidate, cut to fit the slot: prompt + passage + budget must fit (see `fitPassage`). */

@@ -16,10 +16,8 @@
 // weights and budgets (and the same 12 with equal options, for the decode-call ratio); (b) 48
 // requests arriving over time (seeded Poisson), one in four long form, mixed budgets; (c) 48
 // short-form requests at once (saturation). Timings feed ratios and the report; nothing asserts.
-import http from "node:http";
 import os from "node:os";
 import {Bench} from "tinybench";
-import type {Passage} from "../lib/selfrag/prompts.js";
 import {mulberry32} from "../lib/random.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {SelfRagServer} from "../lib/serving/SelfRagServer.js";
@@ -27,7 +25,7 @@ import {StaticBatchScheduler} from "./baselines/StaticBatchScheduler.js";
 import {ensureBenchModel, MODEL_FILE} from "./benchModel.js";
 import {environment, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {LlamaServerPeer} from "./peer/LlamaServerPeer.js";
-import {peerAnswer, peerAnswerLong} from "./peer/topKSelfRag.js";
+import {peerSystem, percentile, runWorkload, selfragSystem, shortRequest, TOPICS, type Request, type System} from "./servingSystems.js";
 
 const SEQUENCES = 12;
 const NDOCS = 3;
@@ -35,39 +33,12 @@ const CONTEXT = 512;
 const REPS = Number(process.env.SELFRAG_BENCH_REPS ?? 3);
 const ARRIVAL_RATE = 6; // requests per second, above what any of the three sustains
 
-const TOPICS = ["Eiffel Tower", "Carmen", "Danube", "Marie Curie", "Mount Fuji", "Amazon River", "Ada Lovelace", "Great Wall",
-    "Sahara", "Beethoven", "Nile", "Kilimanjaro"];
-
-function passagesFor(topic: string): Passage[] {
-    return [
-        {title: topic, text: `${topic} is the subject of this passage, which gives its history, its place and the people linked to it.`},
-        {title: `${topic} (history)`, text: `The history of ${topic} spans several centuries and is documented in many sources.`},
-        {title: `${topic} (culture)`, text: `${topic} appears in literature, painting and film, and draws visitors every year.`}
-    ];
-}
-
-interface Request {
-    long: boolean;
-    question: string;
-    passages: Passage[];
-    maxNewTokens: number;
-    threshold: number;
-    utility: number;
-    /** Arrival time from the start of the workload (ms). */
-    at: number;
-}
-
 // Mean 32, and ordered so that the four "lanes" of three slots each (12 slots, 3 per question)
 // end up with equal total budgets when each lane takes the next question as it frees up: the
 // decode-call ratio of (a) then measures what different options cost the batching, not the
 // makespan of an unbalanced job list.
 const BUDGETS_A = [26, 30, 34, 38, 38, 34, 30, 26, 31, 33, 30, 34];
 const BUDGETS_B = [16, 24, 32, 48];
-
-function shortRequest(i: number, maxNewTokens: number, threshold: number, utility: number, at = 0): Request {
-    const topic = TOPICS[i % TOPICS.length];
-    return {long: false, question: `What is known about ${topic}? (${i})`, passages: passagesFor(topic), maxNewTokens, threshold, utility, at};
-}
 
 const WORKLOADS: Record<string, {label: string, requests: Request[], sequential?: boolean}> = {
     single: {label: "one question at a time (12, 32 tokens)", sequential: true,
@@ -91,50 +62,7 @@ function arrivals(): Request[] {
 }
 
 const LONG = {beamWidth: 2, maxDepth: 3};
-
-/** One answered request: its latency, and for streamed ones the time to the first event. */
-interface Outcome {
-    answer: string;
-    latencyMs: number;
-    firstEventMs?: number;
-}
-
-type System = (request: Request) => Promise<Outcome>;
-
-/** POST over a fresh connection (`Connection: close`), timing the first body bytes and the end. */
-function post(port: number, path: string, body: unknown): Promise<{status: number, text: string, firstByteMs: number, totalMs: number}> {
-    const started = performance.now();
-    return new Promise((resolve, reject) => {
-        const payload = Buffer.from(JSON.stringify(body));
-        const request = http.request({host: "127.0.0.1", port, method: "POST", path, agent: false,
-            headers: {"Connection": "close", "Content-Type": "application/json", "Content-Length": String(payload.length)}}, (response) => {
-            const chunks: Buffer[] = [];
-            let firstByteMs = -1;
-            response.on("data", (chunk: Buffer) => {
-                if (firstByteMs < 0) firstByteMs = performance.now() - started;
-                chunks.push(chunk);
-            });
-            response.on("end", () => resolve({status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8"), firstByteMs,
-                totalMs: performance.now() - started}));
-            response.on("error", reject);
-        });
-        request.on("error", reject);
-        request.end(payload);
-    });
-}
-
-function selfragSystem(port: number): System {
-    return async (r) => {
-        const body = {question: r.question, passages: r.passages, ndocs: NDOCS, maxNewTokens: r.maxNewTokens, threshold: r.threshold,
-            weights: {utility: r.utility}, stream: true, ...(r.long ? {long: true, ...LONG} : {})};
-        const res = await post(port, "/v1/answer", body);
-        if (res.status !== 200) throw new Error(`selfrag: HTTP ${res.status}: ${res.text.slice(0, 300)}`);
-        const last = res.text.trim().split("\n\n").at(-1)!;
-        if (!last.startsWith("event: answer")) throw new Error(`selfrag: the stream did not end with an answer: ${last.slice(0, 300)}`);
-        const answer = (JSON.parse(last.slice(last.indexOf("data: ") + 6)) as {answer: string}).answer;
-        return {answer, latencyMs: res.totalMs, firstEventMs: res.firstByteMs};
-    };
-}
+const SETTINGS = {ndocs: NDOCS, long: LONG};
 
 function staticSystem(scheduler: StaticBatchScheduler): System {
     return async (r) => {
@@ -147,46 +75,6 @@ function staticSystem(scheduler: StaticBatchScheduler): System {
     };
 }
 
-function peerSystem(peer: LlamaServerPeer): System {
-    return async (r) => {
-        const started = performance.now();
-        const input = {question: r.question, passages: r.passages};
-        const options = {ndocs: NDOCS, maxNewTokens: r.maxNewTokens, threshold: r.threshold, mode: "always" as const,
-            weights: {use: r.utility}};
-        const result = r.long ? await peerAnswerLong(peer, input, {...options, ...LONG}) : await peerAnswer(peer, input, options);
-        return {answer: result.answer, latencyMs: performance.now() - started};
-    };
-}
-
-/**
- * Runs a workload: arrivals on schedule (or one after another), every request to completion.
- * Each run asks new questions (a run number leads the question), as real traffic does: a server
- * that caches prompts (llama-server does, per slot) must not answer a repeated run from its cache.
- */
-let runNumber = 0;
-async function runWorkload(system: System, workload: {requests: Request[], sequential?: boolean},
-    tag = `[run ${++runNumber}] `): Promise<{wallMs: number, outcomes: Outcome[]}> {
-    workload = {...workload, requests: workload.requests.map((r) => ({...r, question: tag + r.question}))};
-    const started = performance.now();
-    const outcomes: Outcome[] = [];
-    if (workload.sequential) {
-        for (const r of workload.requests) outcomes.push(await system(r));
-    } else {
-        outcomes.push(...await Promise.all(workload.requests.map(async (r) => {
-            const wait = r.at - (performance.now() - started);
-            if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-            return system(r);
-        })));
-    }
-    return {wallMs: performance.now() - started, outcomes};
-}
-
-function percentile(values: readonly number[], p: number): number {
-    const sorted = [...values].sort((a, b) => a - b);
-    if (sorted.length === 0) return NaN;
-    return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p / 100 * sorted.length) - 1))];
-}
-
 export async function run(): Promise<BenchResult> {
     await ensureBenchModel();
     // One thread each: on 2 shared vCPUs a second llama.cpp thread stalls on its spinning barrier (see shortForm.bench.ts).
@@ -195,7 +83,8 @@ export async function run(): Promise<BenchResult> {
     const port = Number(new URL(server.url).port);
     const staticScheduler = new StaticBatchScheduler(model);
     const peer = await LlamaServerPeer.start({model: MODEL_FILE, parallel: SEQUENCES, ctxPerSlot: CONTEXT, threads: 1});
-    const systems: Record<string, System> = {selfrag: selfragSystem(port), static: staticSystem(staticScheduler), "llama-server": peerSystem(peer)};
+    const systems: Record<string, System> = {selfrag: selfragSystem(port, SETTINGS), static: staticSystem(staticScheduler),
+        "llama-server": peerSystem(peer, SETTINGS)};
     const latencies = new Map<string, number[]>();
     const firstEvents = new Map<string, number[]>();
     const decodeCalls = new Map<string, number[]>();

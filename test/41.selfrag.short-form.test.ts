@@ -85,13 +85,72 @@ describe("short-form Self-RAG on the fixture model", () => {
         let common = 0;
         while (passages.every((t) => common < t.length - 1 && t[common] === passages[0][common])) common++;
         assert.ok(common >= 2, `the passages share [Retrieval]<paragraph>: ${common} tokens`);
-        assert.equal(used, result.stats.promptTokens + result.stats.passageTokens - (CORPUS.length - 1) * common + generated);
+        assert.equal(used, result.stats.promptTokens - result.stats.cachedPromptTokens + result.stats.passageTokens - (CORPUS.length - 1) * common + generated);
         const prompt = model.tokenize(formatPrompt(QUESTION));
         const reEncoding = CORPUS.reduce((n, p) => n + prompt.length + model.tokenize(formatPassage(p), {bos: false}).length, 0);
         assert.ok(used < reEncoding + generated, "less than encoding every candidate's context from scratch");
         // the passage tokens are exactly those of prompt + passage tokenized as one string
         const whole = model.tokenize(formatPrompt(QUESTION) + formatPassage(CORPUS[1]));
         assert.deepEqual(whole, Int32Array.from([...prompt, ...model.tokenize(formatPassage(CORPUS[1]), {bos: false})]));
+    });
+
+    it("a prompt that starts like an earlier question's decodes only the rest, and answers as on a fresh context", async () => {
+        const fresh = async () => SelfRagModel.load({modelPath: await tinyModel(), contextSize: 512, sequences: 3, gpu: false});
+        const other = "What is the capital of Italy?";
+        const options = {passages: CORPUS, traces: true};
+        const oracle = await fresh();
+        let alone: Awaited<ReturnType<SelfRagModel["answer"]>>;
+        try {
+            alone = await oracle.answer(other, options);
+            assert.equal(alone.stats.cachedPromptTokens, 0, "a new context holds nothing");
+        } finally {
+            await oracle.dispose();
+        }
+        const warm = await fresh();
+        try {
+            const first = await warm.answer(QUESTION, options);
+            assert.equal(first.stats.cachedPromptTokens, 0);
+            // The same question again: all of its prompt but the last token (whose logits decide) is in the kept slot.
+            let before = warm.context.stats.tokensEvaluated;
+            const again = await warm.answer(QUESTION, options);
+            assert.equal(again.stats.cachedPromptTokens, again.stats.promptTokens - 1);
+            assert.equal(warm.context.stats.tokensEvaluated - before, used(again) - again.stats.cachedPromptTokens);
+            assert.deepEqual(again.trace!.candidates.map((c) => c.tokens), first.trace!.candidates.map((c) => c.tokens));
+            again.candidates.forEach((c, i) => assert.ok(Math.abs(c.score - first.candidates[i].score) < 1e-4, `candidate ${i}`));
+            // Another question: the kept slot holds the template and the common words; only the rest is decoded.
+            const a = Array.from(warm.tokenize(formatPrompt(QUESTION)));
+            const b = Array.from(warm.tokenize(formatPrompt(other)));
+            let common = 0;
+            while (common < b.length - 1 && a[common] === b[common]) common++;
+            before = warm.context.stats.tokensEvaluated;
+            const reused = await warm.answer(other, options);
+            assert.equal(reused.stats.cachedPromptTokens, common);
+            assert.ok(common >= 5, `the template and "What is the capital of" are shared: ${common} tokens`);
+            assert.equal(warm.context.stats.tokensEvaluated - before, used(reused) - common);
+            assert.equal(reused.answer, alone.answer);
+            assert.deepEqual(reused.trace!.candidates.map((c) => c.tokens), alone.trace!.candidates.map((c) => c.tokens));
+            reused.candidates.forEach((c, i) => assert.ok(Math.abs(c.score - alone.candidates[i].score) < 1e-4, `candidate ${i}`));
+            assert.equal(warm.context.freeSlots, 3);
+        } finally {
+            await warm.dispose();
+        }
+        // Without a cell for every position of every slot, free slots keep nothing (it could crowd out running ones).
+        const small = await SelfRagModel.load({modelPath: await tinyModel(), contextSize: 512, sequences: 3, kvCells: 1024, gpu: false});
+        try {
+            await small.answer(QUESTION, options);
+            assert.equal((await small.answer(QUESTION, options)).stats.cachedPromptTokens, 0);
+        } finally {
+            await small.dispose();
+        }
+
+        /** Tokens a question decodes without any reuse: prompt, passages (their common start once), generated but the last. */
+        function used(r: typeof alone): number {
+            const passages = CORPUS.map((p) => Array.from(warm.tokenize(formatPassage(p), {bos: false})));
+            let shared = 0;
+            while (passages.every((t) => shared < t.length - 1 && t[shared] === passages[0][shared])) shared++;
+            return r.stats.promptTokens + r.stats.passageTokens - (CORPUS.length - 1) * shared +
+                r.trace!.candidates.reduce((n, c) => n + c.tokens.length - 1, 0);
+        }
     });
 
     it("without retrieval: one generation after [No Retrieval]; modes always / never override the decision", async () => {

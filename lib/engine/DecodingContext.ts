@@ -35,6 +35,8 @@ export class DecodingContext {
     private flushScheduled = false;
     /** Slots whose work was cancelled: later work on them fails at once, until they are cleared. */
     private readonly cancelled = new Set<number>();
+    /** Free slots that still hold a prompt's KV from position 0 (`releaseKeeping`), and its tokens. */
+    private readonly kept = new Map<number, Int32Array>();
     public readonly slots: SlotPool;
     public readonly sequences: number;
     public readonly reflectionIds: Int32Array;
@@ -66,13 +68,25 @@ export class DecodingContext {
     /** Takes `count` free slots now (lowest numbers first); throws SEQUENCE_OUT_OF_RANGE when fewer are free. */
     public acquire(count = 1): number[] {
         this.handle();
-        return this.slots.take(count);
+        const slots = this.slots.take(count);
+        const stale = slots.filter((seq) => this.kept.delete(seq));
+        if (stale.length > 0) void this.clear(...stale);
+        return slots;
     }
 
-    /** Waits (first come, first served) for `count` slots. */
-    public lease(count: number, signal?: AbortSignal): Promise<number[]> {
-        if (this.native == null) return Promise.reject(new SelfRagError("the context has been disposed", "CONTEXT_DISPOSED"));
-        return this.slots.lease(count, signal);
+    /**
+     * Waits (first come, first served) for `count` slots, empty. With `prompt`, the first slot is
+     * the free one whose kept prompt (see `releaseKeeping`) starts like it, if any: still holding
+     * it for `reusePrefix`.
+     */
+    public async lease(count: number, signal?: AbortSignal, prompt?: Int32Array): Promise<number[]> {
+        if (this.native == null) throw new SelfRagError("the context has been disposed", "CONTEXT_DISPOSED");
+        const prefer = prompt != null && this.kept.size > 0 ? (free: readonly number[]) => this.bestKept(free, prompt) : undefined;
+        const slots = await this.slots.lease(count, signal, prefer);
+        const claimed = prompt != null && this.kept.has(slots[0]) ? slots[0] : -1;
+        const stale = slots.filter((seq) => seq !== claimed && this.kept.delete(seq));
+        if (stale.length > 0) void this.clear(...stale);
+        return slots;
     }
 
     /**
@@ -81,8 +95,71 @@ export class DecodingContext {
      */
     public release(...slots: number[]): Promise<void> {
         this.handle();
+        for (const seq of slots) this.kept.delete(seq);
         this.slots.give(slots);
         return this.clear(...slots);
+    }
+
+    /**
+     * Prompt reuse across questions (what llama-server's per-slot prompt cache does): true when
+     * free slots may keep a prompt's KV, i.e. with a unified cache that has a cell for every
+     * position of every slot, so what a free slot keeps can never crowd out a running one.
+     */
+    public get keepsPrompts(): boolean {
+        const info = this.info;
+        return info.unifiedKv && info.contextSize >= info.sequences * info.contextPerSequence;
+    }
+
+    /**
+     * Returns a slot to the pool keeping the KV of its first `tokens.length` positions, which hold
+     * `tokens` (a question's prompt): a later lease with a prompt that starts the same way (a task
+     * instruction, the prompt template) takes this slot and decodes only the rest. As `release`
+     * when prompts are not kept.
+     */
+    public releaseKeeping(seq: number, tokens: Int32Array): Promise<void> {
+        this.handle();
+        if (!this.keepsPrompts || tokens.length === 0 || this.cancelled.has(seq)) return this.release(seq);
+        this.kept.set(seq, tokens);
+        this.slots.give([seq]);
+        // Ordered before any work of the slot's next lease (submitted after this returns).
+        return this.trim(seq, tokens.length).catch(() => {
+            this.kept.delete(seq);
+            return this.clear(seq);
+        });
+    }
+
+    /**
+     * How many leading tokens of `prompt` a freshly leased slot already holds (its kept prompt's
+     * common start, all but the prompt's last token at most, whose logits the caller needs): the
+     * slot is cut to them, or cleared when none match. 0 for a slot that kept nothing.
+     */
+    public reusePrefix(seq: number, prompt: Int32Array): number {
+        const kept = this.kept.get(seq);
+        if (kept == null) return 0;
+        this.kept.delete(seq);
+        const reused = Math.min(commonStart(kept, prompt), prompt.length - 1);
+        if (reused <= 0) {
+            void this.clear(seq);
+            return 0;
+        }
+        if (reused < kept.length) void this.trim(seq, reused);
+        return reused;
+    }
+
+    /** The free slot whose kept prompt shares the longest start with `prompt` (at least one token). */
+    private bestKept(free: readonly number[], prompt: Int32Array): number | undefined {
+        let best: number | undefined;
+        let bestLength = 0;
+        for (const seq of free) {
+            const kept = this.kept.get(seq);
+            if (kept == null) continue;
+            const length = commonStart(kept, prompt);
+            if (length > bestLength) {
+                best = seq;
+                bestLength = length;
+            }
+        }
+        return best;
     }
 
     /**
@@ -156,6 +233,7 @@ export class DecodingContext {
         if (native == null) return;
         this.flush();
         this.native = undefined;
+        this.kept.clear();
         const error = new SelfRagError("the context was disposed before this work finished", "CONTEXT_DISPOSED");
         this.slots.close(error);
         native.dispose(); // delivers CONTEXT_DISPOSED for everything unfinished
@@ -233,6 +311,14 @@ export class DecodingContext {
             else w.resolve(c);
         }
     }
+}
+
+/** Length of the common start of two token arrays. */
+function commonStart(a: Int32Array, b: Int32Array): number {
+    const n = Math.min(a.length, b.length);
+    let i = 0;
+    while (i < n && a[i] === b[i]) i++;
+    return i;
 }
 
 /** Marks a promise as handled (callers that do not await it must not crash the process); awaiting it still throws. */

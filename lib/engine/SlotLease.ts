@@ -13,18 +13,23 @@ export class SlotLease {
     private readonly onAbort?: () => void;
     private closed = false;
 
-    private constructor(private readonly ctx: DecodingContext, slots: number[], private readonly signal?: AbortSignal) {
+    private constructor(private readonly ctx: DecodingContext, slots: number[], private readonly signal?: AbortSignal, firstTaken?: number) {
         this.held = new Set(slots);
-        this.spare = [...slots].sort((a, b) => b - a);
+        this.spare = slots.filter((seq) => seq !== firstTaken).sort((a, b) => b - a);
+        if (firstTaken != null) this.spare.push(firstTaken);
         if (signal != null) {
             this.onAbort = () => this.ctx.cancel(...this.held);
             signal.addEventListener("abort", this.onAbort, {once: true});
         }
     }
 
-    /** Waits for `count` slots of the context's pool (FIFO). */
-    public static async acquire(ctx: DecodingContext, count: number, signal?: AbortSignal): Promise<SlotLease> {
-        return new SlotLease(ctx, await ctx.lease(count, signal), signal);
+    /**
+     * Waits for `count` slots of the context's pool (FIFO). With `prompt`: the first slot `take`
+     * hands out is the one that may already hold the prompt's start (`DecodingContext.reusePrefix`).
+     */
+    public static async acquire(ctx: DecodingContext, count: number, signal?: AbortSignal, prompt?: Int32Array): Promise<SlotLease> {
+        const slots = await ctx.lease(count, signal, prompt);
+        return new SlotLease(ctx, slots, signal, prompt != null ? slots[0] : undefined);
     }
 
     public get size(): number {
@@ -61,6 +66,14 @@ export class SlotLease {
         // Flows call this without waiting (a finished candidate's slot): it must never reject, or an
         // aborted request's late release would be an unhandled rejection that ends the process.
         await this.ctx.release(...mine).catch(() => undefined);
+    }
+
+    /** Gives a slot back keeping its first `tokens.length` positions (its prompt) for a later question (`DecodingContext.releaseKeeping`). */
+    public async giveKeeping(seq: number, tokens: Int32Array): Promise<void> {
+        if (!this.held.delete(seq)) return;
+        const at = this.spare.indexOf(seq);
+        if (at >= 0) this.spare.splice(at, 1);
+        await this.ctx.releaseKeeping(seq, tokens).catch(() => undefined);
     }
 
     /** Gives every slot back; idempotent. Never throws: the context may have been disposed. */

@@ -1,7 +1,11 @@
 import {SelfRagError} from "../errors.js";
 
+/** Picks the free slot a lease would rather have first (one holding a prompt it can reuse), if any. */
+export type SlotPreference = (free: readonly number[]) => number | undefined;
+
 interface Waiter {
     count: number;
+    prefer?: SlotPreference;
     resolve: (slots: number[]) => void;
     reject: (error: Error) => void;
     signal?: AbortSignal;
@@ -40,26 +44,33 @@ export class SlotPool {
         return this.waiters.length;
     }
 
-    /** Takes `count` free slots now (lowest numbers first) or throws SEQUENCE_OUT_OF_RANGE. */
-    public take(count: number): number[] {
+    /**
+     * Takes `count` free slots now (lowest numbers first; the one `prefer` picks, if any, first of
+     * all) or throws SEQUENCE_OUT_OF_RANGE.
+     */
+    public take(count: number, prefer?: SlotPreference): number[] {
         if (!Number.isInteger(count) || count < 1 || count > this.free.length) {
             throw new SelfRagError(`asked for ${count} sequence slot(s) but only ${this.free.length} of ` +
                 `${this.size} are free; load the model with more \`sequences\``, "SEQUENCE_OUT_OF_RANGE");
         }
-        return this.free.splice(this.free.length - count, count).reverse();
+        const preferred = prefer?.(this.free);
+        const at = preferred == null ? -1 : this.free.indexOf(preferred);
+        if (at < 0) return this.free.splice(this.free.length - count, count).reverse();
+        this.free.splice(at, 1);
+        return [preferred!, ...(count > 1 ? this.free.splice(this.free.length - (count - 1), count - 1).reverse() : [])];
     }
 
     /** Waits (FIFO) until `count` slots are free and takes them; an aborted wait rejects with ABORTED. */
-    public lease(count: number, signal?: AbortSignal): Promise<number[]> {
+    public lease(count: number, signal?: AbortSignal, prefer?: SlotPreference): Promise<number[]> {
         if (this.closedWith != null) return Promise.reject(this.closedWith);
         this.check(count);
         if (signal?.aborted) return Promise.reject(abortedWhileWaiting(signal));
         if (this.waiters.length === 0 && count <= this.free.length) {
             this.served++;
-            return Promise.resolve(this.take(count));
+            return Promise.resolve(this.take(count, prefer));
         }
         return new Promise((resolve, reject) => {
-            const waiter: Waiter = {count, resolve, reject, signal, since: performance.now()};
+            const waiter: Waiter = {count, prefer, resolve, reject, signal, since: performance.now()};
             if (signal != null) {
                 waiter.onAbort = () => {
                     const at = this.waiters.indexOf(waiter);
@@ -101,7 +112,7 @@ export class SlotPool {
             if (w.onAbort != null) w.signal?.removeEventListener("abort", w.onAbort);
             this.waitedMs += performance.now() - w.since;
             this.served++;
-            w.resolve(this.take(w.count));
+            w.resolve(this.take(w.count, w.prefer));
         }
     }
 

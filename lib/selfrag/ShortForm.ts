@@ -102,13 +102,16 @@ export interface ShortFormAnswer {
     votes?: Record<string, number>;
     warnings: string[];
     trace?: TraceRecord;
-    stats: {promptTokens: number, passageTokens: number, generatedTokens: number};
+    /** promptTokens: the prompt's length; cachedPromptTokens: of those, how many its slot already held (not decoded again). */
+    stats: {promptTokens: number, cachedPromptTokens: number, passageTokens: number, generatedTokens: number};
 }
 
 interface Job {
     id: string;
     task: Task;
     prompt: Int32Array;
+    /** Leading prompt tokens its root slot already held (not decoded again). */
+    cachedPromptTokens: number;
     passages: Passage[];
     warnings: string[];
 }
@@ -119,7 +122,7 @@ function prepare(model: EngineModel, q: PlannedQuestion, plan: ShortFormPlan): J
     const perSequence = model.context.info.contextPerSequence;
     const prompt = model.tokenize(formatPrompt(taskInstruction(q.task, q.question, q.choices, {profile: plan.profile}), q.input));
     requirePromptFits(plan, perSequence, prompt.length, q.id);
-    return {id: q.id, task: q.task, prompt, passages: [], warnings: []};
+    return {id: q.id, task: q.task, prompt, cachedPromptTokens: 0, passages: [], warnings: []};
 }
 
 /**
@@ -162,7 +165,7 @@ async function answerPrepared(model: EngineModel, q: PlannedQuestion, job: Job, 
     // Both branches: one slot more, for the candidate after [No Retrieval].
     const slots = both && job.passages.length > 0 ? width + 1 : width;
     requireSlots(plan, slots, ctx.sequences, job.id);
-    const lease = await SlotLease.acquire(ctx, slots, control.signal);
+    const lease = await SlotLease.acquire(ctx, slots, control.signal, job.prompt);
     control.onStart?.();
     try {
         // 1. The prompt; its first generated position decides retrieval. The passages are
@@ -172,12 +175,17 @@ async function answerPrepared(model: EngineModel, q: PlannedQuestion, job: Job, 
         //    retrieve drops them (its root slot is trimmed back to the prompt).
         const [root, ...others] = lease.take(width);
         const spare = slots > width ? lease.take(1)[0] : undefined;
+        // The root may still hold the start of this prompt (an earlier question's, kept at its
+        // release: the template, a task instruction): only the rest is decoded.
+        job.cachedPromptTokens = ctx.reusePrefix(root, job.prompt);
         const prefetched = (plan.prefetchPassages || both) && (plan.mode !== "never" || both) && job.passages.length > 0
             ? fitPassages(model, job, plan, both) : undefined;
         // With a unified KV cache the prompt is decoded once into all the question's slots and
         // the passages join the same step; otherwise the prompt is forked after it is decoded.
         const shared = prefetched != null && others.length > 0 && ctx.info.unifiedKv;
-        const promptRows = ctx.prefill(root, job.prompt, shared ? {shareWith: others} : {});
+        // A shared prefill needs every slot at the same length: the reused start is forked in first.
+        if (shared && job.cachedPromptTokens > 0) for (const seq of others) void ctx.fork(root, seq);
+        const promptRows = ctx.prefill(root, job.prompt.subarray(job.cachedPromptTokens), shared ? {shareWith: others} : {});
         // Both branches: the prompt forked into the spare slot before any passage, [No Retrieval] after it
         // (a fork gives the logits of prefilling the prompt there, so this is the candidate the root would generate).
         const unretrieved = spare != null ? noRetrievalCandidate(model, job, plan, root, spare, lease) : undefined;
@@ -212,8 +220,9 @@ async function answerPrepared(model: EngineModel, q: PlannedQuestion, job: Job, 
         const segments: NativeSegment[] = new Array(seqs.length);
         await Promise.all(seqs.map(async (seq, i) => {
             const generated = await ctx.generateOne(seq, plan.maxNewTokens);
-            // The slot is not needed once its candidate is generated (the root only after its forks ran).
-            void lease.give(seq);
+            // The slot is not needed once its candidate is generated (the root only after its forks
+            // ran); the root keeps the prompt for a later question that starts the same way.
+            void (seq === root ? lease.giveKeeping(root, job.prompt) : lease.give(seq));
             const {candidate, segment} = scoredCandidate(model, job, plan, generated, generateRetrieval ? job.passages[i] : null);
             segments[i] = segment;
             candidates[i] = candidate;
@@ -352,6 +361,7 @@ function assemble(model: EngineModel, job: Job, decision: RetrievalDecision, can
         id: job.id, answer, retrieve: decision, candidates, best, ...(votes != null ? {votes} : {}), warnings: job.warnings,
         stats: {
             promptTokens: job.prompt.length,
+            cachedPromptTokens: job.cachedPromptTokens,
             passageTokens: passageTokens.reduce((n, t) => n + t.length, 0),
             generatedTokens: segments.reduce((n, s) => n + s.tokens.length, 0)
         }

@@ -111,7 +111,7 @@ export async function run(): Promise<BenchResult> {
                     const peerBefore = {...peerWork};
                     const metricsBefore = systemId === "llama-server" ? await peer.metrics() : undefined;
                     // The same questions for both systems in a run; each system sees a question once.
-                    const {wallMs, outcomes} = await runWorkload(systems[systemId], workload, `[run ${rep + 1}] `);
+                    const {wallMs, outcomes} = await runWorkload(systems[systemId], workload, `[${workloadId} ${rep + 1}] `);
                     if (systemId === "selfrag") {
                         const after = model.context.stats;
                         push(works, id, {tokens: after.tokensEvaluated - stats.tokensEvaluated, steps: after.steps - stats.steps});

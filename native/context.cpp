@@ -117,6 +117,7 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
     if (!IsAbsent(reactionWindowUs)) {
         options.reactionWindow = std::chrono::microseconds(RequireInt32(env, reactionWindowUs, "options.reactionWindowUs", 0, INT32_MAX));
     }
+    options.stepRowAlign = OptionalInt32(env, o.Get("stepRowAlign"), "options.stepRowAlign", 0, 64, 0);
     const Napi::Value kvCells = o.Get("kvCells");
     if (!IsAbsent(kvCells)) {
         options.kvCells = RequireInt32(env, kvCells, "options.kvCells", 1, 1 << 30);
@@ -334,6 +335,7 @@ Napi::Value Context::Info(const Napi::CallbackInfo& info) {
     out.Set("sequences", engine_->Sequences());
     out.Set("batchSize", engine_->BatchSize());
     out.Set("stepTokens", engine_->Options().stepTokens);
+    out.Set("stepRowAlign", engine_->Options().stepRowAlign);
     out.Set("vocabSize", engine_->VocabSize());
     out.Set("unifiedKv", engine_->Options().unifiedKv);
     out.Set("threads", engine_->Options().threads);
@@ -362,6 +364,7 @@ Napi::Value Context::Stats(const Napi::CallbackInfo& info) {
     out.Set("generatedTokens", static_cast<double>(s.generatedTokens));
     out.Set("reactionWaitMs", static_cast<double>(s.reactionWaitUs) / 1000.0);
     out.Set("decodeMs", static_cast<double>(s.decodeUs) / 1000.0);
+    out.Set("paddingTokens", static_cast<double>(s.paddingTokens));
     out.Set("pendingWork", static_cast<double>(s.pendingWork));
     // Rows reduced by the CUDA kernel at the output tensor, and the last CUDA failure there (that
     // decode used the host logits instead).

@@ -35,6 +35,11 @@ struct EngineOptions {
     // After handing finished work to JavaScript, how long the loop waits for the work that follows
     // from it before starting the next step without it (0: never wait).
     std::chrono::microseconds reactionWindow{2000};
+    // Pad a step whose token count leaves 2 or more over a multiple of this (0: never) with
+    // throwaway tokens. For quantized weights on the CPU: ggml's repacked kernels multiply tokens
+    // in tiles of 4 and each one left over in a pass of its own over all the weights
+    // (ggml-cpu/repack.cpp), so a 3-token step costs about 1.5 times a 4-token one.
+    int32_t stepRowAlign = 0;
     std::vector<int32_t> reflectionIds;  // ids whose log-probs are extracted at every position
     // Summarise logits rows at llama.cpp's output tensor, inside the graph (OutputExtractor: on a
     // CUDA device by the CUDA kernel), instead of from the host copy after the decode.
@@ -79,6 +84,7 @@ struct EngineStats {
     std::atomic<uint64_t> generatedTokens{0};  // tokens accepted into segments
     std::atomic<uint64_t> reactionWaitUs{0};   // time spent waiting for JavaScript's follow-up work
     std::atomic<uint64_t> decodeUs{0};         // time inside llama_decode (the model's compute)
+    std::atomic<uint64_t> paddingTokens{0};    // throwaway tokens decoded to round steps up (stepRowAlign)
 };
 
 class SequenceEngine {

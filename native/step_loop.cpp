@@ -19,7 +19,7 @@ bool Touches(const Work& work, int32_t seq) {
 StepLoop::StepLoop(SequenceEngine& engine, std::function<void()> notify)
     : engine_(engine),
       notify_(std::move(notify)),
-      batch_(engine.Options().stepTokens + engine.Sequences(), engine.Sequences()),
+      batch_(engine.Options().stepTokens + engine.Sequences() + std::max(0, engine.Options().stepRowAlign), engine.Sequences()),
       thread_([this] { Run(); }) {}
 
 StepLoop::~StepLoop() { Stop(); }
@@ -73,6 +73,7 @@ StatsSnapshot StepLoop::Snapshot() {
     out.generatedTokens = s.generatedTokens.load();
     out.reactionWaitUs = s.reactionWaitUs.load();
     out.decodeUs = s.decodeUs.load();
+    out.paddingTokens = s.paddingTokens.load();
     out.pendingWork = pending_.size();
     return out;
 }
@@ -300,9 +301,13 @@ int32_t StepLoop::DecodeStep(const std::vector<StepEntry>& step, const std::vect
         std::lock_guard<std::mutex> lock(mutex_);
         engine_.Stats().decodeCalls += 1;
         engine_.Stats().decodeUs += decodeUs;
-        engine_.Stats().tokensEvaluated += static_cast<uint64_t>(count);
+        int32_t padding = 0;
+        for (int32_t j = 0; j < count; ++j) padding += owner[static_cast<size_t>(offset + j)] < 0 ? 1 : 0;
+        engine_.Stats().tokensEvaluated += static_cast<uint64_t>(count - padding);
+        engine_.Stats().paddingTokens += static_cast<uint64_t>(padding);
         int32_t outputs = 0;  // output rows so far in this view: row k is the k-th token asking for logits
         for (int32_t j = 0; j < count; ++j) {
+            if (owner[static_cast<size_t>(offset + j)] < 0) continue;  // padding: no logits row, nothing to apply
             Work& w = *step[static_cast<size_t>(owner[static_cast<size_t>(offset + j)])].work;
             SequenceState& state = engine_.State(w.seq);
             const bool hasRow = view.logits[j] != 0;
@@ -350,6 +355,33 @@ int32_t StepLoop::DecodeStep(const std::vector<StepEntry>& step, const std::vect
         offset += count;
     }
     return offset;
+}
+
+StepLoop::Padding StepLoop::PadStep(const std::vector<StepEntry>& step, std::vector<int32_t>& owner) {
+    const int32_t align = engine_.Options().stepRowAlign;
+    const int32_t rows = batch_.Size();
+    if (align < 2 || rows % align < 2) return {};
+    const int32_t pad = align - rows % align;
+    // One view, and a cell for every position of every slot (so the slot's own room holds them).
+    if (rows + pad > engine_.BatchSize() ||
+        static_cast<int64_t>(engine_.ContextTotal()) < static_cast<int64_t>(engine_.Sequences()) * engine_.ContextPerSequence()) {
+        return {};
+    }
+    // A generating slot with room after its token: the padding tokens follow it there, so no real
+    // token attends to them (causal), and they are removed after the decode.
+    for (const auto& entry : step) {
+        const Work& w = *entry.work;
+        if (w.kind != WorkKind::Generate) continue;
+        const SequenceState& state = engine_.State(w.seq);
+        if (state.nPast + 1 + pad > engine_.ContextPerSequence()) continue;
+        const llama_token token = w.segment.tokens.back();
+        for (int32_t k = 0; k < pad; ++k) {
+            batch_.Add(token, state.nPast + 1 + k, w.seq, false);
+            owner.push_back(-1);
+        }
+        return {w.seq, state.nPast + 1, pad};
+    }
+    return {};
 }
 
 void StepLoop::MarkInvalidRow(Work& work, const RowSummary& summary, int32_t position) {
@@ -429,8 +461,11 @@ void StepLoop::Run() {
             }
         }
 
+        const Padding padding = PadStep(step, owner);
         std::string failure;
         const int32_t decoded = DecodeStep(step, owner, failure);
+        // The throwaway tokens sit after their slot's token: drop their cells before anything else runs.
+        if (padding.tokens > 0) engine_.RemoveFrom(padding.seq, padding.from);
         {
             std::unique_lock<std::mutex> lock(mutex_);
             // Work with an invalid logits row fails now that every view of the step is decoded (a

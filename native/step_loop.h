@@ -66,6 +66,7 @@ struct StatsSnapshot {
     uint64_t generatedTokens = 0;
     uint64_t reactionWaitUs = 0;
     uint64_t decodeUs = 0;
+    uint64_t paddingTokens = 0;
     size_t pendingWork = 0;
 };
 
@@ -115,6 +116,13 @@ private:
     void RemoveFinished();
     // Decodes `batch` view by view and applies each row; returns the number of batch tokens decoded.
     int32_t DecodeStep(const std::vector<StepEntry>& step, const std::vector<int32_t>& owner, std::string& failure);
+    // Throwaway tokens appended to the batch (stepRowAlign) on `seq` from position `from`; owner -1.
+    struct Padding {
+        int32_t seq = -1;
+        int32_t from = 0;
+        int32_t tokens = 0;
+    };
+    Padding PadStep(const std::vector<StepEntry>& step, std::vector<int32_t>& owner);
     // The sequences a work touches (its slot, a fork's destination, a shared prefill's slots).
     static std::vector<int32_t> SeqsOf(const Work& work);
     // Ends the youngest work of a step that could not decode a single token (no free KV cell).

@@ -36,6 +36,8 @@ export interface NativeContextOptions {
     stepTokens?: number;
     /** Microseconds the loop waits, after finished work, for the work that follows from it (default 2000). */
     reactionWindowUs?: number;
+    /** Round a step's token count leaving 2+ over a multiple of this up with throwaway tokens (0: never; see SelfRagModelOptions). */
+    stepRowAlign?: number;
     unifiedKv: boolean;
     /**
      * KV cells in the cache (default contextSize x sequences). Fewer overcommit a unified cache:
@@ -124,6 +126,7 @@ export interface NativeContextInfo {
     sequences: number;
     batchSize: number;
     stepTokens: number;
+    stepRowAlign: number;
     vocabSize: number;
     unifiedKv: boolean;
     threads: number;
@@ -160,6 +163,8 @@ export interface NativeContextStats {
     reactionWaitMs: number;
     /** Milliseconds inside llama_decode (the model's compute): over wall time, how busy the model was. */
     decodeMs: number;
+    /** Throwaway tokens decoded to round steps up (stepRowAlign); not in tokensEvaluated. */
+    paddingTokens: number;
     /** Work submitted and not finished. */
     pendingWork: number;
 }

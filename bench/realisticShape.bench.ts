@@ -19,6 +19,7 @@ import {runModelBench} from "../lib/bench/ModelBench.js";
 import {ensureFixtureModel} from "./benchModel.js";
 import {environment, median, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {compiledCpuVariant, ensureLlamaBench} from "./peer/buildLlamaServer.js";
+import {measureReadBandwidth, weightBytesPerStep} from "./peer/readBandwidth.js";
 import {benchCacheDir} from "./peer/repoRoot.js";
 
 const ROUNDS = Math.max(1, Number(process.env.SELFRAG_BENCH_ROUNDS ?? 5));
@@ -106,6 +107,9 @@ export async function run(): Promise<BenchResult> {
     const notes: string[] = [];
     let peerInfo: LlamaBenchRow | undefined;
     const table: string[] = [];
+    // The bandwidth ceiling of generation: a step reads every weight once (the token embedding one row).
+    const weights = weightBytesPerStep(model);
+    const bandwidth = new Map<number, number>();
     for (const threads of THREADS) {
         const engine: Rates[] = [];
         const peer: Rates[] = [];
@@ -123,7 +127,9 @@ export async function run(): Promise<BenchResult> {
             process.stderr.write(`realistic shape: ${threads} thread(s), round ${round + 1}/${ROUNDS}: engine pp${PROMPT} ${engine.at(-1)!.pp.toFixed(2)} ` +
                 `tg${GEN} ${engine.at(-1)!.tg.toFixed(2)} t/s, llama-bench pp ${peer.at(-1)!.pp.toFixed(2)} tg ${peer.at(-1)!.tg.toFixed(2)} t/s\n`);
         }
+        bandwidth.set(threads, measureReadBandwidth(threads));
         const e = {pp: median(engine.map((r) => r.pp)), tg: median(engine.map((r) => r.tg))};
+        const ceiling = bandwidth.get(threads)! * 1e9 / weights.bytes;
         const p = {pp: median(peer.map((r) => r.pp)), tg: median(peer.map((r) => r.tg))};
         measurements.push(
             tokenMeasurement(`engine:pp${PROMPT}:${threads}`, `engine pp${PROMPT}, ${threads} thread(s)`, engine.map((r) => r.pp)),
@@ -134,14 +140,17 @@ export async function run(): Promise<BenchResult> {
             {label: `pp${PROMPT}, ${threads} thread(s): engine / llama-bench (t/s, medians)`, value: e.pp / p.pp, unit: "x", target: {kind: "min", value: TARGET}},
             {label: `tg${GEN}, ${threads} thread(s): engine / llama-bench (t/s, medians)`, value: e.tg / p.tg, unit: "x", target: {kind: "min", value: TARGET}});
         table.push(`| ${threads} | ${e.pp.toFixed(2)} | ${p.pp.toFixed(2)} | ${(e.pp / p.pp).toFixed(3)}x | ${e.tg.toFixed(2)} | ${p.tg.toFixed(2)} | ` +
-            `${(e.tg / p.tg).toFixed(3)}x | ${(1000 / e.tg).toFixed(1)} ms vs ${(1000 / e.pp).toFixed(1)} ms |`);
+            `${(e.tg / p.tg).toFixed(3)}x | ${(1000 / e.tg).toFixed(1)} ms vs ${(1000 / e.pp).toFixed(1)} ms | ${ceiling.toFixed(1)} t/s ` +
+            `(${bandwidth.get(threads)!.toFixed(1)} GB/s): tg at ${(e.tg / ceiling).toFixed(2)} of it |`);
         notes.push(`${threads} thread(s), per-round means (t/s): engine pp ${engine.map((r) => r.pp.toFixed(2)).join(", ")}; llama-bench pp ` +
             `${peer.map((r) => r.pp.toFixed(2)).join(", ")}; engine tg ${engine.map((r) => r.tg.toFixed(2)).join(", ")}; llama-bench tg ` +
             `${peer.map((r) => r.tg.toFixed(2)).join(", ")}.`);
     }
     notes.unshift(
         `Model: selfrag fixture --kind 1b --quant q4_0 (random weights, TinyLlama 1.1B shape: 2048 wide, 22 layers, 32 heads, 4 KV heads, FFN 5632, ` +
-        `Self-RAG vocabulary of 32,016), ${model}.`,
+        `Self-RAG vocabulary of 32,016), ${model}; a decode step reads ${(weights.bytes / 1e6).toFixed(0)} MB of weights.`,
+        `Read bandwidth (bench/peer/readBandwidth.c, best of 5 passes over 1 GiB, measured after each thread count's rounds): ` +
+        `${[...bandwidth].map(([t, b]) => `${b.toFixed(1)} GB/s with ${t} thread(s)`).join(", ")}.`,
         `Like for like: llama-bench from node-llama-cpp's llama.cpp source (build ${peerInfo?.build_number ?? "?"}, ${peerInfo?.build_commit ?? "?"}), ` +
         `built with the engine's compiled CPU backend's options (build/cpu-backend/backend.json: variant ${backend.variant}, ${backend.features.join(" ")}; ` +
         `${backend.compiler}): GGML_NATIVE=OFF with exactly the variant's feature options on (the same -m flags and GGML_<feature> definitions as the variant build, not -march=native), GGML_BACKEND_DL, ` +
@@ -154,8 +163,8 @@ export async function run(): Promise<BenchResult> {
         `(warm-up, ${REPS} repetitions), order alternating; each round gives one mean rate per side; figures are medians over rounds.`,
         "",
         `| Threads | engine pp${PROMPT} (t/s) | llama-bench pp${PROMPT} | pp ratio | engine tg${GEN} (t/s) | llama-bench tg${GEN} | tg ratio | ` +
-        "engine ms per generated token vs per prompt token (compute floor) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "engine ms per generated token vs per prompt token (compute floor) | tg bandwidth ceiling (read bandwidth / weight bytes per step) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
         ...table,
         "");
     const result: BenchResult = {

@@ -20,14 +20,13 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {spawnSync} from "node:child_process";
-import {readGgufLayoutSync} from "../lib/gguf/GgufReader.js";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {SelfRagServer} from "../lib/serving/SelfRagServer.js";
 import {ensureFixtureModel} from "./benchModel.js";
 import {environment, median, sampleMeasurement, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {ensureLikeForLikeLlamaServer, ensureLlamaBench} from "./peer/buildLlamaServer.js";
 import {LlamaServerPeer} from "./peer/LlamaServerPeer.js";
-import {measureReadBandwidth} from "./peer/readBandwidth.js";
+import {measureReadBandwidth, weightBytesPerStep} from "./peer/readBandwidth.js";
 import {benchCacheDir} from "./peer/repoRoot.js";
 import type {PeerWork} from "./peer/topKSelfRag.js";
 import {peerSystem, percentile, runWorkload, selfragSystem, shortRequest, type Request, type System} from "./servingSystems.js";
@@ -56,19 +55,6 @@ interface Work {
     cached?: number;
 }
 
-/** Weight bytes one decode step reads: every tensor but the token embedding (one row per token), unless the output layer is tied to it. */
-function bytesPerStep(modelFile: string): {bytes: number, tied: boolean} {
-    const fd = fs.openSync(modelFile, "r");
-    try {
-        const layout = readGgufLayoutSync(fd, fs.fstatSync(fd).size);
-        const tied = !layout.tensors.some((t) => t.name === "output.weight");
-        const bytes = layout.tensors.filter((t) => tied || t.name !== "token_embd.weight").reduce((n, t) => n + t.bytes, 0);
-        return {bytes, tied};
-    } finally {
-        fs.closeSync(fd);
-    }
-}
-
 /** llama-bench's pp64 rate (t/s) with the like-for-like build: the prompt rate the compute ceiling divides by. */
 function promptRate(binary: string, model: string): number {
     const result = spawnSync(binary, ["-m", model, "-p", "64", "-n", "0", "-t", String(THREADS), "-r", "3", "-o", "json"], {encoding: "utf8"});
@@ -83,7 +69,7 @@ export async function run(): Promise<BenchResult> {
     const modelFile = await ensureFixtureModel(path.join(benchCacheDir(), "fixture-1b-q4_0.gguf"), "1b", {quant: "q4_0"});
     const server = await ensureLikeForLikeLlamaServer();
     const llamaBench = await ensureLlamaBench();
-    const weights = bytesPerStep(modelFile);
+    const weights = weightBytesPerStep(modelFile);
     const rates: number[] = [promptRate(llamaBench.binary, modelFile)];
     const bandwidths: number[] = [measureReadBandwidth(THREADS)];
 

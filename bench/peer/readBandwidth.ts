@@ -1,9 +1,11 @@
 // The read-bandwidth probe (readBandwidth.c), compiled once into bench/.cache with the system cc
-// (rebuilt when its source changes) and run: GB/s of reading a 1 GiB buffer with `threads` threads.
+// (rebuilt when its source changes) and run: GB/s of reading a 1 GiB buffer with `threads` threads;
+// with the weight bytes a decode step reads, the bandwidth ceiling of generation.
 import {spawnSync} from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import {readGgufLayoutSync} from "../../lib/gguf/GgufReader.js";
 import {benchCacheDir, repoRoot} from "./repoRoot.js";
 
 function ensureProbe(): string {
@@ -32,4 +34,17 @@ export function measureReadBandwidth(threads: number): number {
         throw new Error(`read-bandwidth probe failed (${result.status}): ${result.stdout}${result.stderr}`);
     }
     return value;
+}
+
+/** Weight bytes one decode step reads: every tensor but the token embedding (one row per token), unless the output layer is tied to it. */
+export function weightBytesPerStep(modelFile: string): {bytes: number, tied: boolean} {
+    const fd = fs.openSync(modelFile, "r");
+    try {
+        const layout = readGgufLayoutSync(fd, fs.fstatSync(fd).size);
+        const tied = !layout.tensors.some((t) => t.name === "output.weight");
+        const bytes = layout.tensors.filter((t) => tied || t.name !== "token_embd.weight").reduce((n, t) => n + t.bytes, 0);
+        return {bytes, tied};
+    } finally {
+        fs.closeSync(fd);
+    }
 }

@@ -9,11 +9,19 @@ type FixtureOptions = Parameters<typeof writeFixtureModel>[2];
 
 /** bench/.cache in the source tree (this file runs as dist/bench/benchModel.js). */
 const cacheDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bench", ".cache");
-export const MODEL_FILE = path.join(cacheDir, "bench.gguf");
 
-/** Writing the 210 MB fixture takes a while: do it once, through a temporary file so a killed run leaves no half file. */
+/**
+ * `SELFRAG_BENCH_SHAPE=1b`: the benchmarks that decode on MODEL_FILE (shortForm, model, startup, ...)
+ * run on the 1B Q4_0 fixture (TinyLlama 1.1B's shape) instead, and their results are written as
+ * `<name>-1b` (writeResult).
+ */
+export const BENCH_SHAPE: "bench" | "1b" = process.env.SELFRAG_BENCH_SHAPE === "1b" ? "1b" : "bench";
+export const MODEL_FILE = path.join(cacheDir, BENCH_SHAPE === "1b" ? "fixture-1b-q4_0.gguf" : "bench.gguf");
+
+/** Writing the fixture takes a while: do it once, through a temporary file so a killed run leaves no half file. */
 export async function ensureBenchModel(): Promise<void> {
-    await ensureFixtureModel(MODEL_FILE, "bench");
+    if (BENCH_SHAPE === "1b") await ensureFixtureModel(MODEL_FILE, "1b", {quant: "q4_0"});
+    else await ensureFixtureModel(MODEL_FILE, "bench");
 }
 
 /** A fixture model at `file`, written once through a temporary file (a killed run leaves no half file). */

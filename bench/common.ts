@@ -146,6 +146,13 @@ export function meetsTarget(c: Comparison): boolean | undefined {
 
 /** Writes bench/results/<name>.json and .md and returns their paths. */
 export function writeResult(result: BenchResult): {json: string, markdown: string} {
+    // SELFRAG_BENCH_SHAPE=1b (bench/benchModel.ts): the same bench on the 1B Q4_0 fixture, kept beside the f32 one.
+    if (process.env.SELFRAG_BENCH_SHAPE === "1b" && !result.name.endsWith("-1b")) {
+        result = {...result, name: `${result.name}-1b`, title: `${result.title} (1B Q4_0 shape)`,
+            notes: ["SELFRAG_BENCH_SHAPE=1b: run on the 1B Q4_0 fixture (selfrag fixture --kind 1b --quant q4_0: random weights, " +
+                "TinyLlama 1.1B's shape, 620 MB) in place of the bench fixture; where the notes below name the bench fixture, read this model.",
+            ...result.notes]};
+    }
     fs.mkdirSync(resultsDir, {recursive: true});
     const json = path.join(resultsDir, `${result.name}.json`);
     const markdown = path.join(resultsDir, `${result.name}.md`);

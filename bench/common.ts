@@ -145,10 +145,14 @@ export function meetsTarget(c: Comparison): boolean | undefined {
 }
 
 /** Writes bench/results/<name>.json and .md and returns their paths. */
+/** The file stem a result is saved under: `<name>-1b` with SELFRAG_BENCH_SHAPE=1b (bench/benchModel.ts), kept beside the f32 one. */
+export function resultName(name: string): string {
+    return process.env.SELFRAG_BENCH_SHAPE === "1b" && !name.endsWith("-1b") ? `${name}-1b` : name;
+}
+
 export function writeResult(result: BenchResult): {json: string, markdown: string} {
-    // SELFRAG_BENCH_SHAPE=1b (bench/benchModel.ts): the same bench on the 1B Q4_0 fixture, kept beside the f32 one.
-    if (process.env.SELFRAG_BENCH_SHAPE === "1b" && !result.name.endsWith("-1b")) {
-        result = {...result, name: `${result.name}-1b`, title: `${result.title} (1B Q4_0 shape)`,
+    if (resultName(result.name) !== result.name) {
+        result = {...result, name: resultName(result.name), title: `${result.title} (1B Q4_0 shape)`,
             notes: ["SELFRAG_BENCH_SHAPE=1b: run on the 1B Q4_0 fixture (selfrag fixture --kind 1b --quant q4_0: random weights, " +
                 "TinyLlama 1.1B's shape, 620 MB) in place of the bench fixture; where the notes below name the bench fixture, read this model.",
             ...result.notes]};

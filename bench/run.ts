@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath, pathToFileURL} from "node:url";
-import {renderMarkdown, type BenchResult} from "./common.js";
+import {renderMarkdown, resultName, type BenchResult} from "./common.js";
 
 interface BenchModule {
     run(): Promise<BenchResult>;
@@ -30,7 +30,7 @@ async function main(): Promise<void> {
         const result = await module.run();
         console.log(renderMarkdown(result));
         console.log(`(${file}: ${((performance.now() - started) / 1000).toFixed(1)} s, ` +
-            `${result.saved === false ? "nothing measured, bench/results not written" : `written to bench/results/${result.name}.{json,md}`})`);
+            `${result.saved === false ? "nothing measured, bench/results not written" : `written to bench/results/${resultName(result.name)}.{json,md}`})`);
     }
 }
 

@@ -121,8 +121,11 @@ export class DecodingContext {
         if (!this.keepsPrompts || tokens.length === 0 || this.cancelled.has(seq)) return this.release(seq);
         this.kept.set(seq, tokens);
         this.slots.give([seq]);
-        // Ordered before any work of the slot's next lease (submitted after this returns).
+        // Ordered before any work of the slot's next lease (submitted after this returns). Should
+        // the cut fail, the slot is cleared, unless a lease already took it (its work then fails
+        // on the slot's length, alone).
         return this.trim(seq, tokens.length).catch(() => {
+            if (this.kept.get(seq) !== tokens) return undefined;
             this.kept.delete(seq);
             return this.clear(seq);
         });

@@ -4,6 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
 import {writeFixtureModel, type FixtureKind} from "../lib/fixtures/FixtureModel.js";
+import {BENCH_SHAPE} from "./common.js";
 
 type FixtureOptions = Parameters<typeof writeFixtureModel>[2];
 
@@ -15,13 +16,17 @@ const cacheDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".."
  * run on the 1B Q4_0 fixture (TinyLlama 1.1B's shape) instead, and their results are written as
  * `<name>-1b` (writeResult).
  */
-export const BENCH_SHAPE: "bench" | "1b" = process.env.SELFRAG_BENCH_SHAPE === "1b" ? "1b" : "bench";
-export const MODEL_FILE = path.join(cacheDir, BENCH_SHAPE === "1b" ? "fixture-1b-q4_0.gguf" : "bench.gguf");
+export const MODEL_FILE = BENCH_SHAPE === "1b" ? path.join(cacheDir, "fixture-1b-q4_0.gguf") : path.join(cacheDir, "bench.gguf");
 
 /** Writing the fixture takes a while: do it once, through a temporary file so a killed run leaves no half file. */
 export async function ensureBenchModel(): Promise<void> {
-    if (BENCH_SHAPE === "1b") await ensureFixtureModel(MODEL_FILE, "1b", {quant: "q4_0"});
+    if (BENCH_SHAPE === "1b") await ensureFixture1b();
     else await ensureFixtureModel(MODEL_FILE, "bench");
+}
+
+/** The 1B Q4_0 fixture (`selfrag fixture --kind 1b --quant q4_0`, 620 MB) in bench/.cache: the realistic-shape benches' model. */
+export function ensureFixture1b(): Promise<string> {
+    return ensureFixtureModel(path.join(cacheDir, "fixture-1b-q4_0.gguf"), "1b", {quant: "q4_0"});
 }
 
 /** A fixture model at `file`, written once through a temporary file (a killed run leaves no half file). */

@@ -145,9 +145,15 @@ export function meetsTarget(c: Comparison): boolean | undefined {
 }
 
 /** Writes bench/results/<name>.json and .md and returns their paths. */
-/** The file stem a result is saved under: `<name>-1b` with SELFRAG_BENCH_SHAPE=1b (bench/benchModel.ts), kept beside the f32 one. */
+/**
+ * `SELFRAG_BENCH_SHAPE=1b`: the benchmarks that decode on the bench fixture run on the 1B Q4_0
+ * fixture instead (bench/benchModel.ts, MODEL_FILE), their results saved as `<name>-1b`.
+ */
+export const BENCH_SHAPE: "bench" | "1b" = process.env.SELFRAG_BENCH_SHAPE === "1b" ? "1b" : "bench";
+
+/** The file stem a result is saved under: `<name>-1b` on the 1B shape, kept beside the f32 one. */
 export function resultName(name: string): string {
-    return process.env.SELFRAG_BENCH_SHAPE === "1b" && !name.endsWith("-1b") ? `${name}-1b` : name;
+    return BENCH_SHAPE === "1b" && !name.endsWith("-1b") ? `${name}-1b` : name;
 }
 
 export function writeResult(result: BenchResult): {json: string, markdown: string} {

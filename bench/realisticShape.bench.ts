@@ -16,11 +16,10 @@
 import {spawn} from "node:child_process";
 import path from "node:path";
 import {runModelBench} from "../lib/bench/ModelBench.js";
-import {ensureFixtureModel} from "./benchModel.js";
+import {ensureFixture1b} from "./benchModel.js";
 import {environment, median, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {compiledCpuVariant, ensureLlamaBench} from "./peer/buildLlamaServer.js";
 import {measureReadBandwidth, weightBytesPerStep} from "./peer/readBandwidth.js";
-import {benchCacheDir} from "./peer/repoRoot.js";
 
 const ROUNDS = Math.max(1, Number(process.env.SELFRAG_BENCH_ROUNDS ?? 5));
 const REPS = Math.max(1, Number(process.env.SELFRAG_BENCH_REPS ?? 3));
@@ -99,7 +98,7 @@ function tokenMeasurement(id: string, label: string, rates: readonly number[]): 
 }
 
 export async function run(): Promise<BenchResult> {
-    const model = await ensureFixtureModel(path.join(benchCacheDir(), "fixture-1b-q4_0.gguf"), "1b", {quant: "q4_0"});
+    const model = await ensureFixture1b();
     const {binary, variant} = await ensureLlamaBench();
     const backend = compiledCpuVariant();
     const measurements: Measurement[] = [];

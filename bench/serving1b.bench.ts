@@ -18,16 +18,14 @@
 // Environment: SELFRAG_BENCH_REPS (3), SELFRAG_BENCH_THREADS (1).
 import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
 import {spawnSync} from "node:child_process";
 import {SelfRagModel} from "../lib/SelfRagModel.js";
 import {SelfRagServer} from "../lib/serving/SelfRagServer.js";
-import {ensureFixtureModel} from "./benchModel.js";
+import {ensureFixture1b} from "./benchModel.js";
 import {environment, median, sampleMeasurement, writeResult, type BenchResult, type Comparison, type Measurement} from "./common.js";
 import {ensureLikeForLikeLlamaServer, ensureLlamaBench} from "./peer/buildLlamaServer.js";
 import {LlamaServerPeer} from "./peer/LlamaServerPeer.js";
 import {measureReadBandwidth, weightBytesPerStep} from "./peer/readBandwidth.js";
-import {benchCacheDir} from "./peer/repoRoot.js";
 import type {PeerWork} from "./peer/topKSelfRag.js";
 import {peerSystem, percentile, runWorkload, selfragSystem, shortRequest, type Request, type System} from "./servingSystems.js";
 
@@ -66,7 +64,7 @@ function promptRate(binary: string, model: string): number {
 }
 
 export async function run(): Promise<BenchResult> {
-    const modelFile = await ensureFixtureModel(path.join(benchCacheDir(), "fixture-1b-q4_0.gguf"), "1b", {quant: "q4_0"});
+    const modelFile = await ensureFixture1b();
     const server = await ensureLikeForLikeLlamaServer();
     const llamaBench = await ensureLlamaBench();
     const weights = weightBytesPerStep(modelFile);
